@@ -1,0 +1,126 @@
+#include "control/stats.hpp"
+
+#include <rte_ethdev.h>
+
+#include <sstream>
+
+#include "net/packet.hpp"
+
+namespace natgw::control {
+
+namespace {
+const char* kProto[3] = {"tcp", "udp", "icmp"};
+}
+
+Snapshot snapshot(const dp::Context& ctx, const std::vector<const dp::Worker*>& workers,
+                  bool read_ports) {
+  Snapshot s;
+  s.ifaces.resize(ctx.ifaces.size());
+  for (size_t i = 0; i < ctx.ifaces.size(); ++i) {
+    s.ifaces[i].name = ctx.ifaces[i].name;
+    if (read_ports) {
+      rte_eth_stats es{};
+      if (rte_eth_stats_get(ctx.ifaces[i].port_id, &es) == 0) {
+        s.ifaces[i].port_ipackets = es.ipackets;
+        s.ifaces[i].port_opackets = es.opackets;
+        s.ifaces[i].port_imissed = es.imissed;
+        s.ifaces[i].port_ierrors = es.ierrors;
+        s.ifaces[i].port_oerrors = es.oerrors;
+        s.ifaces[i].port_rx_nombuf = es.rx_nombuf;
+      }
+    }
+  }
+  for (const dp::Worker* w : workers) {
+    const dp::WorkerCounters& c = w->counters();
+    for (size_t i = 0; i < ctx.ifaces.size(); ++i) {
+      s.ifaces[i].rx_packets += c.iface[i].rx_packets.get();
+      s.ifaces[i].rx_bytes += c.iface[i].rx_bytes.get();
+      s.ifaces[i].tx_packets += c.iface[i].tx_packets.get();
+      s.ifaces[i].tx_bytes += c.iface[i].tx_bytes.get();
+    }
+    for (unsigned d = 0; d < dp::kDropCount; ++d) s.drops[d] += c.drops[d].get();
+    for (unsigned d = 0; d < 8; ++d) s.malformed[d] += c.malformed[d].get();
+    s.forwarded += c.forwarded.get();
+    s.in2out += c.in2out.get();
+    s.out2in += c.out2in.get();
+    s.icmp_errors_translated += c.icmp_errors_translated.get();
+    s.icmp_errors_sent += c.icmp_errors_sent.get();
+    s.icmp_errors_ratelimited += c.icmp_errors_ratelimited.get();
+    s.echo_replies += c.echo_replies.get();
+    s.arp_requests_sent += c.arp_requests_sent.get();
+    s.arp_replies_sent += c.arp_replies_sent.get();
+    s.arp_learned += c.arp_learned.get();
+    s.arp_table_full += c.arp_table_full.get();
+    s.fragments_translated += c.fragments_translated.get();
+    s.fragments_buffered += c.fragments_buffered.get();
+    s.mss_clamped += c.mss_clamped.get();
+    WorkerStats ws;
+    ws.busy_cycles = c.busy_cycles.get();
+    ws.idle_cycles = c.idle_cycles.get();
+    ws.polls = c.polls.get();
+    if (w->id() < ctx.sessions.size()) ws.sessions = ctx.sessions[w->id()]->active();
+    s.workers.push_back(ws);
+  }
+  for (const auto& t : ctx.sessions) {
+    const auto& st = t->stats();
+    for (int p = 0; p < 3; ++p) {
+      s.sessions_active[p] += st.active[p].get();
+      s.sessions_created[p] += st.created[p].get();
+      s.sessions_expired[p] += st.expired[p].get();
+    }
+    s.port_alloc_errors += st.no_port.get();
+    s.table_full += st.table_full.get();
+    s.mappings += st.mappings.get();
+    s.port_overlapped += st.overlapped.get();
+  }
+  s.arp_entries = ctx.arp.size();
+  if (const auto* t = ctx.tables.load(std::memory_order_acquire)) s.generation = t->generation;
+  return s;
+}
+
+std::string format_text(const Snapshot& s) {
+  std::ostringstream o;
+  o << "interfaces:\n";
+  for (const auto& i : s.ifaces)
+    o << "  " << i.name << ": rx " << i.rx_packets << " pkts " << i.rx_bytes << " bytes, tx "
+      << i.tx_packets << " pkts " << i.tx_bytes << " bytes (port: in " << i.port_ipackets
+      << " out " << i.port_opackets << " missed " << i.port_imissed << " nombuf "
+      << i.port_rx_nombuf << ")\n";
+  o << "packets: forwarded " << s.forwarded << ", in2out " << s.in2out << ", out2in " << s.out2in
+    << ", icmp errors translated " << s.icmp_errors_translated << ", fragments translated "
+    << s.fragments_translated << "\n";
+  o << "sessions: active tcp " << s.sessions_active[0] << " udp " << s.sessions_active[1]
+    << " icmp " << s.sessions_active[2] << "; created";
+  for (int p = 0; p < 3; ++p) o << " " << kProto[p] << " " << s.sessions_created[p];
+  o << "; expired";
+  for (int p = 0; p < 3; ++p) o << " " << kProto[p] << " " << s.sessions_expired[p];
+  o << "; mappings " << s.mappings << "; port alloc errors " << s.port_alloc_errors
+    << "; table full " << s.table_full << "\n";
+  o << "drops:";
+  for (unsigned d = 0; d < dp::kDropCount; ++d)
+    if (s.drops[d]) o << " " << dp::drop_name(d) << "=" << s.drops[d];
+  o << "\n";
+  bool any = false;
+  for (unsigned d = 1; d < 8; ++d)
+    if (s.malformed[d]) {
+      if (!any) o << "malformed:";
+      any = true;
+      o << " " << net::parse_error_name(static_cast<net::ParseError>(d)) << "=" << s.malformed[d];
+    }
+  if (any) o << "\n";
+  o << "icmp: errors sent " << s.icmp_errors_sent << " (rate-limited " << s.icmp_errors_ratelimited
+    << "), echo replies " << s.echo_replies << "\n";
+  o << "arp: entries " << s.arp_entries << ", requests sent " << s.arp_requests_sent
+    << ", replies sent " << s.arp_replies_sent << ", learned " << s.arp_learned << "\n";
+  for (size_t w = 0; w < s.workers.size(); ++w) {
+    const auto& ws = s.workers[w];
+    const double total = static_cast<double>(ws.busy_cycles + ws.idle_cycles);
+    o << "worker " << w << ": sessions " << ws.sessions << ", busy "
+      << (total > 0 ? 100.0 * static_cast<double>(ws.busy_cycles) / total : 0.0) << "%, polls "
+      << ws.polls << "\n";
+  }
+  o << "config generation " << s.generation << "\n";
+  return o.str();
+}
+
+}  // namespace natgw::control

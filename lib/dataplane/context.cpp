@@ -1,0 +1,151 @@
+#include "dataplane/context.hpp"
+
+#include <rte_malloc.h>
+
+#include <map>
+#include <stdexcept>
+
+namespace natgw::dp {
+
+namespace {
+uint32_t mask_of(uint8_t len) { return len ? ~0u << (32 - len) : 0; }
+
+// Port range every outside address gets, from the SNAT rules that can use it.
+std::map<uint32_t, std::pair<uint16_t, uint16_t>> port_ranges(const config::Config& cfg) {
+  std::map<uint32_t, std::pair<uint16_t, uint16_t>> r;
+  auto set = [&](uint32_t a, uint16_t lo, uint16_t hi, const config::Location& loc) {
+    auto [it, fresh] = r.emplace(a, std::make_pair(lo, hi));
+    if (!fresh && it->second != std::make_pair(lo, hi))
+      throw std::runtime_error(loc.file + ":" + std::to_string(loc.line) + ": outside address " +
+                               config::format_ipv4(a) + " is used with port ranges " +
+                               std::to_string(it->second.first) + "-" +
+                               std::to_string(it->second.second) + " and " + std::to_string(lo) +
+                               "-" + std::to_string(hi) + "; give it one range");
+  };
+  for (const auto& s : cfg.snat) {
+    if (s.to.empty()) {
+      for (const auto& i : cfg.interfaces) set(i.addr, s.port_min, s.port_max, s.loc);
+    } else {
+      for (uint32_t a : s.to) set(a, s.port_min, s.port_max, s.loc);
+    }
+  }
+  return r;
+}
+}  // namespace
+
+void init_context(Context& ctx, const config::Config& cfg) {
+  if (cfg.interfaces.size() > kMaxIfaces)
+    throw std::runtime_error("at most " + std::to_string(kMaxIfaces) + " interfaces");
+  const auto ranges = port_ranges(cfg);
+  auto outside_index = [&](uint32_t a) -> uint8_t {
+    for (size_t i = 0; i < ctx.outside.size(); ++i)
+      if (ctx.outside[i].addr == rte_cpu_to_be_32(a)) return static_cast<uint8_t>(i);
+    auto it = ranges.find(a);
+    const auto pr = it == ranges.end() ? std::make_pair<uint16_t, uint16_t>(1024, 65535) : it->second;
+    ctx.outside.push_back(nat::OutsideAddress{rte_cpu_to_be_32(a), pr.first, pr.second});
+    ctx.local.push_back(rte_cpu_to_be_32(a));
+    return static_cast<uint8_t>(ctx.outside.size() - 1);
+  };
+  ctx.ifaces.clear();
+  for (const auto& i : cfg.interfaces) {
+    Iface f;
+    f.name = i.name;
+    f.addr = rte_cpu_to_be_32(i.addr);
+    f.mask = mask_of(i.prefix_len);
+    f.net = i.addr & f.mask;
+    f.mtu = i.mtu;
+    f.mss_clamp = i.mss_clamp;
+    f.outside_idx = outside_index(i.addr);
+    ctx.ifaces.push_back(f);
+  }
+  for (const auto& s : cfg.snat)
+    for (uint32_t a : s.to) outside_index(a);
+  ctx.workers = static_cast<uint16_t>(cfg.dataplane.workers);
+  ctx.max_sessions = cfg.nat.max_sessions;
+}
+
+void init_sessions(Context& ctx, int socket) {
+  const size_t sz = rte_rcu_qsbr_get_memsize(ctx.workers);
+  ctx.qsbr = static_cast<rte_rcu_qsbr*>(rte_zmalloc("natgw_qsbr", sz, RTE_CACHE_LINE_SIZE));
+  if (!ctx.qsbr || rte_rcu_qsbr_init(ctx.qsbr, ctx.workers) != 0)
+    throw std::runtime_error("cannot allocate the RCU state");
+  for (uint16_t w = 0; w < ctx.workers; ++w) {
+    nat::SessionTable::Params p;
+    p.max_sessions = ctx.max_sessions;
+    p.worker = w;
+    p.workers = ctx.workers;
+    p.outside = ctx.outside;
+    p.qsbr = ctx.qsbr;
+    p.socket = socket;
+    ctx.sessions.push_back(nat::SessionTable::create(p));
+  }
+}
+
+std::unique_ptr<RuntimeTables> build_tables(const Context& ctx, const config::Config& cfg,
+                                            uint64_t generation) {
+  auto t = std::make_unique<RuntimeTables>();
+  t->generation = generation;
+  t->routes = route::RouteTable::build(cfg);
+  t->acl = std::make_unique<acl::AclTable>(cfg);
+  const auto ranges = port_ranges(cfg);
+  for (size_t r = 0; r < cfg.snat.size(); ++r) {
+    const auto& s = cfg.snat[r];
+    SnatRule rule;
+    rule.id = static_cast<uint8_t>(r);
+    for (const auto& p : s.from) rule.from.emplace_back(p.addr & mask_of(p.len), mask_of(p.len));
+    for (uint32_t a : s.to) {
+      int idx = -1;
+      for (size_t i = 0; i < ctx.outside.size(); ++i)
+        if (ctx.outside[i].addr == rte_cpu_to_be_32(a)) idx = static_cast<int>(i);
+      if (idx < 0)
+        throw std::runtime_error(s.loc.file + ":" + std::to_string(s.loc.line) + ": pool address " +
+                                 config::format_ipv4(a) +
+                                 " is new: adding outside addresses needs a restart");
+      rule.pool.push_back(static_cast<uint8_t>(idx));
+    }
+    t->snat.push_back(std::move(rule));
+  }
+  for (const auto& [a, pr] : ranges) {
+    for (const auto& o : ctx.outside)
+      if (o.addr == rte_cpu_to_be_32(a) && (o.port_lo != pr.first || o.port_hi != pr.second))
+        throw std::runtime_error("port range of " + config::format_ipv4(a) +
+                                 " changed: that needs a restart");
+  }
+  if (cfg.interfaces.size() != ctx.ifaces.size())
+    throw std::runtime_error("interfaces changed: that needs a restart");
+  for (size_t i = 0; i < cfg.interfaces.size(); ++i) {
+    const auto& c = cfg.interfaces[i];
+    if (c.name != ctx.ifaces[i].name || rte_cpu_to_be_32(c.addr) != ctx.ifaces[i].addr ||
+        c.mtu != ctx.ifaces[i].mtu)
+      throw std::runtime_error(c.loc.file + ":" + std::to_string(c.loc.line) + ": interface '" +
+                               c.name + "' changed: interfaces need a restart");
+  }
+  t->timeouts.udp = cfg.timeouts.udp * 1000;
+  t->timeouts.tcp_established = cfg.timeouts.tcp_established * 1000;
+  t->timeouts.tcp_transitory = cfg.timeouts.tcp_transitory * 1000;
+  t->timeouts.icmp = cfg.timeouts.icmp * 1000;
+  t->fragment_timeout_ms = cfg.timeouts.fragment * 1000;
+  t->port_preservation = cfg.nat.port_preservation;
+  t->port_overlapping = cfg.nat.port_overlapping;
+  for (const auto& r : cfg.routes)
+    if (r.via) t->gateways.push_back(rte_cpu_to_be_32(r.via));
+  return t;
+}
+
+void publish_tables(Context& ctx, std::unique_ptr<RuntimeTables> next) {
+  const RuntimeTables* old = ctx.tables.exchange(next.release(), std::memory_order_acq_rel);
+  if (old) {
+    // Wait until every worker has reported a quiescent state after the swap.
+    if (ctx.qsbr) rte_rcu_qsbr_synchronize(ctx.qsbr, RTE_QSBR_THRID_INVALID);
+    delete old;
+  }
+}
+
+void destroy_context(Context& ctx) {
+  delete ctx.tables.exchange(nullptr);
+  ctx.sessions.clear();
+  rte_free(ctx.qsbr);
+  ctx.qsbr = nullptr;
+}
+
+}  // namespace natgw::dp

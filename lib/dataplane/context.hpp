@@ -1,0 +1,91 @@
+// What all workers share: interfaces, the ARP table, the per-worker session tables,
+// and the reloadable tables (routes, ACL, SNAT rules, timeouts) published through
+// an atomic pointer and reclaimed with rte_rcu_qsbr.
+#pragma once
+
+#include <rte_byteorder.h>
+#include <rte_ether.h>
+#include <rte_rcu_qsbr.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "acl/acl_table.hpp"
+#include "arp/arp_table.hpp"
+#include "config/config.hpp"
+#include "dataplane/counters.hpp"
+#include "nat/session_table.hpp"
+#include "route/route_table.hpp"
+
+namespace natgw::dp {
+
+struct Iface {
+  std::string name;
+  uint16_t port_id = 0;      // DPDK port
+  rte_be32_t addr = 0;       // our address on this link
+  uint32_t net = 0, mask = 0;  // host order, for "is this on-link"
+  uint16_t mtu = 1500;
+  uint16_t mss_clamp = 0;
+  rte_ether_addr mac{};
+  uint8_t outside_idx = 0;   // this address in the outside-address list
+};
+
+struct SnatRule {
+  std::vector<std::pair<uint32_t, uint32_t>> from;  // (net, mask) host order
+  std::vector<uint8_t> pool;                       // outside address indexes; empty = egress iface
+  uint8_t id = 0;                                  // mapping realm (pool id)
+};
+
+// Everything a reload replaces, built off the data path and swapped in one step.
+struct RuntimeTables {
+  uint64_t generation = 0;
+  std::unique_ptr<route::RouteTable> routes;
+  std::unique_ptr<acl::AclTable> acl;
+  std::vector<SnatRule> snat;
+  nat::Timeouts timeouts;
+  uint32_t fragment_timeout_ms = 2000;
+  bool port_preservation = true;
+  bool port_overlapping = true;
+  std::vector<rte_be32_t> gateways;  // refreshed by ARP periodically
+};
+
+struct Context {
+  std::vector<Iface> ifaces;  // config order; index = "iface"
+  uint8_t port_to_iface[RTE_MAX_ETHPORTS] = {};
+  std::vector<nat::OutsideAddress> outside;  // every address NAT may use
+  std::vector<rte_be32_t> local;             // addresses we answer for (ifaces + pools)
+  arp::ArpTable arp{4096};
+  std::atomic<const RuntimeTables*> tables{nullptr};
+  rte_rcu_qsbr* qsbr = nullptr;
+  std::vector<std::unique_ptr<nat::SessionTable>> sessions;  // one per worker
+  uint16_t workers = 1;
+  uint32_t max_sessions = 1u << 16;
+  std::atomic<bool> stop{false};
+  std::atomic<bool> nat_used{false};  // a session was ever created: in2out must look up
+
+  bool is_local(rte_be32_t a) const {
+    for (rte_be32_t l : local)
+      if (l == a) return true;
+    return false;
+  }
+};
+
+// Control path. Build the interface list, outside addresses and local addresses
+// from a validated config (ports' MACs and ids are filled in by the caller).
+// Throws std::runtime_error on a conflict (e.g. one address with two port ranges).
+void init_context(Context& ctx, const config::Config& cfg);
+// Allocate the qsbr and one session table per worker. Throws on DPDK failure.
+void init_sessions(Context& ctx, int socket);
+// Build reloadable tables for `cfg` against the running context. Throws
+// std::runtime_error naming what cannot change without a restart.
+std::unique_ptr<RuntimeTables> build_tables(const Context& ctx, const config::Config& cfg,
+                                            uint64_t generation);
+// Publish new tables; waits (control thread only) until no worker uses the old ones.
+void publish_tables(Context& ctx, std::unique_ptr<RuntimeTables> next);
+// Free everything owned through the context (tables pointer, session tables, qsbr).
+void destroy_context(Context& ctx);
+
+}  // namespace natgw::dp

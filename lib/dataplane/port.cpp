@@ -1,0 +1,98 @@
+#include "dataplane/port.hpp"
+
+#include <rte_bus.h>
+#include <rte_dev.h>
+#include <rte_errno.h>
+#include <rte_mbuf.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace natgw::dp {
+
+namespace {
+std::string dpdk_error(int rc) { return rte_strerror(rc < 0 ? -rc : rc); }
+}  // namespace
+
+uint16_t probe_port(const std::string& device) {
+  const std::string name = device.substr(0, device.find(','));
+  uint16_t port;
+  if (rte_eth_dev_get_port_by_name(name.c_str(), &port) == 0) return port;  // PCI probed by EAL
+  const bool is_pci = name.find(':') != std::string::npos;
+  const std::string devargs = is_pci ? "pci:" + device : "vdev:" + device;
+  const int rc = rte_dev_probe(devargs.c_str());
+  if (rc != 0)
+    throw std::runtime_error("cannot probe device '" + device + "': " + dpdk_error(rc) +
+                             (is_pci ? " (is it bound to vfio-pci/igb_uio, and is --no-pci absent from eal?)"
+                                     : " (is the vdev driver installed and the interface present?)"));
+  if (rte_eth_dev_get_port_by_name(name.c_str(), &port) != 0)
+    throw std::runtime_error("device '" + device + "' probed but no ethdev port named '" + name + "'");
+  return port;
+}
+
+uint16_t mbuf_data_room(uint16_t max_mtu) {
+  const uint32_t need = RTE_PKTMBUF_HEADROOM + max_mtu + RTE_ETHER_HDR_LEN + RTE_ETHER_CRC_LEN + 8;
+  return static_cast<uint16_t>(std::max<uint32_t>(RTE_MBUF_DEFAULT_BUF_SIZE, (need + 1023u) / 1024u * 1024u));
+}
+
+PortPlan plan_port(const rte_eth_dev_info& info, const PortParams& p, const std::string& name) {
+  if (info.max_rx_queues < p.queues || info.max_tx_queues < p.queues)
+    throw std::runtime_error(name + ": " + std::to_string(p.queues) +
+                             " workers need as many RX/TX queues, the device offers " +
+                             std::to_string(info.max_rx_queues) + "/" +
+                             std::to_string(info.max_tx_queues) +
+                             " (af_packet/af_xdp: add qpairs=N / queue_count=N to the device string)");
+  if (info.max_mtu && p.mtu > info.max_mtu)
+    throw std::runtime_error(name + ": mtu " + std::to_string(p.mtu) + " exceeds the device maximum " +
+                             std::to_string(info.max_mtu));
+  PortPlan plan;
+  plan.conf.rxmode.mtu = p.mtu;
+  plan.set_mtu = true;
+  if (p.queues > 1) {
+    plan.conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+    plan.conf.rx_adv_conf.rss_conf.rss_hf =
+        (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP) & info.flow_type_rss_offloads;
+  }
+  auto clamp = [](uint16_t want, const rte_eth_desc_lim& lim) {
+    uint16_t v = std::min<uint16_t>(want, lim.nb_max ? lim.nb_max : want);
+    v = std::max<uint16_t>(v, lim.nb_min);
+    if (lim.nb_align > 1) v = static_cast<uint16_t>(v - v % lim.nb_align);
+    return v;
+  };
+  plan.rx_desc = clamp(p.rx_desc, info.rx_desc_lim);
+  plan.tx_desc = clamp(p.tx_desc, info.tx_desc_lim);
+  return plan;
+}
+
+void start_port(uint16_t port, const PortParams& p, rte_mempool* pool, const std::string& name) {
+  rte_eth_dev_info info{};
+  int rc = rte_eth_dev_info_get(port, &info);
+  if (rc != 0) throw std::runtime_error(name + ": rte_eth_dev_info_get: " + dpdk_error(rc));
+  PortPlan plan = plan_port(info, p, name);
+  rc = rte_eth_dev_configure(port, p.queues, p.queues, &plan.conf);
+  if (rc != 0) {
+    // Some software PMDs reject an explicit MTU in rxmode; retry with their default.
+    plan.conf.rxmode.mtu = 0;
+    rc = rte_eth_dev_configure(port, p.queues, p.queues, &plan.conf);
+  }
+  if (rc != 0) throw std::runtime_error(name + ": rte_eth_dev_configure: " + dpdk_error(rc));
+  uint16_t rxd = plan.rx_desc, txd = plan.tx_desc;
+  rte_eth_dev_adjust_nb_rx_tx_desc(port, &rxd, &txd);
+  const int socket = rte_eth_dev_socket_id(port);
+  for (uint16_t q = 0; q < p.queues; ++q) {
+    rc = rte_eth_rx_queue_setup(port, q, rxd, static_cast<unsigned>(socket), nullptr, pool);
+    if (rc != 0) throw std::runtime_error(name + ": RX queue setup: " + dpdk_error(rc));
+    rc = rte_eth_tx_queue_setup(port, q, txd, static_cast<unsigned>(socket), nullptr);
+    if (rc != 0) throw std::runtime_error(name + ": TX queue setup: " + dpdk_error(rc));
+  }
+  rte_eth_dev_set_mtu(port, p.mtu);  // best effort: af_packet follows the kernel interface
+  rc = rte_eth_dev_start(port);
+  if (rc != 0) throw std::runtime_error(name + ": start: " + dpdk_error(rc));
+}
+
+void stop_port(uint16_t port) {
+  rte_eth_dev_stop(port);
+  rte_eth_dev_close(port);
+}
+
+}  // namespace natgw::dp

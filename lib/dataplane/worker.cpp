@@ -1,0 +1,821 @@
+#include "dataplane/worker.hpp"
+
+#include <rte_arp.h>
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_prefetch.h>
+
+#include <cstring>
+
+#include "net/build.hpp"
+#include "net/checksum.hpp"
+
+namespace natgw::dp {
+
+using net::Ipv4Packet;
+using nat::FlowKey;
+using nat::Session;
+
+namespace {
+
+constexpr uint32_t kArpRetryMs = 1000;
+constexpr uint32_t kArpGiveUpMs = 3000;
+constexpr uint32_t kGatewayRefreshMs = 15000;
+constexpr uint32_t kIcmpErrorsPerSec = 200;
+constexpr uint32_t kExpiryBudget = 64;
+
+inline net::IcmpHdr* icmp_of(const Ipv4Packet& p) { return reinterpret_cast<net::IcmpHdr*>(p.l4); }
+
+// TTL decrement folded into a checksum delta: the (ttl, proto) word loses 0x0100.
+inline uint32_t ttl_dec(rte_ipv4_hdr* ip) {
+  uint16_t before;
+  std::memcpy(&before, &ip->time_to_live, 2);
+  ip->time_to_live--;
+  uint16_t after;
+  std::memcpy(&after, &ip->time_to_live, 2);
+  return net::csum_delta16(before, after);
+}
+
+// Build the inside-direction key of a packet, or return false if NAT cannot map it.
+inline bool inside_key(const Ipv4Packet& p, FlowKey& k) {
+  const rte_ipv4_hdr* ip = p.ip;
+  switch (p.proto) {
+    case IPPROTO_TCP:
+    case IPPROTO_UDP: {
+      const auto* ports = reinterpret_cast<const rte_be16_t*>(p.l4);
+      k = nat::make_key(ip->src_addr, ip->dst_addr, ports[0], ports[1], p.proto, nat::kInside);
+      return true;
+    }
+    case IPPROTO_ICMP: {
+      const auto* ic = icmp_of(p);
+      if (!net::is_icmp_query(ic->type)) return false;
+      k = nat::make_key(ip->src_addr, ip->dst_addr, ic->id, 0, p.proto, nat::kInside);
+      return true;
+    }
+    default: return false;
+  }
+}
+
+inline bool outside_key(const Ipv4Packet& p, FlowKey& k) {
+  const rte_ipv4_hdr* ip = p.ip;
+  switch (p.proto) {
+    case IPPROTO_TCP:
+    case IPPROTO_UDP: {
+      const auto* ports = reinterpret_cast<const rte_be16_t*>(p.l4);
+      k = nat::make_key(ip->src_addr, ip->dst_addr, ports[0], ports[1], p.proto, nat::kOutside);
+      return true;
+    }
+    case IPPROTO_ICMP: {
+      const auto* ic = icmp_of(p);
+      if (!net::is_icmp_query(ic->type)) return false;
+      k = nat::make_key(ip->src_addr, ip->dst_addr, 0, ic->id, p.proto, nat::kOutside);
+      return true;
+    }
+    default: return false;
+  }
+}
+
+inline uint32_t frag_hash(rte_be32_t src, rte_be32_t dst, rte_be16_t id, uint8_t proto) {
+  uint32_t h = src * 2654435761u ^ dst * 2246822519u ^ (static_cast<uint32_t>(id) << 8 | proto);
+  return h ^ (h >> 15);
+}
+
+}  // namespace
+
+Worker::Worker(Context& ctx, uint16_t id, rte_mempool* pool) : ctx_(ctx), id_(id), pool_(pool) {
+  tsc_hz_ = rte_get_tsc_hz();
+  tsc0_ = rte_get_tsc_cycles();
+  tables_ = ctx_.tables.load(std::memory_order_acquire);
+}
+
+Worker::~Worker() {
+  for (auto& t : tx_)
+    for (uint16_t i = 0; i < t.n; ++i) rte_pktmbuf_free(t.pkts[i]);
+  for (auto& v : captured_)
+    for (auto* m : v) rte_pktmbuf_free(m);
+  for (auto& pa : pending_)
+    for (uint8_t i = 0; i < pa.n; ++i) rte_pktmbuf_free(pa.pkts[i]);
+  for (auto& h : held_)
+    if (h.m) rte_pktmbuf_free(h.m);
+}
+
+void Worker::update_clock() {
+  if (manual_clock_) return;
+  now_ms_ = static_cast<uint32_t>((rte_get_tsc_cycles() - tsc0_) * 1000 / tsc_hz_);
+}
+
+void Worker::run() {
+  rte_rcu_qsbr_thread_register(ctx_.qsbr, id_);
+  rte_rcu_qsbr_thread_online(ctx_.qsbr, id_);
+  while (!ctx_.stop.load(std::memory_order_relaxed)) poll_once();
+  flush();
+  rte_rcu_qsbr_thread_offline(ctx_.qsbr, id_);
+  rte_rcu_qsbr_thread_unregister(ctx_.qsbr, id_);
+}
+
+void Worker::poll_once() {
+  const uint64_t t0 = rte_rdtsc();
+  update_clock();
+  tables_ = ctx_.tables.load(std::memory_order_acquire);
+  unsigned total = 0;
+  rte_mbuf* pkts[kBurst];
+  for (uint16_t i = 0; i < ctx_.ifaces.size(); ++i) {
+    const uint16_t n = rte_eth_rx_burst(ctx_.ifaces[i].port_id, id_, pkts, kBurst);
+    if (n) {
+      process(i, pkts, n);
+      total += n;
+    }
+  }
+  flush();
+  if (now_ms_ != last_housekeeping_ms_ || total == 0) housekeeping();
+  rte_rcu_qsbr_quiescent(ctx_.qsbr, id_);
+  const uint64_t spent = rte_rdtsc() - t0;
+  (total ? counters_.busy_cycles : counters_.idle_cycles).add(spent);
+  counters_.polls.add();
+}
+
+void Worker::process(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
+  IfaceCounters& ic = counters_.iface[iface];
+  uint64_t bytes = 0;
+  for (uint16_t i = 0; i < n && i < 4; ++i) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
+  for (uint16_t i = 0; i < n; ++i) {
+    if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 4], void*));
+    bytes += pkts[i]->pkt_len;
+    handle(iface, pkts[i]);
+  }
+  ic.rx_packets.add(n);
+  ic.rx_bytes.add(bytes);
+}
+
+void Worker::handle(uint16_t iface, rte_mbuf* m) {
+  if (m->data_len < sizeof(rte_ether_hdr)) return drop(m, kDropMalformed);
+  auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+  if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP)) return handle_arp(iface, m);
+  if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) return drop(m, kDropNonIpv4);
+  if (!rte_is_same_ether_addr(&eth->dst_addr, &ctx_.ifaces[iface].mac))
+    return drop(m, kDropNotForUs);
+  Ipv4Packet p;
+  const net::ParseError err = net::parse_ipv4_mbuf(m, p);
+  if (err != net::ParseError::none) {
+    counters_.malformed[static_cast<unsigned>(err) & 7].add();
+    return drop(m, kDropMalformed);
+  }
+  if (ctx_.is_local(p.ip->dst_addr)) return handle_local(iface, m, p);
+  handle_transit(iface, m, p);
+}
+
+// ---------------------------------------------------------------- sessions
+
+int Worker::find(const FlowKey& k, uint16_t hint, uint32_t& idx) const {
+  const int64_t v = ctx_.sessions[hint]->lookup(k);
+  if (v >= 0) {
+    idx = static_cast<uint32_t>(v) & ~nat::SessionTable::kOutsideBit;
+    return hint;
+  }
+  for (uint16_t w = 0; w < ctx_.workers; ++w) {
+    if (w == hint) continue;
+    const int64_t r = ctx_.sessions[w]->lookup(k);
+    if (r >= 0) {
+      idx = static_cast<uint32_t>(r) & ~nat::SessionTable::kOutsideBit;
+      return w;
+    }
+  }
+  return -1;
+}
+
+void Worker::touch(Session& s, const Ipv4Packet& p, bool from_inside) {
+  // Refresh only when the coarse clock moved: a session used from two workers
+  // does not bounce its cache line on every packet.
+  if (s.last_seen_ms.load(std::memory_order_relaxed) != now_ms_)
+    s.last_seen_ms.store(now_ms_, std::memory_order_relaxed);
+  uint8_t add = from_inside ? 0 : nat::kSeenOut;
+  if (p.proto == IPPROTO_TCP && (p.flags & net::PKT_HAS_PORTS)) {
+    const uint8_t tf = reinterpret_cast<const rte_tcp_hdr*>(p.l4)->tcp_flags;
+    if (tf & RTE_TCP_SYN_FLAG) add |= from_inside ? nat::kSynIn : nat::kSynOut;
+    if (tf & RTE_TCP_FIN_FLAG) add |= from_inside ? nat::kFinIn : nat::kFinOut;
+    if (tf & RTE_TCP_RST_FLAG) add |= nat::kRst;
+  }
+  const uint8_t cur = s.flags.load(std::memory_order_relaxed);
+  if ((cur | add) != cur) s.flags.fetch_or(add, std::memory_order_relaxed);
+}
+
+void Worker::in2out(rte_mbuf* m, Ipv4Packet& p, Session& s) {
+  (void)m;
+  rte_ipv4_hdr* ip = p.ip;
+  ip->src_addr = s.out_ip;
+  ip->hdr_checksum = net::csum_apply(ip->hdr_checksum, s.l3_delta + ttl_dec(ip));
+  if (!(p.flags & net::PKT_FIRST_FRAGMENT)) return;  // later fragments carry no L4 header
+  switch (p.proto) {
+    case IPPROTO_TCP: {
+      auto* th = reinterpret_cast<rte_tcp_hdr*>(p.l4);
+      th->src_port = s.out_port;
+      th->cksum = net::csum_apply(th->cksum, s.l4_delta);
+      break;
+    }
+    case IPPROTO_UDP: {
+      auto* uh = reinterpret_cast<rte_udp_hdr*>(p.l4);
+      uh->src_port = s.out_port;
+      uh->dgram_cksum = net::udp_csum_apply(uh->dgram_cksum, s.l4_delta);
+      break;
+    }
+    case IPPROTO_ICMP: {
+      auto* ic = icmp_of(p);
+      ic->id = s.out_port;
+      ic->cksum = net::csum_apply(ic->cksum, s.l4_delta);
+      break;
+    }
+  }
+}
+
+void Worker::out2in(rte_mbuf* m, Ipv4Packet& p, Session& s) {
+  (void)m;
+  rte_ipv4_hdr* ip = p.ip;
+  ip->dst_addr = s.in_ip;
+  ip->hdr_checksum =
+      net::csum_apply(ip->hdr_checksum, net::csum_delta_negate(s.l3_delta) + ttl_dec(ip));
+  if (!(p.flags & net::PKT_FIRST_FRAGMENT)) return;
+  const uint16_t back = net::csum_delta_negate(s.l4_delta);
+  switch (p.proto) {
+    case IPPROTO_TCP: {
+      auto* th = reinterpret_cast<rte_tcp_hdr*>(p.l4);
+      th->dst_port = s.in_port;
+      th->cksum = net::csum_apply(th->cksum, back);
+      break;
+    }
+    case IPPROTO_UDP: {
+      auto* uh = reinterpret_cast<rte_udp_hdr*>(p.l4);
+      uh->dst_port = s.in_port;
+      uh->dgram_cksum = net::udp_csum_apply(uh->dgram_cksum, back);
+      break;
+    }
+    case IPPROTO_ICMP: {
+      auto* ic = icmp_of(p);
+      ic->id = s.in_port;
+      ic->cksum = net::csum_apply(ic->cksum, back);
+      break;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- directions
+
+void Worker::handle_local(uint16_t iface, rte_mbuf* m, Ipv4Packet& p) {
+  if (!(p.flags & net::PKT_FIRST_FRAGMENT)) return handle_fragment(iface, m, p, true);
+  if (p.proto == IPPROTO_ICMP) {
+    net::IcmpHdr* ic = icmp_of(p);
+    if (ic->type == RTE_IP_ICMP_ECHO_REQUEST) {
+      if (p.flags & net::PKT_FRAGMENT) return drop(m, kDropNotForUs);  // no reassembly for ourselves
+      net::make_echo_reply(p);
+      counters_.echo_replies.add();
+      auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+      const rte_ether_addr back = eth->src_addr;
+      return send_l2(iface, back, m);
+    }
+    if (net::is_icmp_error(ic->type)) return handle_icmp_error_out2in(iface, m, p);
+  }
+  FlowKey k{};
+  if (!outside_key(p, k)) return drop(m, kDropNotForUs);
+  // The outside port names the owner; look there first.
+  uint16_t hint = id_;
+  if (ctx_.workers > 1) {
+    const int a = ctx_.sessions[0]->outside_index(p.ip->dst_addr);
+    if (a >= 0) hint = ctx_.sessions[0]->owner_of(static_cast<uint32_t>(a), rte_be_to_cpu_16(k.dport));
+  }
+  uint32_t idx;
+  const int table = find(k, hint, idx);
+  if (table < 0) return drop(m, kDropNoSession);
+  Session& s = ctx_.sessions[table]->session(idx);
+  if (p.ip->time_to_live <= 1) {
+    send_icmp_error(iface, m, p, 11, 0);
+    return drop(m, kDropTtl);
+  }
+  if (!fits_mtu(iface, s.in_iface, m, p)) return;
+  if (p.flags & net::PKT_FRAGMENT) remember_fragment(p, static_cast<uint16_t>(table), idx, nat::kOutside);
+  touch(s, p, false);
+  out2in(m, p, s);
+  counters_.out2in.add();
+  send_l2(s.in_iface, s.in_mac, m);
+}
+
+void Worker::handle_transit(uint16_t iface, rte_mbuf* m, Ipv4Packet& p) {
+  if (p.ip->time_to_live <= 1) {
+    send_icmp_error(iface, m, p, 11, 0);
+    return drop(m, kDropTtl);
+  }
+  const RuntimeTables& t = *tables_;
+  if (t.snat.empty() && !ctx_.nat_used.load(std::memory_order_relaxed)) {
+    // Forwarding only: stateless unless an ACL must judge the flow.
+    if (t.acl->empty()) return forward(iface, m, p);
+    return new_flow(iface, m, p, FlowKey{});
+  }
+  if (!(p.flags & net::PKT_FIRST_FRAGMENT)) return handle_fragment(iface, m, p, false);
+  if (p.proto == IPPROTO_ICMP && net::is_icmp_error(icmp_of(p)->type)) {
+    if (handle_icmp_error_in2out(iface, m, p)) return;
+    return forward(iface, m, p);
+  }
+  FlowKey k{};
+  if (!(p.flags & net::PKT_HAS_PORTS) || !inside_key(p, k)) return new_flow(iface, m, p, k);
+  uint32_t idx;
+  const int table = find(k, id_, idx);
+  if (table < 0) return new_flow(iface, m, p, k);
+  Session& s = ctx_.sessions[table]->session(idx);
+  if (!fits_mtu(iface, s.out_iface, m, p)) return;
+  if (p.flags & net::PKT_FRAGMENT) remember_fragment(p, static_cast<uint16_t>(table), idx, nat::kInside);
+  touch(s, p, true);
+  in2out(m, p, s);
+  counters_.in2out.add();
+  send_l3(s.out_iface, s.out_nh, m);
+}
+
+// Slow path: the first packet of a flow (or a packet NAT does not map).
+[[gnu::noinline]] void Worker::new_flow(uint16_t iface, rte_mbuf* m, Ipv4Packet& p,
+                                        const FlowKey& key) {
+  const RuntimeTables& t = *tables_;
+  route::NextHop nh;
+  if (!t.routes->lookup(p.ip->dst_addr, nh)) {
+    send_icmp_error(iface, m, p, 3, 0);  // net unreachable
+    return drop(m, kDropNoRoute);
+  }
+  // SNAT applies to flows from a configured source that leave by another interface.
+  const SnatRule* rule = nullptr;
+  if (nh.iface != iface) {
+    const uint32_t src = rte_be_to_cpu_32(p.ip->src_addr);
+    for (const auto& r : t.snat) {
+      for (const auto& [net, mask] : r.from)
+        if ((src & mask) == net) {
+          rule = &r;
+          break;
+        }
+      if (rule) break;
+    }
+  }
+  if (!t.acl->empty()) {
+    uint16_t sport = 0, dport = 0;
+    if ((p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) && (p.flags & net::PKT_HAS_PORTS)) {
+      const auto* ports = reinterpret_cast<const rte_be16_t*>(p.l4);
+      sport = rte_be_to_cpu_16(ports[0]);
+      dport = rte_be_to_cpu_16(ports[1]);
+    }
+    if (!t.acl->allow(rte_be_to_cpu_32(p.ip->src_addr), rte_be_to_cpu_32(p.ip->dst_addr), p.proto,
+                      sport, dport))
+      return drop(m, kDropAcl);
+  }
+  if (!rule) return forward(iface, m, p);
+  if (!(p.flags & net::PKT_HAS_PORTS) || nat::proto_class(p.proto) < 0 ||
+      (p.proto == IPPROTO_ICMP && !net::is_icmp_query(icmp_of(p)->type)))
+    return drop(m, kDropUnsupported);  // never leak an untranslated inside address
+
+  const uint8_t egress_pool[1] = {ctx_.ifaces[nh.iface].outside_idx};
+  nat::SessionTable::CreateArgs a{};
+  a.in = &key;
+  a.pool = rule->pool.empty() ? egress_pool : rule->pool.data();
+  a.pool_len = static_cast<uint8_t>(rule->pool.empty() ? 1 : rule->pool.size());
+  a.pool_id = static_cast<uint8_t>(rule->pool.empty() ? 128 + nh.iface : rule->id);
+  a.in_iface = static_cast<uint8_t>(iface);
+  a.out_iface = static_cast<uint8_t>(nh.iface);
+  a.out_nh = nh.gateway ? nh.gateway : p.ip->dst_addr;
+  a.in_mac = &rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr;
+  a.port_preservation = t.port_preservation;
+  a.port_overlapping = t.port_overlapping;
+  uint32_t idx;
+  nat::SessionTable& st = *ctx_.sessions[id_];
+  switch (st.create_session(a, now_ms_, idx)) {
+    case nat::CreateResult::kOk:
+      if (!ctx_.nat_used.load(std::memory_order_relaxed))
+        ctx_.nat_used.store(true, std::memory_order_relaxed);
+      break;
+    case nat::CreateResult::kTableFull: return drop(m, kDropTableFull);
+    default: return drop(m, kDropNoPort);
+  }
+  Session& s = st.session(idx);
+  if (!fits_mtu(iface, s.out_iface, m, p)) return;
+  if (p.flags & net::PKT_FRAGMENT) remember_fragment(p, id_, idx, nat::kInside);
+  touch(s, p, true);
+  in2out(m, p, s);
+  counters_.in2out.add();
+  send_l3(s.out_iface, s.out_nh, m);
+}
+
+void Worker::forward(uint16_t iface, rte_mbuf* m, Ipv4Packet& p) {
+  route::NextHop nh;
+  if (!tables_->routes->lookup(p.ip->dst_addr, nh)) {
+    send_icmp_error(iface, m, p, 3, 0);
+    return drop(m, kDropNoRoute);
+  }
+  if (!fits_mtu(iface, nh.iface, m, p)) return;
+  p.ip->hdr_checksum = net::csum_apply(p.ip->hdr_checksum, ttl_dec(p.ip));
+  counters_.forwarded.add();
+  send_l3(nh.iface, nh.gateway ? nh.gateway : p.ip->dst_addr, m);
+}
+
+// ---------------------------------------------------------------- ICMP errors (RFC 5508)
+
+namespace {
+// The packet quoted inside an ICMP error, validated far enough to read its ports.
+struct Embedded {
+  rte_ipv4_hdr* ip;
+  uint8_t* l4;
+  uint16_t l4_avail;
+};
+bool embedded_of(const Ipv4Packet& p, Embedded& e) {
+  if (p.l4_len < sizeof(net::IcmpHdr) + sizeof(rte_ipv4_hdr) + 8) return false;
+  e.ip = reinterpret_cast<rte_ipv4_hdr*>(p.l4 + sizeof(net::IcmpHdr));
+  if ((e.ip->version_ihl >> 4) != 4) return false;
+  const uint16_t hl = static_cast<uint16_t>((e.ip->version_ihl & 0xf) * 4);
+  if (hl < sizeof(rte_ipv4_hdr) || sizeof(net::IcmpHdr) + hl + 8u > p.l4_len) return false;
+  e.l4 = reinterpret_cast<uint8_t*>(e.ip) + hl;
+  e.l4_avail = static_cast<uint16_t>(p.l4_len - sizeof(net::IcmpHdr) - hl);
+  return true;
+}
+// Fix the quoted L4 checksum when it lies inside the quote.
+void adjust_embedded_l4(const Embedded& e, uint16_t delta) {
+  switch (e.ip->next_proto_id) {
+    case IPPROTO_TCP:
+      if (e.l4_avail >= 18) {
+        auto* th = reinterpret_cast<rte_tcp_hdr*>(e.l4);
+        th->cksum = net::csum_apply(th->cksum, delta);
+      }
+      break;
+    case IPPROTO_UDP: {
+      auto* uh = reinterpret_cast<rte_udp_hdr*>(e.l4);
+      uh->dgram_cksum = net::udp_csum_apply(uh->dgram_cksum, delta);
+      break;
+    }
+    case IPPROTO_ICMP: {
+      auto* ic = reinterpret_cast<net::IcmpHdr*>(e.l4);
+      ic->cksum = net::csum_apply(ic->cksum, delta);
+      break;
+    }
+  }
+}
+void refresh_icmp_checksum(Ipv4Packet& p) {
+  auto* ic = icmp_of(p);
+  ic->cksum = 0;
+  ic->cksum = net::csum_buffer(ic, p.l4_len);
+}
+}  // namespace
+
+// An error from outside about a packet we translated: the quote shows our outside
+// address and port as source; restore the inside ones in the quote and the outer header.
+[[gnu::noinline]] void Worker::handle_icmp_error_out2in(uint16_t iface, rte_mbuf* m, Ipv4Packet& p) {
+  Embedded e;
+  if (!embedded_of(p, e)) return drop(m, kDropMalformed);
+  const uint8_t proto = e.ip->next_proto_id;
+  FlowKey k{};
+  if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+    const auto* ports = reinterpret_cast<const rte_be16_t*>(e.l4);
+    k = nat::make_key(e.ip->dst_addr, e.ip->src_addr, ports[1], ports[0], proto, nat::kOutside);
+  } else if (proto == IPPROTO_ICMP &&
+             net::is_icmp_query(reinterpret_cast<net::IcmpHdr*>(e.l4)->type)) {
+    k = nat::make_key(e.ip->dst_addr, e.ip->src_addr, 0, reinterpret_cast<net::IcmpHdr*>(e.l4)->id,
+                      proto, nat::kOutside);
+  } else {
+    return drop(m, kDropNoSession);
+  }
+  uint32_t idx;
+  const int table = find(k, id_, idx);
+  if (table < 0) return drop(m, kDropNoSession);
+  Session& s = ctx_.sessions[table]->session(idx);
+  if (p.ip->time_to_live <= 1) return drop(m, kDropTtl);  // never an error about an error
+  // Outer header: to the inside host. Quote: its source becomes the inside endpoint.
+  p.ip->dst_addr = s.in_ip;
+  p.ip->hdr_checksum = net::csum_apply(p.ip->hdr_checksum,
+                                       net::csum_delta_negate(s.l3_delta) + ttl_dec(p.ip));
+  e.ip->src_addr = s.in_ip;
+  e.ip->hdr_checksum = net::csum_apply(e.ip->hdr_checksum, net::csum_delta_negate(s.l3_delta));
+  if (proto == IPPROTO_ICMP)
+    reinterpret_cast<net::IcmpHdr*>(e.l4)->id = s.in_port;
+  else
+    reinterpret_cast<rte_be16_t*>(e.l4)[0] = s.in_port;
+  adjust_embedded_l4(e, net::csum_delta_negate(s.l4_delta));
+  refresh_icmp_checksum(p);
+  counters_.icmp_errors_translated.add();
+  send_l2(s.in_iface, s.in_mac, m);
+}
+
+// An error from the inside (a host or an on-prem router) about reply traffic: the
+// quote shows the inside endpoint as destination; show the outside one instead and
+// send it from our outside address.
+[[gnu::noinline]] bool Worker::handle_icmp_error_in2out(uint16_t iface, rte_mbuf* m,
+                                                        Ipv4Packet& p) {
+  (void)iface;
+  Embedded e;
+  if (!embedded_of(p, e)) return false;
+  const uint8_t proto = e.ip->next_proto_id;
+  FlowKey k{};
+  if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+    const auto* ports = reinterpret_cast<const rte_be16_t*>(e.l4);
+    k = nat::make_key(e.ip->dst_addr, e.ip->src_addr, ports[1], ports[0], proto, nat::kInside);
+  } else if (proto == IPPROTO_ICMP &&
+             net::is_icmp_query(reinterpret_cast<net::IcmpHdr*>(e.l4)->type)) {
+    k = nat::make_key(e.ip->dst_addr, e.ip->src_addr, reinterpret_cast<net::IcmpHdr*>(e.l4)->id, 0,
+                      proto, nat::kInside);
+  } else {
+    return false;
+  }
+  uint32_t idx;
+  const int table = find(k, id_, idx);
+  if (table < 0) return false;
+  Session& s = ctx_.sessions[table]->session(idx);
+  p.ip->src_addr = s.out_ip;
+  p.ip->time_to_live--;
+  net::ipv4_set_checksum(p.ip);
+  e.ip->dst_addr = s.out_ip;
+  e.ip->hdr_checksum = net::csum_apply(e.ip->hdr_checksum, s.l3_delta);
+  if (proto == IPPROTO_ICMP)
+    reinterpret_cast<net::IcmpHdr*>(e.l4)->id = s.out_port;
+  else
+    reinterpret_cast<rte_be16_t*>(e.l4)[1] = s.out_port;
+  adjust_embedded_l4(e, s.l4_delta);
+  refresh_icmp_checksum(p);
+  counters_.icmp_errors_translated.add();
+  send_l3(s.out_iface, s.out_nh, m);
+  return true;
+}
+
+// ---------------------------------------------------------------- fragments
+
+void Worker::remember_fragment(const Ipv4Packet& p, uint16_t table, uint32_t idx, uint8_t dir) {
+  const rte_ipv4_hdr* ip = p.ip;
+  FragEntry& f = frags_[frag_hash(ip->src_addr, ip->dst_addr, ip->packet_id, p.proto) % kFragSlots];
+  f = FragEntry{ip->src_addr, ip->dst_addr, ip->packet_id, p.proto, dir, table, idx,
+                now_ms_ + tables_->fragment_timeout_ms};
+  if (held_used_) release_held_fragments();
+}
+
+// A non-first fragment: no ports, so it follows the session its first fragment found.
+[[gnu::noinline]] void Worker::handle_fragment(uint16_t iface, rte_mbuf* m, Ipv4Packet& p,
+                                               bool local) {
+  const rte_ipv4_hdr* ip = p.ip;
+  const FragEntry& f =
+      frags_[frag_hash(ip->src_addr, ip->dst_addr, ip->packet_id, p.proto) % kFragSlots];
+  const bool hit = f.src == ip->src_addr && f.dst == ip->dst_addr && f.id == ip->packet_id &&
+                   f.proto == p.proto && static_cast<int32_t>(f.expires_ms - now_ms_) >= 0;
+  if (hit) {
+    Session& s = ctx_.sessions[f.table]->session(f.session);
+    if (f.dir == nat::kOutside) {
+      if (!fits_mtu(iface, s.in_iface, m, p)) return;
+      out2in(m, p, s);
+      counters_.fragments_translated.add();
+      return send_l2(s.in_iface, s.in_mac, m);
+    }
+    if (!fits_mtu(iface, s.out_iface, m, p)) return;
+    in2out(m, p, s);
+    counters_.fragments_translated.add();
+    return send_l3(s.out_iface, s.out_nh, m);
+  }
+  // Not (yet) known. A fragment from a non-NAT source is plain forwarding.
+  if (!local) {
+    const uint32_t src = rte_be_to_cpu_32(ip->src_addr);
+    bool snat = false;
+    for (const auto& r : tables_->snat)
+      for (const auto& [net, mask] : r.from) snat |= (src & mask) == net;
+    if (!snat) return forward(iface, m, p);
+  }
+  // Hold it briefly: fragments may arrive before their first fragment.
+  for (auto& h : held_) {
+    if (h.m) continue;
+    h.m = m;
+    h.iface = iface;
+    h.expires_ms = now_ms_ + tables_->fragment_timeout_ms;
+    ++held_used_;
+    counters_.fragments_buffered.add();
+    return;
+  }
+  drop(m, kDropFragment);
+}
+
+void Worker::release_held_fragments() {
+  for (auto& h : held_) {
+    if (!h.m) continue;
+    const auto* ip = rte_pktmbuf_mtod_offset(h.m, const rte_ipv4_hdr*, net::kEtherHdrLen);
+    const FragEntry& f =
+        frags_[frag_hash(ip->src_addr, ip->dst_addr, ip->packet_id, ip->next_proto_id) % kFragSlots];
+    if (f.src != ip->src_addr || f.dst != ip->dst_addr || f.id != ip->packet_id) continue;
+    rte_mbuf* m = h.m;
+    h.m = nullptr;
+    --held_used_;
+    Ipv4Packet p;
+    if (net::parse_ipv4_mbuf(m, p) != net::ParseError::none) {
+      drop(m, kDropMalformed);
+      continue;
+    }
+    handle_fragment(h.iface, m, p, f.dir == nat::kOutside);
+  }
+}
+
+// ---------------------------------------------------------------- ARP
+
+[[gnu::noinline]] void Worker::handle_arp(uint16_t iface, rte_mbuf* m) {
+  if (m->data_len < sizeof(rte_ether_hdr) + sizeof(rte_arp_hdr)) return drop(m, kDropMalformed);
+  auto* arp = rte_pktmbuf_mtod_offset(m, rte_arp_hdr*, sizeof(rte_ether_hdr));
+  if (arp->arp_hardware != rte_cpu_to_be_16(RTE_ARP_HRD_ETHER) ||
+      arp->arp_protocol != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) ||
+      arp->arp_hlen != RTE_ETHER_ADDR_LEN || arp->arp_plen != 4)
+    return drop(m, kDropMalformed);
+  const Iface& itf = ctx_.ifaces[iface];
+  const rte_be32_t sip = arp->arp_data.arp_sip;
+  const rte_be32_t tip = arp->arp_data.arp_tip;
+  const bool sender_on_link = (rte_be_to_cpu_32(sip) & itf.mask) == itf.net && sip != itf.addr;
+  // Answer for our interface address and for pool addresses on this link.
+  const bool for_us = tip == itf.addr ||
+                      (ctx_.is_local(tip) && (rte_be_to_cpu_32(tip) & itf.mask) == itf.net);
+  if (sender_on_link && !rte_is_zero_ether_addr(&arp->arp_data.arp_sha)) {
+    arp::ArpTable::Hit old;
+    const bool known = ctx_.arp.lookup(sip, old);
+    // Learn from anyone addressing us; refresh entries we already have (gratuitous ARP).
+    if (for_us || known) {
+      if (!known || !rte_is_same_ether_addr(&old.mac, &arp->arp_data.arp_sha) ||
+          now_ms_ - old.updated_ms > 1000) {
+        if (ctx_.arp.update(sip, iface, arp->arp_data.arp_sha, now_ms_))
+          counters_.arp_learned.add();
+        else
+          counters_.arp_table_full.add();
+      }
+    }
+  }
+  if (arp->arp_opcode == rte_cpu_to_be_16(RTE_ARP_OP_REQUEST) && for_us) {
+    net::make_arp_reply(m, itf.mac);
+    counters_.arp_replies_sent.add();
+    emit(iface, m);
+    return;
+  }
+  rte_pktmbuf_free(m);  // replies and requests for others end here (not a drop)
+}
+
+void Worker::send_arp_request(uint16_t out_if, rte_be32_t target) {
+  const Iface& itf = ctx_.ifaces[out_if];
+  rte_mbuf* r = net::build_arp_request(pool_, itf.mac, itf.addr, target);
+  if (!r) {
+    counters_.drops[kDropNoMbuf].add();
+    return;
+  }
+  counters_.arp_requests_sent.add();
+  emit(out_if, r);
+}
+
+void Worker::hold_for_arp(uint16_t out_if, rte_be32_t nh, rte_mbuf* m) {
+  PendingArp* free_slot = nullptr;
+  for (auto& pa : pending_) {
+    if (pa.n && pa.ip == nh && pa.iface == out_if) {
+      if (pa.n == sizeof(pa.pkts) / sizeof(pa.pkts[0])) return drop(m, kDropArpUnresolved);
+      pa.pkts[pa.n++] = m;
+      return;
+    }
+    if (!pa.n && !free_slot) free_slot = &pa;
+  }
+  if (!free_slot) return drop(m, kDropArpUnresolved);
+  *free_slot = PendingArp{};
+  free_slot->ip = nh;
+  free_slot->iface = out_if;
+  free_slot->pkts[0] = m;
+  free_slot->n = 1;
+  free_slot->tries = 1;
+  free_slot->first_ms = free_slot->last_req_ms = now_ms_;
+  ++pending_used_;
+  send_arp_request(out_if, nh);
+}
+
+// ---------------------------------------------------------------- output
+
+bool Worker::fits_mtu(uint16_t in_if, uint16_t out_if, rte_mbuf* m, Ipv4Packet& p) {
+  const uint16_t mtu = ctx_.ifaces[out_if].mtu;
+  if (p.total_len <= mtu) return true;
+  // Too big: tell the sender the next-hop MTU (it fragments or lowers its MSS).
+  // Fragmenting non-DF packets ourselves is not done yet; they are dropped as "mtu".
+  if (p.flags & net::PKT_DF) send_icmp_error(in_if, m, p, 3, 4, mtu);
+  drop(m, kDropMtu);
+  return false;
+}
+
+void Worker::send_l3(uint16_t out_if, rte_be32_t nh, rte_mbuf* m) {
+  arp::ArpTable::Hit hit;
+  if (!ctx_.arp.lookup(nh, hit) || hit.iface != out_if) return hold_for_arp(out_if, nh, m);
+  send_l2(out_if, hit.mac, m);
+}
+
+void Worker::send_l2(uint16_t out_if, const rte_ether_addr& dst, rte_mbuf* m) {
+  auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+  rte_ether_addr_copy(&dst, &eth->dst_addr);
+  rte_ether_addr_copy(&ctx_.ifaces[out_if].mac, &eth->src_addr);
+  eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+  emit(out_if, m);
+}
+
+void Worker::emit(uint16_t out_if, rte_mbuf* m) {
+  TxBuf& b = tx_[out_if];
+  b.pkts[b.n++] = m;
+  if (b.n == sizeof(b.pkts) / sizeof(b.pkts[0])) flush_iface(out_if);
+}
+
+void Worker::flush_iface(uint16_t out_if) {
+  TxBuf& b = tx_[out_if];
+  if (!b.n) return;
+  IfaceCounters& ic = counters_.iface[out_if];
+  uint64_t bytes = 0;
+  if (capture_) {
+    for (uint16_t i = 0; i < b.n; ++i) {
+      bytes += b.pkts[i]->pkt_len;
+      captured_[out_if].push_back(b.pkts[i]);
+    }
+    ic.tx_packets.add(b.n);
+    ic.tx_bytes.add(bytes);
+    b.n = 0;
+    return;
+  }
+  const uint16_t sent = rte_eth_tx_burst(ctx_.ifaces[out_if].port_id, id_, b.pkts, b.n);
+  for (uint16_t i = 0; i < sent; ++i) bytes += b.pkts[i]->pkt_len;
+  ic.tx_packets.add(sent);
+  ic.tx_bytes.add(bytes);
+  for (uint16_t i = sent; i < b.n; ++i) drop(b.pkts[i], kDropTxFull);
+  b.n = 0;
+}
+
+void Worker::flush() {
+  for (uint16_t i = 0; i < ctx_.ifaces.size(); ++i) flush_iface(i);
+}
+
+std::vector<rte_mbuf*> Worker::take_captured(uint16_t iface) {
+  flush();
+  std::vector<rte_mbuf*> out;
+  out.swap(captured_[iface]);
+  return out;
+}
+
+[[gnu::noinline]] void Worker::send_icmp_error(uint16_t in_if, rte_mbuf* m, const Ipv4Packet& p,
+                                               uint8_t type, uint8_t code, uint16_t mtu) {
+  // Never about an ICMP error, a later fragment, or a source that cannot be answered.
+  if (!(p.flags & net::PKT_FIRST_FRAGMENT)) return;
+  if (p.proto == IPPROTO_ICMP && !net::is_icmp_query(icmp_of(p)->type)) return;
+  const uint32_t src = rte_be_to_cpu_32(p.ip->src_addr);
+  if (src == 0 || (src >> 24) == 127 || (src >> 28) == 0xe || src == 0xffffffff) return;
+  if (now_ms_ - icmp_refill_ms_ >= 1000 / kIcmpErrorsPerSec * 10) {
+    icmp_tokens_ = kIcmpErrorsPerSec / 10;  // refilled every 50 ms: smooth, bounded
+    icmp_refill_ms_ = now_ms_;
+  }
+  if (icmp_tokens_ == 0) {
+    counters_.icmp_errors_ratelimited.add();
+    return;
+  }
+  --icmp_tokens_;
+  rte_mbuf* r = net::build_icmp_error(pool_, p.ip, p.total_len, type, code,
+                                      ctx_.ifaces[in_if].addr, mtu);
+  if (!r) {
+    counters_.drops[kDropNoMbuf].add();
+    return;
+  }
+  counters_.icmp_errors_sent.add();
+  // Back the way the packet came, to the neighbour that sent it.
+  const rte_ether_addr back = rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr;
+  send_l2(in_if, back, r);
+}
+
+// ---------------------------------------------------------------- timers
+
+void Worker::housekeeping() {
+  last_housekeeping_ms_ = now_ms_;
+  const RuntimeTables& t = *tables_;
+  if (pending_used_) {
+    for (auto& pa : pending_) {
+      if (!pa.n) continue;
+      arp::ArpTable::Hit hit;
+      if (ctx_.arp.lookup(pa.ip, hit) && hit.iface == pa.iface) {
+        for (uint8_t i = 0; i < pa.n; ++i) send_l2(pa.iface, hit.mac, pa.pkts[i]);
+        pa.n = 0;
+        --pending_used_;
+      } else if (now_ms_ - pa.first_ms >= kArpGiveUpMs) {
+        for (uint8_t i = 0; i < pa.n; ++i) drop(pa.pkts[i], kDropArpUnresolved);
+        pa.n = 0;
+        --pending_used_;
+      } else if (now_ms_ - pa.last_req_ms >= kArpRetryMs) {
+        pa.last_req_ms = now_ms_;
+        ++pa.tries;
+        send_arp_request(pa.iface, pa.ip);
+      }
+    }
+  }
+  // Keep gateways resolved before traffic needs them (worker 0 only).
+  if (id_ == 0 && (now_ms_ - last_gw_refresh_ms_ >= kGatewayRefreshMs || last_gw_refresh_ms_ == 0)) {
+    last_gw_refresh_ms_ = now_ms_ ? now_ms_ : 1;
+    for (rte_be32_t gw : t.gateways) {
+      route::NextHop nh;
+      if (t.routes->lookup(gw, nh)) send_arp_request(nh.iface, gw);
+    }
+  }
+  if (held_used_) {
+    for (auto& h : held_) {
+      if (h.m && static_cast<int32_t>(h.expires_ms - now_ms_) < 0) {
+        drop(h.m, kDropFragment);
+        h.m = nullptr;
+        --held_used_;
+      }
+    }
+  }
+  if (!ctx_.sessions.empty()) {
+    nat::SessionTable& st = *ctx_.sessions[id_];
+    st.expire_step(now_ms_, t.timeouts, kExpiryBudget);
+    st.reclaim();
+  }
+}
+
+}  // namespace natgw::dp

@@ -1,0 +1,138 @@
+// A poll-mode worker: RX burst -> parse -> NAT/route -> L2 -> TX burst, for one
+// RX/TX queue of every port. Runs alone on its lcore; shares only lock-free
+// structures with other workers (design §7).
+#pragma once
+
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "dataplane/context.hpp"
+#include "dataplane/counters.hpp"
+#include "net/packet.hpp"
+
+namespace natgw::dp {
+
+constexpr uint16_t kBurst = 32;
+
+class Worker {
+ public:
+  Worker(Context& ctx, uint16_t id, rte_mempool* pool);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // The lcore loop: registers with RCU, polls until ctx.stop, drains TX.
+  void run();
+  // One iteration: RX from every port, process, flush, housekeeping, quiescent state.
+  void poll_once();
+
+  // The pipeline for a burst that arrived on interface `iface` (tests call this directly).
+  void process(uint16_t iface, rte_mbuf** pkts, uint16_t n);
+  void flush();
+  // Timers: ARP retries, session expiry, fragment expiry, RCU reclaim.
+  void housekeeping();
+
+  // Tests: fixed clock and captured TX instead of rte_eth_tx_burst.
+  void set_clock_ms(uint32_t ms) { now_ms_ = ms; manual_clock_ = true; }
+  uint32_t now_ms() const { return now_ms_; }
+  void capture_tx(bool on) { capture_ = on; }
+  std::vector<rte_mbuf*> take_captured(uint16_t iface);
+  // Tests: pick up the current tables without a poll loop.
+  void refresh_tables() { tables_ = ctx_.tables.load(std::memory_order_acquire); }
+
+  const WorkerCounters& counters() const { return counters_; }
+  uint16_t id() const { return id_; }
+
+ private:
+  struct TxBuf {
+    uint16_t n = 0;
+    rte_mbuf* pkts[64];
+  };
+  struct PendingArp {  // packets held while their next hop is resolved
+    rte_be32_t ip = 0;
+    uint16_t iface = 0;
+    uint8_t n = 0;
+    uint8_t tries = 0;
+    uint32_t first_ms = 0;
+    uint32_t last_req_ms = 0;
+    rte_mbuf* pkts[8];
+  };
+  struct FragEntry {  // first fragment seen: later ones follow its session
+    rte_be32_t src = 0, dst = 0;
+    rte_be16_t id = 0;
+    uint8_t proto = 0;
+    uint8_t dir = 0;     // nat::Dir of the packet that created it
+    uint16_t table = 0;  // which worker's session table
+    uint32_t session = 0;
+    uint32_t expires_ms = 0;
+  };
+  struct HeldFrag {  // a later fragment that arrived before its first
+    rte_mbuf* m = nullptr;
+    uint16_t iface = 0;
+    uint32_t expires_ms = 0;
+  };
+
+  void handle(uint16_t iface, rte_mbuf* m);
+  void handle_arp(uint16_t iface, rte_mbuf* m);
+  void handle_local(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
+  void handle_transit(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
+  void handle_icmp_error_out2in(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
+  bool handle_icmp_error_in2out(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
+  void handle_fragment(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, bool local);
+  void new_flow(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& key);
+  void forward(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
+
+  // Session lookup across tables: `hint` first, then the others. Returns the table or -1.
+  int find(const nat::FlowKey& k, uint16_t hint, uint32_t& idx) const;
+  void out2in(rte_mbuf* m, net::Ipv4Packet& p, nat::Session& s);
+  void in2out(rte_mbuf* m, net::Ipv4Packet& p, nat::Session& s);
+  void touch(nat::Session& s, const net::Ipv4Packet& p, bool from_inside);
+  void remember_fragment(const net::Ipv4Packet& p, uint16_t table, uint32_t idx, uint8_t dir);
+  void release_held_fragments();
+
+  // Output.
+  bool fits_mtu(uint16_t in_if, uint16_t out_if, rte_mbuf* m, net::Ipv4Packet& p);
+  void send_l3(uint16_t out_if, rte_be32_t nh, rte_mbuf* m);
+  void send_l2(uint16_t out_if, const rte_ether_addr& dst, rte_mbuf* m);
+  void emit(uint16_t out_if, rte_mbuf* m);
+  void flush_iface(uint16_t out_if);
+  void hold_for_arp(uint16_t out_if, rte_be32_t nh, rte_mbuf* m);
+  void send_arp_request(uint16_t out_if, rte_be32_t target);
+  void send_icmp_error(uint16_t in_if, rte_mbuf* m, const net::Ipv4Packet& p, uint8_t type,
+                       uint8_t code, uint16_t mtu = 0);
+  void drop(rte_mbuf* m, Drop why) {
+    counters_.drops[why].add();
+    rte_pktmbuf_free(m);
+  }
+  void update_clock();
+
+  Context& ctx_;
+  const RuntimeTables* tables_ = nullptr;
+  uint16_t id_;
+  rte_mempool* pool_;
+  WorkerCounters counters_;
+  TxBuf tx_[kMaxIfaces];
+  std::vector<rte_mbuf*> captured_[kMaxIfaces];
+  bool capture_ = false;
+  bool manual_clock_ = false;
+  uint32_t now_ms_ = 0;
+  uint64_t tsc_hz_ = 0, tsc0_ = 0;
+  // ICMP error rate limit: token bucket, per worker.
+  uint32_t icmp_tokens_ = 100;
+  uint32_t icmp_refill_ms_ = 0;
+  static constexpr unsigned kPendingArp = 64;
+  PendingArp pending_[kPendingArp];
+  unsigned pending_used_ = 0;
+  static constexpr unsigned kFragSlots = 1024;
+  FragEntry frags_[kFragSlots];
+  static constexpr unsigned kHeldFrags = 64;
+  HeldFrag held_[kHeldFrags];
+  unsigned held_used_ = 0;
+  uint32_t last_housekeeping_ms_ = 0;
+  uint32_t last_gw_refresh_ms_ = 0;
+};
+
+}  // namespace natgw::dp

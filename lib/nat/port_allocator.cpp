@@ -1,0 +1,44 @@
+#include "nat/port_allocator.hpp"
+
+namespace natgw::nat {
+
+PortAllocator::PortAllocator(uint16_t lo, uint16_t hi)
+    : lo_(lo), hi_(hi), nfree_(size()), free_(new uint16_t[size()]), pos_(new uint16_t[size()]),
+      refs_(new uint16_t[size()]()) {
+  for (uint32_t i = 0; i < size(); ++i) {
+    free_[i] = static_cast<uint16_t>(lo_ + i);
+    pos_[i] = static_cast<uint16_t>(i);
+  }
+}
+
+void PortAllocator::remove_free(uint16_t port) {
+  const uint16_t idx = pos_[port - lo_];
+  const uint16_t last = free_[--nfree_];
+  free_[idx] = last;
+  pos_[last - lo_] = idx;
+  refs_[port - lo_] = 1;
+}
+
+bool PortAllocator::take(uint16_t port) {
+  if (!owns(port) || refs_[port - lo_] != 0) return false;
+  remove_free(port);
+  return true;
+}
+
+bool PortAllocator::take_any(uint32_t rnd, uint16_t& port) {
+  if (nfree_ == 0) return false;
+  port = free_[rnd % nfree_];
+  remove_free(port);
+  return true;
+}
+
+void PortAllocator::release(uint16_t port) {
+  uint16_t& r = refs_[port - lo_];
+  if (r == 0) return;  // defensive: double release is a bug, never a crash
+  if (--r == 0) {
+    pos_[port - lo_] = static_cast<uint16_t>(nfree_);
+    free_[nfree_++] = port;
+  }
+}
+
+}  // namespace natgw::nat

@@ -1,0 +1,53 @@
+// One NAT session: one cache line holding everything both directions need.
+#pragma once
+
+#include <rte_ether.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "nat/flow_key.hpp"
+
+namespace natgw::nat {
+
+// TCP and liveness flags, OR-ed in by whichever worker sees the packet.
+enum SessionFlag : uint8_t {
+  kSynIn = 1 << 0,
+  kSynOut = 1 << 1,
+  kFinIn = 1 << 2,
+  kFinOut = 1 << 3,
+  kRst = 1 << 4,
+  kSeenOut = 1 << 5,  // a packet came back from outside (needed for "established")
+};
+
+enum class SessionState : uint8_t { kFree = 0, kActive = 1, kClosing = 2 };
+
+struct alignas(64) Session {
+  // Written once by the owner before the keys are published; read-only after.
+  rte_be32_t in_ip;
+  rte_be32_t out_ip;
+  rte_be32_t remote_ip;
+  rte_be16_t in_port;   // ICMP: inside identifier
+  rte_be16_t out_port;  // ICMP: outside identifier
+  rte_be16_t remote_port;
+  uint8_t proto;
+  uint8_t in_iface;   // where the inside host is: replies go back out here...
+  rte_ether_addr in_mac;  // ...to the previous hop it came from
+  uint8_t out_iface;  // egress chosen at creation: a route change moves new flows only
+  uint8_t out_addr;   // index of out_ip in the worker's outside-address list
+  rte_be32_t out_nh;  // next hop on out_iface (gateway, or remote_ip when on-link)
+  // Checksum deltas for inside->outside, folded; outside->inside uses their negation.
+  uint16_t l3_delta;  // IPv4 header: in_ip -> out_ip
+  uint16_t l4_delta;  // TCP/UDP/ICMP: address (pseudo-header) and port/identifier
+  uint32_t mapping;   // index of the endpoint-independent mapping
+  uint32_t created_ms;
+  // Mutable: any worker may touch these, with atomics.
+  std::atomic<uint32_t> last_seen_ms;
+  std::atomic<uint8_t> flags;
+  // Owner only.
+  SessionState state;
+  uint8_t owner;
+};
+static_assert(sizeof(Session) == 64, "a session must fit one cache line");
+
+}  // namespace natgw::nat

@@ -1,0 +1,169 @@
+// One worker's NAT sessions: the sessions it created, their two lookup keys, the
+// endpoint-independent mappings and the worker's slice of every outside port range.
+//
+// Concurrency (design §7): the owning worker is the only writer; every worker may
+// look up any table lock-free (rte_hash with RW_CONCURRENCY_LF). Deleted keys,
+// sessions, mappings and ports are reclaimed only after all workers have passed a
+// quiescent state (rte_rcu_qsbr defer queue), so a reader never sees a reused slot.
+// An outside packet names its owner by port: each worker owns a slice of every
+// outside address's port range.
+#pragma once
+
+#include <rte_hash.h>
+#include <rte_rcu_qsbr.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "natgw/counter.hpp"
+#include "nat/flow_key.hpp"
+#include "nat/port_allocator.hpp"
+#include "nat/session.hpp"
+
+namespace natgw::nat {
+
+// Outside addresses NAT may use, with their port ranges (host order). Shared by all
+// workers; fixed at start (a reload that needs a new address asks for a restart).
+struct OutsideAddress {
+  rte_be32_t addr;
+  uint16_t port_lo;
+  uint16_t port_hi;
+};
+
+struct Timeouts {  // milliseconds
+  uint32_t udp = 300'000;
+  uint32_t tcp_established = 7'440'000;
+  uint32_t tcp_transitory = 240'000;
+  uint32_t icmp = 60'000;
+};
+
+struct SessionStats {  // owner-written, read by the control thread
+  Counter created[kProtoClasses];
+  Counter expired[kProtoClasses];
+  Counter active[kProtoClasses];
+  Counter no_port;      // port allocation failed (exhaustion)
+  Counter table_full;   // no free session slot or hash full
+  Counter collisions;   // outside 5-tuple already in use for this mapping
+  Counter overlapped;   // ports given out shared (RFC 7857 overlapping)
+  Counter mappings;     // live endpoint-independent mappings
+};
+
+enum class CreateResult : uint8_t { kOk, kNoPort, kTableFull, kCollision };
+
+class SessionTable {
+ public:
+  struct Params {
+    uint32_t max_sessions = 1 << 16;
+    uint16_t worker = 0;
+    uint16_t workers = 1;
+    std::vector<OutsideAddress> outside;
+    rte_rcu_qsbr* qsbr = nullptr;  // required
+    int socket = -1;               // SOCKET_ID_ANY
+  };
+  // Control path; throws std::runtime_error with the DPDK reason on failure.
+  static std::unique_ptr<SessionTable> create(const Params& p);
+  ~SessionTable();
+  SessionTable(const SessionTable&) = delete;
+  SessionTable& operator=(const SessionTable&) = delete;
+
+  // --- any worker, lock-free ---
+  // Returns the session index (bit 31 set for an outside-key hit) or -1.
+  int64_t lookup(const FlowKey& k) const {
+    void* data;
+    if (rte_hash_lookup_data(hash_, &k, &data) < 0) return -1;
+    return static_cast<int64_t>(reinterpret_cast<uintptr_t>(data));
+  }
+  // Bulk lookup of up to 64 keys: hit_mask bit i set when keys[i] hit; vals[i] as lookup().
+  void lookup_bulk(const FlowKey** keys, unsigned n, uint64_t& hit_mask, int64_t* vals) const;
+  Session& session(uint32_t idx) { return sessions_[idx]; }
+  const Session& session(uint32_t idx) const { return sessions_[idx]; }
+  static constexpr uint32_t kOutsideBit = 1u << 31;
+
+  // Which worker owns outside port `port` (host order) of outside address index `a`.
+  uint16_t owner_of(uint32_t a, uint16_t port) const;
+  // Index of an outside address, or -1.
+  int outside_index(rte_be32_t addr) const;
+
+  // --- owner only ---
+  // Create a session for the inside flow `in` (dir kInside). `pool` lists the
+  // candidate outside address indexes (paired pooling picks one per inside host);
+  // `pool_id` distinguishes mapping realms. On success `idx` is the new session.
+  struct CreateArgs {
+    const FlowKey* in;
+    const uint8_t* pool;  // outside address indexes
+    uint8_t pool_len;
+    uint8_t pool_id;
+    uint8_t in_iface;
+    uint8_t out_iface;
+    rte_be32_t out_nh;
+    const rte_ether_addr* in_mac;
+    bool port_preservation;
+    bool port_overlapping;
+  };
+  CreateResult create_session(const CreateArgs& a, uint32_t now_ms, uint32_t& idx);
+
+  // Expire idle sessions: examine up to `budget` slots from a rotating cursor.
+  // Returns how many sessions were expired.
+  uint32_t expire_step(uint32_t now_ms, const Timeouts& t, uint32_t budget);
+  // Remove one session now (owner only), e.g. for tests or a flush command.
+  void remove(uint32_t idx);
+  // Free whatever the grace period has released. Never blocks.
+  void reclaim();
+
+  uint32_t active() const { return active_; }
+  uint32_t capacity() const { return max_; }
+  const SessionStats& stats() const { return stats_; }
+  const PortAllocator& allocator(uint32_t addr_idx, int pc) const {
+    return *allocs_[addr_idx * kProtoClasses + pc];
+  }
+  size_t memory_bytes() const { return memory_bytes_; }
+  uint16_t worker() const { return worker_; }
+
+  // Session timeout for its protocol and TCP state.
+  static uint32_t timeout_of(const Session& s, const Timeouts& t);
+
+ private:
+  SessionTable() = default;
+  struct Mapping {
+    MapKey key;
+    rte_be32_t out_ip;
+    rte_be16_t out_port;
+    uint8_t out_addr;
+    uint8_t pc;
+    uint32_t refs;
+  };
+  struct Deferred {  // what a deleted session leaves for reclaim
+    int32_t in_pos;
+    int32_t out_pos;
+    uint32_t idx;
+  };
+  static void free_deferred(void* self, void* elems, unsigned n);
+  void release(const Deferred& d);
+  bool alloc_mapping(const CreateArgs& a, int pc, uint32_t rnd, uint32_t& midx);
+  void drop_mapping_ref(uint32_t midx);
+  uint32_t next_rand();
+
+  rte_hash* hash_ = nullptr;      // FlowKey -> session index (| kOutsideBit)
+  rte_hash* map_hash_ = nullptr;  // MapKey -> mapping index (owner only)
+  rte_rcu_qsbr_dq* dq_ = nullptr;
+  std::unique_ptr<Session[]> sessions_;
+  std::unique_ptr<uint32_t[]> free_sessions_;
+  uint32_t nfree_sessions_ = 0;
+  std::unique_ptr<Mapping[]> mappings_;
+  std::unique_ptr<uint32_t[]> free_mappings_;
+  uint32_t nfree_mappings_ = 0;
+  std::vector<std::unique_ptr<PortAllocator>> allocs_;  // [addr * 3 + class]
+  std::vector<OutsideAddress> outside_;
+  uint32_t max_ = 0;
+  uint32_t cursor_ = 0;
+  uint32_t active_ = 0;
+  uint32_t rng_ = 0x9e3779b9;
+  uint16_t worker_ = 0;
+  uint16_t workers_ = 1;
+  size_t memory_bytes_ = 0;
+  SessionStats stats_;
+};
+
+}  // namespace natgw::nat

@@ -1,0 +1,698 @@
+"""natgw namespace lab for end-to-end tests (python stdlib + scapy only).
+
+The lab itself is scripts/lab.sh (five network namespaces joined by veth pairs); this module drives it:
+
+    with Lab(mode="forward") as lab:                       # lab.sh up ... ; always lab.sh down on exit
+        natgw = lab.start_natgw("config/lab-forward.toml")  # ip netns exec ngw-nat $NATGW_BIN --config ...
+        r = lab.ns_exec(CLIENT, ["ping", "-c", "3", S3_ADDR])
+        with lab.tcpdump(S3_NS, "s3-nat", "icmp") as cap:
+            ...traffic...
+        cap.packets                                         # scapy packets, read back with rdpcap
+
+Environment:
+    NATGW_BIN             the daemon (default: build/src/natgw/natgw under the source tree)
+    NATGW_SRC             the source tree (default: two folders above this file)
+    NATGW_LAB_DATAPLANE   "dpdk" (default: natgw on af_packet vdevs) or "kernel": Linux forwards (and
+                          masquerades) in ngw-nat instead of natgw, to validate the tests themselves.
+                          start_natgw() then applies the config's routes and [[snat]] to the kernel.
+    NATGW_LAB_LOGDIR      where logs and pcaps go (default: a fresh /tmp/natgw-lab-XXXX, kept)
+
+Cleanup: the lab is taken down on context exit, on exceptions, at interpreter exit (atexit) and on
+SIGTERM/SIGHUP (meson's timeout), and only one lab runs at a time (a lock on /run/natgw-lab.lock).
+Run a test file through main() so that a missing prerequisite exits 77, meson's "skipped".
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+import unittest
+from pathlib import Path
+
+# --------------------------------------------------------------------------------------------- topology
+CLIENT_NS, TGW_NS, NAT_NS, S3_NS, INET_NS = "ngw-client", "ngw-tgw", "ngw-nat", "ngw-s3", "ngw-inet"
+NAMESPACES = (CLIENT_NS, TGW_NS, NAT_NS, S3_NS, INET_NS)
+CLIENT_ADDR = "192.168.10.2"
+TGW_CLIENT_ADDR, TGW_NAT_ADDR = "192.168.10.1", "10.0.1.1"
+NATGW_INSIDE, NATGW_ENDPOINT, NATGW_INTERNET = "10.0.1.10", "10.0.2.10", "10.0.3.10"
+S3_LINK_ADDR, INET_LINK_ADDR = "10.0.2.1", "10.0.3.1"
+S3_ADDR, INET_ADDR = "198.51.100.10", "203.0.113.10"
+# veth names: (namespace, interface)
+CLIENT_IF = (CLIENT_NS, "cli0")
+TGW_CLIENT_IF, TGW_NAT_IF = (TGW_NS, "tgw-cli"), (TGW_NS, "tgw-nat")
+NAT_INSIDE_IF, NAT_S3_IF, NAT_INET_IF = (NAT_NS, "nat-in"), (NAT_NS, "nat-s3"), (NAT_NS, "nat-inet")
+S3_IF, INET_IF = (S3_NS, "s3-nat"), (INET_NS, "inet-nat")
+
+SRC = Path(os.environ.get("NATGW_SRC") or Path(__file__).resolve().parents[2])
+LAB_SH = SRC / "scripts" / "lab.sh"
+LOCK_PATH = "/run/natgw-lab.lock"
+READY_MARK = "natgw: running"
+SKIP_EXIT = 77  # meson: test skipped
+
+
+def natgw_bin() -> Path:
+    p = Path(os.environ.get("NATGW_BIN") or "build/src/natgw/natgw")
+    return p if p.is_absolute() else SRC / p
+
+
+def dataplane() -> str:
+    d = os.environ.get("NATGW_LAB_DATAPLANE", "dpdk")
+    if d not in ("dpdk", "kernel"):
+        raise ValueError(f"NATGW_LAB_DATAPLANE must be dpdk or kernel, not {d!r}")
+    return d
+
+
+def log(msg: str) -> None:
+    print(f"natgwlab: {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- skipping
+class LabSkip(unittest.SkipTest):
+    pass
+
+
+def skip(reason: str):
+    """Skip the current test (or class, from setUpClass)."""
+    raise LabSkip(reason)
+
+
+_skip_cache: list[str | None] = []
+
+
+def skip_reason() -> str | None:
+    """Why the lab cannot run here, or None."""
+    if _skip_cache:
+        return _skip_cache[0]
+    reason = _probe()
+    _skip_cache.append(reason)
+    return reason
+
+
+def _probe() -> str | None:
+    if os.geteuid() != 0:
+        return "not root: the lab creates network namespaces (run as root)"
+    for tool in ("ip", "ethtool", "tcpdump", "nft", "curl", "ping", "flock", "stdbuf"):
+        if not shutil.which(tool):
+            return f"'{tool}' not found (scripts/deps.sh installs the lab's packages)"
+    try:
+        import scapy.all  # noqa: F401
+    except ImportError as e:
+        return f"scapy not importable by {sys.executable} ({e}); run with /usr/bin/python3"
+    if not LAB_SH.exists():
+        return f"{LAB_SH} not found (set NATGW_SRC)"
+    probe = f"ngw-probe-{os.getpid()}"
+    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"network namespaces unsupported: ip netns add: {r.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    try:
+        d = dataplane()
+    except ValueError as e:
+        return str(e)
+    if d == "dpdk" and not os.access(natgw_bin(), os.X_OK):
+        return (f"natgw binary {natgw_bin()} not found (build it, set NATGW_BIN, or set "
+                "NATGW_LAB_DATAPLANE=kernel to run the tests against Linux)")
+    return None
+
+
+def main() -> None:
+    """unittest.main() for a lab test file: exit 77 (skip) with a reason when the lab cannot run."""
+    reason = skip_reason()
+    if reason:
+        print(f"SKIP: {reason}", flush=True)
+        sys.exit(SKIP_EXIT)
+    log(f"dataplane={dataplane()}" + (f" natgw={natgw_bin()}" if dataplane() == "dpdk" else ""))
+    unittest.main(verbosity=2)
+
+
+# ------------------------------------------------------------------------------------------ process exec
+def _completed(args, rc, out, err) -> subprocess.CompletedProcess:
+    return subprocess.CompletedProcess(args, rc, out, err)
+
+
+def run(cmd, timeout: float = 30, check: bool = False, input: str | None = None,
+        env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a command (list, or a string for sh -c); text output. A timeout gives returncode 124."""
+    args = ["sh", "-c", cmd] if isinstance(cmd, str) else [str(a) for a in cmd]
+    try:
+        r = subprocess.run(args, capture_output=True, text=True, timeout=timeout, input=input,
+                           stdin=None if input is not None else subprocess.DEVNULL, env=env)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        r = _completed(args, 124, out, err + f"\n[timed out after {timeout} s]")
+    if check and r.returncode != 0:
+        raise RuntimeError(f"command failed ({r.returncode}): {' '.join(args)}\n{r.stdout}{r.stderr}")
+    return r
+
+
+def ns_exec(ns: str, cmd, timeout: float = 30, check: bool = False,
+            input: str | None = None) -> subprocess.CompletedProcess:
+    """Run cmd inside namespace ns (ip netns exec). cmd: a list, or a string run by sh -c."""
+    args = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+    return run(["ip", "netns", "exec", ns, *args], timeout=timeout, check=check, input=input)
+
+
+def veth_counters(ns: str, ifname: str) -> dict[str, int]:
+    """/sys/class/net/IF/statistics/* inside ns, e.g. {'rx_packets': 12, 'tx_bytes': 900, ...}."""
+    r = ns_exec(ns, f"cd /sys/class/net/{ifname}/statistics && grep -H . *", check=True)
+    out = {}
+    for line in r.stdout.splitlines():
+        name, _, value = line.partition(":")
+        if value.strip().lstrip("-").isdigit():
+            out[name] = int(value)
+    return out
+
+
+def counters_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before.get(k, 0) for k in after}
+
+
+def ping(ns: str, dst: str, count: int = 3, interval: float = 0.2, wait: float = 2,
+         ttl: int | None = None, size: int | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+    cmd = ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", str(wait)]
+    if ttl is not None:
+        cmd += ["-t", str(ttl)]
+    if size is not None:
+        cmd += ["-s", str(size)]
+    return ns_exec(ns, [*cmd, dst], timeout=timeout)
+
+
+def ping_received(r: subprocess.CompletedProcess) -> int:
+    m = re.search(r"(\d+) received", r.stdout)
+    return int(m.group(1)) if m else 0
+
+
+def curl(ns: str, url: str, timeout: float = 10, extra: list[str] | None = None) -> subprocess.CompletedProcess:
+    return ns_exec(ns, ["curl", "-sS", "--max-time", str(timeout), *(extra or []), url], timeout=timeout + 5)
+
+
+_UDP_CLIENT = r"""
+import socket, sys
+addr, port, payload, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode(), float(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(timeout)
+s.sendto(payload, (addr, port))
+try:
+    data, peer = s.recvfrom(65535)
+except socket.timeout:
+    sys.exit("udp: no reply")
+sys.stdout.write(data.decode(errors="replace"))
+"""
+
+
+def udp_request(ns: str, addr: str, port: int, payload: str, timeout: float = 3) -> subprocess.CompletedProcess:
+    """Send one UDP datagram from ns and print the reply (stdout); returncode 1 if none came."""
+    return ns_exec(ns, ["/usr/bin/python3", "-c", _UDP_CLIENT, addr, str(port), payload, str(timeout)],
+                   timeout=timeout + 10)
+
+
+# -------------------------------------------------------------------------------------------- tcpdump
+class Capture:
+    """tcpdump on ns/ifname into a pcap. Use as a context manager around the traffic:
+
+        with lab.tcpdump(S3_NS, "s3-nat", "icmp", count=4) as cap:
+            ping(...)
+        cap.packets   # after the block: waits up to `timeout` s for `count` packets, then stops
+
+    Without count, it stops `settle` s after the block. Packets are scapy objects (rdpcap).
+    """
+
+    def __init__(self, ns: str, ifname: str, bpf: str = "", count: int | None = None,
+                 timeout: float = 5.0, settle: float = 0.3, logdir: str | None = None):
+        self.ns, self.ifname, self.bpf, self.count = ns, ifname, bpf, count
+        self.timeout, self.settle = timeout, settle
+        d = logdir or tempfile.mkdtemp(prefix="natgw-cap-")
+        stem = f"{ns}-{ifname}-{time.strftime('%H%M%S')}-{os.getpid()}-{id(self) & 0xffff:x}"
+        self.pcap = os.path.join(d, stem + ".pcap")
+        self.errlog = os.path.join(d, stem + ".tcpdump.log")
+        self.proc: subprocess.Popen | None = None
+        self._packets = None
+
+    def start(self) -> "Capture":
+        cmd = ["ip", "netns", "exec", self.ns, "tcpdump", "-i", self.ifname, "-n", "-U", "--immediate-mode",
+               "-Z", "root", "-w", self.pcap]
+        if self.count:
+            cmd += ["-c", str(self.count)]
+        if self.bpf:
+            cmd.append(self.bpf)
+        self._err = open(self.errlog, "w")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._err, stdin=subprocess.DEVNULL)
+        _registry.captures.add(self)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if "listening on" in Path(self.errlog).read_text(errors="replace"):
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"tcpdump on {self.ns}/{self.ifname} did not start: "
+                           f"{Path(self.errlog).read_text(errors='replace')}")
+
+    def stop(self, wait_for_count: bool = False) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            if wait_for_count and self.count:
+                try:
+                    self.proc.wait(timeout=self.timeout)
+                except subprocess.TimeoutExpired:
+                    pass
+            else:
+                time.sleep(self.settle)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # flushes the pcap
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._err.close()
+        _registry.captures.discard(self)
+
+    def __enter__(self) -> "Capture":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop(wait_for_count=exc[0] is None)
+
+    @property
+    def packets(self) -> list:
+        if self._packets is None:
+            from scapy.utils import rdpcap
+            self._packets = list(rdpcap(self.pcap)) if os.path.getsize(self.pcap) > 0 else []
+        return self._packets
+
+
+def tcpdump_capture(ns: str, ifname: str, bpf: str = "", count: int | None = None, timeout: float = 5.0,
+                    action=None, logdir: str | None = None) -> list:
+    """Capture on ns/ifname while action() runs (if given); return the scapy packets.
+
+    Returns when `count` packets were captured or `timeout` s after action() returned."""
+    cap = Capture(ns, ifname, bpf, count=count, timeout=timeout, settle=timeout if not count else 0.3,
+                  logdir=logdir)
+    with cap:
+        if action is not None:
+            action()
+    return cap.packets
+
+
+# ---------------------------------------------------------------------------------------------- natgw
+class NatgwError(RuntimeError):
+    pass
+
+
+class Natgw:
+    """natgw running in ngw-nat: `ip netns exec ngw-nat $NATGW_BIN --config FILE ...`, output in a log."""
+
+    def __init__(self, config: str | os.PathLike, extra_args=(), logdir: str = "/tmp",
+                 ready_timeout: float = 60):
+        self.config = Path(config).resolve()
+        self.extra_args = [str(a) for a in extra_args]
+        self.log_path = Path(logdir) / f"natgw-{time.strftime('%H%M%S')}-{self.config.stem}.log"
+        self.ready_timeout = ready_timeout
+        self.proc: subprocess.Popen | None = None
+        self.returncode: int | None = None
+
+    def start(self) -> "Natgw":
+        if not self.config.exists():
+            raise NatgwError(f"config {self.config} not found")
+        # stdbuf: the marker line must reach the log file now, not when a stdio buffer fills.
+        cmd = ["ip", "netns", "exec", NAT_NS, "stdbuf", "-oL", "-eL", str(natgw_bin()),
+               "--config", str(self.config), *self.extra_args]
+        self._log = open(self.log_path, "w")
+        self._log.write(f"# {' '.join(cmd)}\n")
+        self._log.flush()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        _registry.natgws.add(self)
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if READY_MARK in self.output():
+                log(f"natgw pid {self.proc.pid} running with {self.config.name} (log {self.log_path})")
+                return self
+            if self.proc.poll() is not None:
+                self._finish()
+                raise NatgwError(f"natgw exited with {self.returncode} before '{READY_MARK}' "
+                                 f"(log {self.log_path}):\n{self.tail()}")
+            time.sleep(0.05)
+        self.stop()
+        raise NatgwError(f"natgw did not print '{READY_MARK}' within {self.ready_timeout} s "
+                         f"(log {self.log_path}):\n{self.tail()}")
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    def signal(self, sig: int) -> None:
+        if self.running():
+            self.proc.send_signal(sig)
+
+    def stop(self, term_timeout: float = 5) -> int | None:
+        """SIGTERM, SIGKILL after term_timeout s. Returns the exit code; output() then holds the final
+        counters natgw prints on exit."""
+        if self.proc is None:
+            return self.returncode
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=term_timeout)
+            except subprocess.TimeoutExpired:
+                log(f"natgw pid {self.proc.pid} ignored SIGTERM for {term_timeout} s: SIGKILL")
+                self.proc.kill()
+                self.proc.wait()
+        self._finish()
+        return self.returncode
+
+    def _finish(self) -> None:
+        self.returncode = self.proc.returncode
+        if not self._log.closed:
+            self._log.write(f"# exit status {self.returncode}\n")
+            self._log.close()
+        _registry.natgws.discard(self)
+
+
+def _route_prefixes(route: dict, base: Path) -> list[str]:
+    if "prefix" in route:
+        return [route["prefix"]]
+    out = []
+    for line in (base / route["prefix_list"]).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            out.append(line)
+    return out
+
+
+class KernelNatgw(Natgw):
+    """Stand-in for natgw when NATGW_LAB_DATAPLANE=kernel: Linux in ngw-nat does the forwarding.
+
+    start() reads the same TOML and applies its [[route]]s (and [[snat]] as nftables masquerade) to the
+    namespace's kernel and turns forwarding on; stop() turns it off again, as a stopped natgw would."""
+
+    def start(self) -> "KernelNatgw":
+        if not self.config.exists():
+            raise NatgwError(f"config {self.config} not found")
+        cfg = tomllib.loads(self.config.read_text())
+        ifaces = {}
+        for itf in cfg.get("interface", []):
+            m = re.search(r"iface=([^,]+)", itf.get("device", ""))
+            if not m:
+                raise NatgwError(f"kernel stand-in: interface {itf.get('name')} has no iface= device")
+            ifaces[itf["name"]] = m.group(1)
+            want = itf["address"]
+            have = ns_exec(NAT_NS, ["ip", "-4", "-o", "addr", "show", "dev", m.group(1)]).stdout
+            if want not in have:
+                raise NatgwError(f"kernel stand-in: {m.group(1)} lacks {want} (is the lab up with "
+                                 f"--dataplane kernel?)")
+        cmds = [["ip", "route", "flush", "proto", "static"]]
+        for route in cfg.get("route", []):
+            dev = ifaces[route["interface"]]
+            for p in _route_prefixes(route, self.config.parent):
+                via = ["via", route["via"]] if "via" in route else []
+                cmds.append(["ip", "route", "replace", p, *via, "dev", dev, "proto", "static"])
+        lines = [f"# kernel stand-in for natgw, config {self.config}"]
+        for c in cmds:
+            ns_exec(NAT_NS, c, check=True)
+            lines.append("# " + " ".join(c))
+        nft = _kernel_snat_ruleset(cfg, ifaces)
+        ns_exec(NAT_NS, "nft delete table ip natgw_lab 2>/dev/null; true")
+        if nft:
+            ns_exec(NAT_NS, ["nft", "-f", "-"], input=nft, check=True)
+            lines.append(nft)
+        ns_exec(NAT_NS, "echo 1 > /proc/sys/net/ipv4/ip_forward", check=True)
+        lines.append(READY_MARK + " (kernel)")
+        self.log_path.write_text("\n".join(lines) + "\n")
+        self._running = True
+        log(f"kernel stand-in for natgw applied {self.config.name} (log {self.log_path})")
+        return self
+
+    @property
+    def pid(self):
+        return None
+
+    def running(self) -> bool:
+        return getattr(self, "_running", False)
+
+    def signal(self, sig: int) -> None:
+        pass
+
+    def stop(self, term_timeout: float = 5) -> int | None:
+        if self.running():
+            ns_exec(NAT_NS, "echo 0 > /proc/sys/net/ipv4/ip_forward")
+            stats = ns_exec(NAT_NS, "ip -s link; nft list ruleset").stdout
+            with open(self.log_path, "a") as f:
+                f.write("# stopped; final counters\n" + stats)
+            self._running = False
+            self.returncode = 0
+        return self.returncode
+
+
+def _kernel_snat_ruleset(cfg: dict, ifaces: dict[str, str]) -> str:
+    froms = [p for rule in cfg.get("snat", []) for p in rule.get("from", [])]
+    if not froms:
+        return ""
+    s = ", ".join(froms)
+    return ("table ip natgw_lab {\n  chain postrouting {\n"
+            "    type nat hook postrouting priority srcnat; policy accept;\n"
+            f"    ip saddr {{ {s} }} ip daddr != {{ {s} }} counter masquerade\n  }}\n}}\n")
+
+
+# -------------------------------------------------------------------------------------- cleanup registry
+class _Registry:
+    def __init__(self):
+        self.labs: set[Lab] = set()
+        self.natgws: set[Natgw] = set()
+        self.captures: set[Capture] = set()
+        self.installed = False
+
+    def install(self) -> None:
+        if self.installed:
+            return
+        self.installed = True
+        atexit.register(self.cleanup)
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, self._on_signal)
+
+    def cleanup(self) -> None:
+        for c in list(self.captures):
+            try:
+                c.stop()
+            except Exception as e:  # noqa: BLE001 - best effort on the way out
+                log(f"cleanup: tcpdump: {e}")
+        for lab in list(self.labs):
+            try:
+                lab.down()
+            except Exception as e:  # noqa: BLE001
+                log(f"cleanup: lab down: {e}")
+        for n in list(self.natgws):
+            try:
+                n.stop()
+            except Exception as e:  # noqa: BLE001
+                log(f"cleanup: natgw: {e}")
+
+    def _on_signal(self, signum, frame) -> None:
+        log(f"signal {signum}: taking the lab down")
+        signal.signal(signum, signal.SIG_IGN)
+        self.cleanup()
+        os._exit(128 + signum)
+
+
+_registry = _Registry()
+
+
+# ------------------------------------------------------------------------------------------------ Lab
+class Lab:
+    """The namespace lab: `lab.sh up` on enter, `lab.sh down` on exit (always)."""
+
+    def __init__(self, mode: str = "forward", dataplane_: str | None = None, servers: bool = True,
+                 logdir: str | None = None, lock_timeout: float = 600):
+        if mode not in ("forward", "nat"):
+            raise ValueError(f"mode must be forward or nat, not {mode!r}")
+        self.mode = mode
+        self.dataplane = dataplane_ or dataplane()
+        self.servers = servers
+        self.logdir = logdir or os.environ.get("NATGW_LAB_LOGDIR") or tempfile.mkdtemp(prefix="natgw-lab-")
+        os.makedirs(self.logdir, exist_ok=True)
+        self.lock_timeout = lock_timeout
+        self._lock_fd: int | None = None
+        self.natgws: list[Natgw] = []
+        self.is_up = False
+
+    # -- lifecycle
+    def __enter__(self) -> "Lab":
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    def _lab_sh(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        env = dict(os.environ, NATGW_LAB_LOCK_HELD="1")
+        r = run(["bash", str(LAB_SH), *args], timeout=timeout, env=env)
+        with open(os.path.join(self.logdir, "lab.sh.log"), "a") as f:
+            f.write(f"$ lab.sh {' '.join(args)}  -> {r.returncode}\n{r.stdout}{r.stderr}")
+        return r
+
+    def _acquire_lock(self) -> None:
+        fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + self.lock_timeout
+        said = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise RuntimeError(f"another lab holds {LOCK_PATH} for more than {self.lock_timeout} s")
+                if not said:
+                    log(f"waiting for another lab to finish ({LOCK_PATH})")
+                    said = True
+                time.sleep(0.5)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def up(self) -> "Lab":
+        reason = skip_reason()
+        if reason:
+            skip(reason)
+        _registry.install()
+        self._acquire_lock()
+        _registry.labs.add(self)
+        self.is_up = True
+        r = self._lab_sh("up", "--mode", self.mode, "--dataplane", self.dataplane)
+        if r.returncode != 0:
+            raise RuntimeError(f"lab.sh up failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+        if self.dataplane == "kernel":
+            # Until start_natgw(): nothing forwards, as with natgw not yet running.
+            ns_exec(NAT_NS, "echo 0 > /proc/sys/net/ipv4/ip_forward", check=True)
+        if self.servers:
+            r = self._lab_sh("servers")
+            if r.returncode != 0:
+                raise RuntimeError(f"lab.sh servers failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+        log(f"lab up: mode={self.mode} dataplane={self.dataplane} logs in {self.logdir}")
+        return self
+
+    def down(self) -> None:
+        for n in self.natgws:
+            try:
+                n.stop()
+            except Exception as e:  # noqa: BLE001 - keep going: the namespaces must go
+                log(f"stopping natgw: {e}")
+        for c in list(_registry.captures):
+            c.stop()
+        if self.is_up:
+            # Own session: a process-group kill aimed at us must not cut the cleanup short.
+            env = dict(os.environ, NATGW_LAB_LOCK_HELD="1")
+            try:
+                r = subprocess.run(["bash", str(LAB_SH), "down"], capture_output=True, text=True,
+                                   timeout=60, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
+                if r.returncode != 0:
+                    log(f"lab.sh down failed ({r.returncode}): {r.stdout}{r.stderr}")
+            except subprocess.TimeoutExpired:
+                log("lab.sh down timed out")
+            self.is_up = False
+        _registry.labs.discard(self)
+        self._release_lock()
+
+    # -- natgw
+    def start_natgw(self, config: str | os.PathLike, extra_args=(), ready_timeout: float = 60) -> Natgw:
+        """Start natgw (or the kernel stand-in) with config and wait until it is running."""
+        cfg = Path(config)
+        if not cfg.is_absolute():
+            cfg = SRC / cfg
+        cls = KernelNatgw if self.dataplane == "kernel" else Natgw
+        n = cls(cfg, extra_args, logdir=self.logdir, ready_timeout=ready_timeout)
+        self.natgws.append(n)
+        return n.start()
+
+    # -- helpers bound to this lab
+    ns_exec = staticmethod(ns_exec)
+    veth_counters = staticmethod(veth_counters)
+
+    def tcpdump(self, ns: str, ifname: str, bpf: str = "", count: int | None = None,
+                timeout: float = 5.0) -> Capture:
+        return Capture(ns, ifname, bpf, count=count, timeout=timeout, logdir=self.logdir)
+
+    def tcpdump_capture(self, ns: str, ifname: str, bpf: str = "", count: int | None = None,
+                        timeout: float = 5.0, action=None) -> list:
+        return tcpdump_capture(ns, ifname, bpf, count=count, timeout=timeout, action=action,
+                               logdir=self.logdir)
+
+    def mac(self, ns: str, ifname: str) -> str:
+        return ns_exec(ns, ["cat", f"/sys/class/net/{ifname}/address"], check=True).stdout.strip()
+
+
+# -------------------------------------------------------------------------------------------- TestCase
+class LabTestCase(unittest.TestCase):
+    """One lab per test class: up (and natgw started) in setUpClass, down in tearDownClass.
+
+    Subclasses set MODE and CONFIG (path relative to the source tree, or absolute; None = no natgw),
+    or override natgw_config() to write one."""
+
+    MODE = "forward"
+    CONFIG: str | None = None
+    lab: Lab
+    natgw: Natgw | None = None
+
+    @classmethod
+    def natgw_config(cls) -> str | None:
+        return cls.CONFIG
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        reason = skip_reason()
+        if reason:
+            raise unittest.SkipTest(reason)
+        cls.lab = Lab(mode=cls.MODE)
+        cls.addClassCleanup(cls.lab.down)  # runs even when setUpClass fails half-way
+        cls.lab.up()
+        cfg = cls.natgw_config()
+        cls.natgw = cls.lab.start_natgw(cfg) if cfg else None
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        if cls.natgw is not None:
+            rc = cls.natgw.stop()
+            log(f"natgw exit status {rc}; log {cls.natgw.log_path}")
+        cls.lab.down()
+
+    def setUp(self) -> None:
+        if self.natgw is not None and not self.natgw.running():
+            self.fail(f"natgw is not running (exit status {self.natgw.proc and self.natgw.proc.poll()}); "
+                      f"log {self.natgw.log_path}:\n{self.natgw.tail()}")
+
+    def tearDown(self) -> None:
+        if self.natgw is not None and not self.natgw.running():
+            self.fail(f"natgw died during the test; log {self.natgw.log_path}:\n{self.natgw.tail()}")
