@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <filesystem>
 #include <map>
 #include <span>
@@ -103,7 +104,8 @@ size_t edit_distance(std::string_view a, std::string_view b) {
   for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
   for (size_t i = 1; i <= a.size(); ++i) {
     for (size_t j = 1; j <= b.size(); ++j) {
-      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      const size_t substitute = d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, substitute});
       if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
         d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
     }
@@ -170,23 +172,6 @@ bool is_unicast(uint32_t addr) {
 }
 
 uint64_t prefix_key(const Prefix& p) { return uint64_t{p.addr} << 8 | p.len; }
-
-std::string_view trim(std::string_view s) {
-  const auto first = s.find_first_not_of(" \t");
-  if (first == std::string_view::npos) return {};
-  return s.substr(first, s.find_last_not_of(" \t") - first + 1);
-}
-
-bool all_digits(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
-
-std::optional<uint16_t> parse_port(std::string_view s) {
-  if (s.size() > 5 || !all_digits(s)) return std::nullopt;
-  const uint32_t v = static_cast<uint32_t>(std::stoul(std::string(s)));
-  if (v > 65535) return std::nullopt;
-  return static_cast<uint16_t>(v);
-}
 
 // Errors of the config file first, then of each prefix list, each in line order.
 void sort_errors(std::vector<Error>& errors, const std::string& main_file) {
@@ -395,24 +380,14 @@ class Loader {
       type_error(n, what, "a port \"N\" or range \"A-B\"");
       return std::nullopt;
     }
-    const auto dash = text.find('-', 1);  // from 1: "-5" is a bad number, not a range
-    const std::string_view lo_s = trim(std::string_view(text).substr(0, dash));
-    const std::string_view hi_s =
-        dash == std::string::npos ? lo_s : trim(std::string_view(text).substr(dash + 1));
-    const auto lo = parse_port(lo_s);
-    const auto hi = parse_port(hi_s);
     std::string why;
-    if (!lo || !hi)
-      why = "expected a port \"N\" or a range \"A-B\" of ports 0..65535";
-    else if (*lo > *hi)
-      why = "range start " + std::to_string(*lo) + " is above its end " + std::to_string(*hi);
-    else if (*lo < min)
+    auto range = parse_port_range(text, why);
+    if (range && range->lo < min) {
       why = "ports must be at least " + std::to_string(min);
-    if (!why.empty()) {
-      error(line_of(n), std::string(what) + " " + quote(text) + ": " + why);
-      return std::nullopt;
+      range.reset();
     }
-    return PortRange{*lo, *hi};
+    if (!range) error(line_of(n), std::string(what) + " " + quote(text) + ": " + why);
+    return range;
   }
 
   template <class T>
@@ -737,8 +712,10 @@ class Loader {
     }
     if (const auto* s = n.as_string()) {
       const std::string& v = s->get();
-      if (v.size() <= 3 && all_digits(v) && std::stoi(v) <= 255)
-        return static_cast<uint8_t>(std::stoi(v));
+      unsigned number = 0;
+      const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), number);
+      if (ec == std::errc() && end == v.data() + v.size() && number <= 255)
+        return static_cast<uint8_t>(number);
     }
     const auto i = one_of(n, "acl.protocol", kNames);
     if (!i) return std::nullopt;
@@ -762,12 +739,13 @@ class Loader {
     } else {
       const std::string host = v->substr(0, colon);
       const std::string port = v->substr(colon + 1);
-      const auto p = parse_port(port);
+      std::string ignored;
+      const auto p = parse_port_range(port, ignored);
       const bool numeric = host.find_first_not_of("0123456789.") == std::string::npos;
       const bool hostname = std::all_of(host.begin(), host.end(), [](unsigned char c) {
         return std::isalnum(c) || c == '.' || c == '-';
       });
-      if (!p || *p == 0) {
+      if (!p || p->lo != p->hi || p->lo == 0 || port.find_first_not_of("0123456789") != std::string::npos) {
         why = "port " + quote(port) + " must be 1..65535";
       } else if (numeric) {
         if (!parse_ipv4(host, why)) why = "host " + quote(host) + ": " + why;

@@ -154,6 +154,9 @@ struct AddressWithLength {
 };
 std::optional<AddressWithLength> parse_address_with_length(const std::string& s, std::string& why);
 
+// A port "N" or a range "A-B" (spaces around the dash allowed), ports 0..65535, A <= B.
+std::optional<PortRange> parse_port_range(const std::string& s, std::string& why);
+
 // Netmask of a prefix length in host order (0 for /0).
 constexpr uint32_t prefix_mask(uint8_t len) { return len == 0 ? 0 : ~0u << (32 - len); }
 constexpr bool contains(const Prefix& p, uint32_t addr) { return (addr & prefix_mask(p.len)) == p.addr; }

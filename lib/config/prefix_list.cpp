@@ -109,6 +109,27 @@ std::optional<Prefix> parse_prefix(const std::string& s) {
   return parse_prefix(s, why);
 }
 
+std::optional<PortRange> parse_port_range(const std::string& s, std::string& why) {
+  const auto port = [](std::string_view t) -> std::optional<uint16_t> {
+    if (t.size() > 5 || !all_digits(t) || to_number(t) > 65535) return std::nullopt;
+    return static_cast<uint16_t>(to_number(t));
+  };
+  const size_t dash = s.find('-', 1);  // from 1: "-5" is a bad number, not a range
+  const std::string_view lo_s = trim(std::string_view(s).substr(0, dash));
+  const std::string_view hi_s = dash == std::string::npos ? lo_s : trim(std::string_view(s).substr(dash + 1));
+  const auto lo = port(lo_s);
+  const auto hi = port(hi_s);
+  if (!lo || !hi) {
+    why = "expected a port \"N\" or a range \"A-B\" of ports 0..65535";
+    return std::nullopt;
+  }
+  if (*lo > *hi) {
+    why = "range start " + std::to_string(*lo) + " is above its end " + std::to_string(*hi);
+    return std::nullopt;
+  }
+  return PortRange{*lo, *hi};
+}
+
 std::string format_ipv4(uint32_t a) {
   return std::to_string(a >> 24) + "." + std::to_string((a >> 16) & 0xff) + "." +
          std::to_string((a >> 8) & 0xff) + "." + std::to_string(a & 0xff);

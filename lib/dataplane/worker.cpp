@@ -127,7 +127,7 @@ void Worker::poll_once() {
     }
   }
   flush();
-  if (now_ms_ != last_housekeeping_ms_ || total == 0) housekeeping();
+  if (now_ms_ != last_housekeeping_ms_) housekeeping();  // at most once per millisecond
   rte_rcu_qsbr_quiescent(ctx_.qsbr, id_);
   const uint64_t spent = rte_rdtsc() - t0;
   (total ? counters_.busy_cycles : counters_.idle_cycles).add(spent);
@@ -795,8 +795,9 @@ void Worker::housekeeping() {
     }
   }
   // Keep gateways resolved before traffic needs them (worker 0 only).
-  if (id_ == 0 && (now_ms_ - last_gw_refresh_ms_ >= kGatewayRefreshMs || last_gw_refresh_ms_ == 0)) {
-    last_gw_refresh_ms_ = now_ms_ ? now_ms_ : 1;
+  if (id_ == 0 && (!gw_refreshed_ || now_ms_ - last_gw_refresh_ms_ >= kGatewayRefreshMs)) {
+    gw_refreshed_ = true;
+    last_gw_refresh_ms_ = now_ms_;
     for (rte_be32_t gw : t.gateways) {
       route::NextHop nh;
       if (t.routes->lookup(gw, nh)) send_arp_request(nh.iface, gw);

@@ -133,6 +133,7 @@ class Worker {
   unsigned held_used_ = 0;
   uint32_t last_housekeeping_ms_ = 0;
   uint32_t last_gw_refresh_ms_ = 0;
+  bool gw_refreshed_ = false;
 };
 
 }  // namespace natgw::dp

@@ -47,6 +47,10 @@ std::unique_ptr<RouteTable> RouteTable::build(const config::Config& cfg) {
   for (const auto& e : t->entries_) {
     const auto idx = static_cast<uint32_t>(
         std::find(t->nexthops_.begin(), t->nexthops_.end(), e.nh) - t->nexthops_.begin());
+    if (e.prefix.len == 0) {
+      t->default_ = static_cast<int32_t>(idx);
+      continue;
+    }
     const int rc = rte_lpm_add(t->lpm_, e.prefix.addr, e.prefix.len, idx);
     if (rc != 0)
       throw std::runtime_error("rte_lpm_add " + config::format_prefix(e.prefix) +
@@ -66,7 +70,7 @@ void RouteTable::lookup_bulk(const uint32_t* dst_host, int32_t* nh_idx, unsigned
     rte_lpm_lookup_bulk(lpm_, dst_host + off, hops, k);
     for (unsigned i = 0; i < k; ++i)
       nh_idx[off + i] = (hops[i] & RTE_LPM_LOOKUP_SUCCESS)
-                            ? static_cast<int32_t>(hops[i] & 0x00ffffff) : -1;
+                            ? static_cast<int32_t>(hops[i] & 0x00ffffff) : default_;
   }
 }
 

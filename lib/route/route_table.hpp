@@ -39,7 +39,10 @@ class RouteTable {
   // Hot path. dst in network byte order.
   bool lookup(rte_be32_t dst, NextHop& nh) const {
     uint32_t idx;
-    if (rte_lpm_lookup(lpm_, rte_be_to_cpu_32(dst), &idx) != 0) return false;
+    if (rte_lpm_lookup(lpm_, rte_be_to_cpu_32(dst), &idx) != 0) {
+      if (default_ < 0) return false;  // rte_lpm has no /0: the default route lives here
+      idx = static_cast<uint32_t>(default_);
+    }
     nh = nexthops_[idx];
     return true;
   }
@@ -53,6 +56,7 @@ class RouteTable {
  private:
   RouteTable() = default;
   rte_lpm* lpm_ = nullptr;
+  int32_t default_ = -1;  // next-hop index of 0.0.0.0/0, if any
   std::vector<NextHop> nexthops_;
   std::vector<RouteEntry> entries_;
 };

@@ -696,3 +696,42 @@ class LabTestCase(unittest.TestCase):
     def tearDown(self) -> None:
         if self.natgw is not None and not self.natgw.running():
             self.fail(f"natgw died during the test; log {self.natgw.log_path}:\n{self.natgw.tail()}")
+
+
+# ------------------------------------------------------------------------------------------ config files
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def dump_toml(cfg: dict) -> str:
+    """Write a natgw config dict (as tomllib reads it) back as TOML: [table]s and [[array]]s of scalars."""
+    out = []
+    for name, value in cfg.items():
+        tables = value if isinstance(value, list) else [value]
+        for t in tables:
+            out.append(f"[[{name}]]" if isinstance(value, list) else f"[{name}]")
+            out.extend(f"{k} = {_toml_value(v)}" for k, v in t.items())
+            out.append("")
+    return "\n".join(out)
+
+
+def derive_config(base: str | os.PathLike, dest: str | os.PathLike, edit) -> Path:
+    """Read config `base`, let edit(cfg_dict) change it, write it to `dest` with prefix_list paths made
+    absolute (so the copy works from any folder). Returns dest."""
+    base = Path(base) if Path(base).is_absolute() else SRC / base
+    cfg = tomllib.loads(base.read_text())
+    for r in cfg.get("route", []):
+        if "prefix_list" in r and not os.path.isabs(r["prefix_list"]):
+            r["prefix_list"] = str((base.parent / r["prefix_list"]).resolve())
+    edit(cfg)
+    dest = Path(dest)
+    dest.write_text(f"# derived from {base} by a lab test\n" + dump_toml(cfg))
+    return dest

@@ -496,7 +496,8 @@ TEST(ConfigErrors, OverlappingInterfaceSubnets) {
       "[[interface]]", "name = \"d\"", "device = \"net_null3\"", "address = \"10.0.2.10/24\"",  // 16: inside c
   }));
   ASSERT_FALSE(r.ok());
-  EXPECT_TRUE(HasError(r, 8, "interface.address 10.0.1.20/24 overlaps interface \"inside\" subnet 10.0.1.0/24 (line 1)"));
+  EXPECT_TRUE(HasError(r, 8, "interface.address 10.0.1.20/24 overlaps interface \"inside\" subnet "
+                             "10.0.1.0/24 (line 1)"));
   EXPECT_TRUE(HasError(r, 12, "overlaps interface \"inside\" subnet 10.0.1.0/24"));
   EXPECT_TRUE(HasError(r, 12, "overlaps interface \"b\" subnet 10.0.1.0/24"));
   EXPECT_TRUE(HasError(r, 16, "overlaps interface \"c\" subnet 10.0.0.0/16 (line 9)"));
@@ -537,10 +538,12 @@ TEST(ConfigErrors, RouteInterfaceAndGateway) {
   }));
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(HasError(r, 15, "route.via 10.0.9.1 is not inside interface \"internet\" subnet 10.0.3.0/24"));
-  EXPECT_TRUE(HasError(r, 19, "route.interface \"intranet\" is not a defined [[interface]] (did you mean \"internet\"?)"));
+  EXPECT_TRUE(HasError(r, 19, "route.interface \"intranet\" is not a defined [[interface]] "
+                              "(did you mean \"internet\"?)"));
   EXPECT_TRUE(HasError(r, 22, "route.via 10.0.2.10 is interface \"endpoint\"'s own address"));
   EXPECT_TRUE(HasError(r, 24, "sets both prefix and prefix_list"));
-  EXPECT_TRUE(HasError(r, 27, "route.interface \"wan\" is not a defined [[interface]]; valid: inside, endpoint, internet"));
+  EXPECT_TRUE(HasError(r, 27, "route.interface \"wan\" is not a defined [[interface]]; "
+                              "valid: inside, endpoint, internet"));
   EXPECT_TRUE(HasError(r, 30, "route.via \"10.0.2\": expected an IPv4 address"));
   EXPECT_EQ(r.errors.size(), 6u) << dump(r);
 }
@@ -707,6 +710,8 @@ TEST(ConfigErrors, MetricsListenMustBeHostPort) {
       {"127.0.0.1:", "port \"\" must be 1..65535"},
       {"127.0.0.1:0", "port \"0\" must be 1..65535"},
       {"127.0.0.1:65536", "port \"65536\" must be 1..65535"},
+      {"127.0.0.1: 9100", "port \" 9100\" must be 1..65535"},
+      {"127.0.0.1:9100-9101", "must be 1..65535"},
       {"127.0.0.256:9100", "host \"127.0.0.256\": octet 256 is over 255"},
       {"my host:9100", "must be an IPv4 address or a host name"},
   };
@@ -818,6 +823,18 @@ TEST(ConfigParse, AddressWithLengthAllowsHostBits) {
   EXPECT_FALSE(parse_address_with_length("10.0.1.10/33", why).has_value());
 }
 
+TEST(ConfigParse, PortRange) {
+  std::string why;
+  EXPECT_EQ(parse_port_range("80", why), (PortRange{80, 80}));
+  EXPECT_EQ(parse_port_range("0", why), (PortRange{0, 0}));
+  EXPECT_EQ(parse_port_range("1024-65535", why), (PortRange{1024, 65535}));
+  EXPECT_EQ(parse_port_range("1024 - 2048", why), (PortRange{1024, 2048}));
+  for (const char* bad : {"", "-", "-5", "65536", "1-", "-1-2", "a-b", "1-2-3", "100000", "80,443"})
+    EXPECT_FALSE(parse_port_range(bad, why).has_value()) << '"' << bad << '"';
+  EXPECT_FALSE(parse_port_range("2000-1000", why).has_value());
+  EXPECT_EQ(why, "range start 2000 is above its end 1000");
+}
+
 TEST(ConfigParse, FormatAndMasks) {
   EXPECT_EQ(format_ipv4(0), "0.0.0.0");
   EXPECT_EQ(format_ipv4(0xffffffffu), "255.255.255.255");
@@ -845,7 +862,8 @@ TEST(PrefixList, LoadsDirectlyWithItsOwnLineNumbers) {
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0].file, path);
   EXPECT_EQ(errors[0].line, 6);
-  EXPECT_EQ(errors[0].message, "bad prefix \"bad\": missing prefix length: write A.B.C.D/N (/32 for a single address)");
+  EXPECT_EQ(errors[0].message,
+            "bad prefix \"bad\": missing prefix length: write A.B.C.D/N (/32 for a single address)");
 
   errors.clear();
   EXPECT_TRUE(load_prefix_list((dir.path() / "none.txt").string(), errors).empty());
