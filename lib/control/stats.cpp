@@ -74,8 +74,8 @@ Snapshot snapshot(const dp::Context& ctx, const std::vector<const dp::Worker*>& 
     s.port_overlapped += st.overlapped.get();
   }
   s.arp_entries = ctx.arp.size();
-  if (const auto* t = ctx.tables.load(std::memory_order_acquire)) s.generation = t->generation;
-  return s;
+  return s;  // generation is filled by the caller: the tables may be swapped under a reader
+
 }
 
 std::string format_text(const Snapshot& s) {

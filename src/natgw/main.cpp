@@ -5,6 +5,7 @@
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
+#include <rte_telemetry.h>
 
 #include <algorithm>
 #include <atomic>
@@ -14,12 +15,15 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "config/config.hpp"
+#include "control/server.hpp"
 #include "control/stats.hpp"
+#include "control/views.hpp"
 #include "dataplane/context.hpp"
 #include "dataplane/port.hpp"
 #include "dataplane/worker.hpp"
@@ -89,20 +93,32 @@ class Daemon {
 
  private:
   bool init_eal(const char* argv0);
-  void reload();
+  control::Reply reload();
+  control::Reply command(const std::string& line);
+  void register_telemetry();
+  static int telemetry_stats(const char* cmd, const char* params, rte_tel_data* d);
+
+ public:
   control::Snapshot snap(bool ports) const {
     std::vector<const dp::Worker*> ws;
     for (const auto& w : workers_) ws.push_back(w.get());
-    return control::snapshot(ctx_, ws, ports);
+    control::Snapshot s = control::snapshot(ctx_, ws, ports);
+    s.generation = reload_.generation;
+    return s;
   }
 
+ private:
   config::Config cfg_;
   dp::Context ctx_;
   rte_mempool* pool_ = nullptr;
   std::vector<std::unique_ptr<dp::Worker>> workers_;
   std::vector<WorkerSlot> slots_;
   uint64_t generation_ = 1;
+  control::ReloadStatus reload_;
+  control::ControlServer server_;
 };
+
+Daemon* g_daemon = nullptr;  // for DPDK telemetry callbacks (C function pointers)
 
 bool Daemon::init_eal(const char* argv0) {
   std::vector<std::string> args{argv0};
@@ -131,23 +147,83 @@ bool Daemon::init_eal(const char* argv0) {
   return true;
 }
 
-void Daemon::reload() {
+control::Reply Daemon::reload() {
+  reload_.last_time = static_cast<double>(
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
   const auto r = config::load_file(cfg_.path);
-  if (!report(r) || !refuse_unimplemented(*r.config)) {
-    std::cerr << "natgw: reload rejected; the running config (generation " << generation_ - 1
-              << ") stays\n";
-    return;
+  std::string why;
+  for (const auto& e : r.errors) why += e.str() + "\n";
+  if (r.ok() && r.config->nat.hairpinning) why += "[nat] hairpinning = true is not implemented yet\n";
+  if (why.empty()) {
+    try {
+      auto t = dp::build_tables(ctx_, *r.config, generation_);
+      dp::publish_tables(ctx_, std::move(t));
+      cfg_ = *r.config;
+      reload_.generation = generation_++;
+      reload_.last_ok = true;
+      reload_.last_error.clear();
+      const std::string msg = "reloaded " + cfg_.path + " (generation " +
+                              std::to_string(reload_.generation) + "): " + summary(cfg_);
+      std::cout << "natgw: " << msg << std::endl;
+      return {true, msg + "\n"};
+    } catch (const std::exception& e) {
+      why = std::string(e.what()) + "\n";
+    }
   }
-  try {
-    auto t = dp::build_tables(ctx_, *r.config, generation_);
-    dp::publish_tables(ctx_, std::move(t));
-    cfg_ = *r.config;
-    std::cout << "natgw: reloaded " << cfg_.path << " (generation " << generation_ << "): "
-              << summary(cfg_) << std::endl;
-    ++generation_;
-  } catch (const std::exception& e) {
-    std::cerr << "natgw: reload rejected: " << e.what() << "; the running config stays\n";
+  reload_.last_ok = false;
+  reload_.last_error = why;
+  const std::string msg = "reload rejected, generation " + std::to_string(reload_.generation) +
+                          " stays in force:\n" + why;
+  std::cerr << "natgw: " << msg << std::flush;
+  return {false, msg};
+}
+
+control::Reply Daemon::command(const std::string& line) {
+  std::istringstream in(line);
+  std::string verb, arg;
+  in >> verb >> arg;
+  if (verb == "stats") return {true, control::format_text(snap(true))};
+  if (verb == "sessions") return {true, control::format_sessions(ctx_, arg, 1000)};
+  if (verb == "routes") return {true, control::format_routes(ctx_)};
+  if (verb == "arp") return {true, control::format_arp(ctx_)};
+  if (verb == "acl") return {true, control::format_acl(ctx_)};
+  if (verb == "metrics") return {true, control::render_prometheus(snap(true), ctx_, reload_)};
+  if (verb == "reload") return reload();
+  if (verb == "version") return {true, std::string("natgw ") + NATGW_VERSION + "\n"};
+  if (verb == "help" || verb.empty())
+    return {true, "commands: stats | sessions [ADDR] | routes | arp | acl | metrics | reload | version\n"};
+  return {false, "unknown command '" + verb + "' (try: help)"};
+}
+
+int Daemon::telemetry_stats(const char*, const char*, rte_tel_data* d) {
+  const control::Snapshot s = g_daemon->snap(false);
+  rte_tel_data_start_dict(d);
+  for (const auto& i : s.ifaces) {
+    rte_tel_data_add_dict_u64(d, (i.name + ".rx_packets").c_str(), i.rx_packets);
+    rte_tel_data_add_dict_u64(d, (i.name + ".tx_packets").c_str(), i.tx_packets);
+    rte_tel_data_add_dict_u64(d, (i.name + ".rx_bytes").c_str(), i.rx_bytes);
+    rte_tel_data_add_dict_u64(d, (i.name + ".tx_bytes").c_str(), i.tx_bytes);
   }
+  rte_tel_data_add_dict_u64(d, "forwarded", s.forwarded);
+  rte_tel_data_add_dict_u64(d, "in2out", s.in2out);
+  rte_tel_data_add_dict_u64(d, "out2in", s.out2in);
+  const char* proto[3] = {"tcp", "udp", "icmp"};
+  for (int p = 0; p < 3; ++p) {
+    rte_tel_data_add_dict_u64(d, (std::string("sessions_active.") + proto[p]).c_str(), s.sessions_active[p]);
+    rte_tel_data_add_dict_u64(d, (std::string("sessions_created.") + proto[p]).c_str(), s.sessions_created[p]);
+    rte_tel_data_add_dict_u64(d, (std::string("sessions_expired.") + proto[p]).c_str(), s.sessions_expired[p]);
+  }
+  rte_tel_data_add_dict_u64(d, "port_allocation_errors", s.port_alloc_errors);
+  for (unsigned r = 0; r < dp::kDropCount; ++r)
+    rte_tel_data_add_dict_u64(d, (std::string("drops.") + dp::drop_name(r)).c_str(), s.drops[r]);
+  rte_tel_data_add_dict_u64(d, "config_generation", s.generation);
+  return 0;
+}
+
+void Daemon::register_telemetry() {
+  g_daemon = this;
+  rte_telemetry_register_cmd("/natgw/stats", telemetry_stats,
+                             "natgw counters: per-interface packets/bytes, NAT paths, sessions, drops");
 }
 
 int Daemon::run(const char* argv0) {
@@ -200,6 +276,14 @@ int Daemon::run(const char* argv0) {
     slots_[w].worker = workers_[w].get();
     rte_eal_remote_launch(worker_main, &slots_[w], lcore);
   }
+  reload_.generation = generation_ - 1;
+  register_telemetry();
+  try {
+    server_.listen_unix(cfg_.control.socket);
+    if (!cfg_.metrics.listen.empty()) server_.listen_http(cfg_.metrics.listen);
+  } catch (const std::exception& e) {
+    std::cerr << "natgw: " << e.what() << " (control/metrics disabled)\n";
+  }
   std::cout << "natgw: running: " << summary(cfg_) << std::endl;
   for (size_t i = 0; i < ctx_.ifaces.size(); ++i) {
     char mac[RTE_ETHER_ADDR_FMT_SIZE];
@@ -210,8 +294,10 @@ int Daemon::run(const char* argv0) {
               << ctx_.ifaces[i].mtu << " (" << cfg_.interfaces[i].device << ")" << std::endl;
   }
 
+  const auto on_command = [this](const std::string& l) { return command(l); };
+  const auto on_metrics = [this] { return control::render_prometheus(snap(true), ctx_, reload_); };
   while (!g_stop) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    server_.poll_once(50, on_command, on_metrics);
     if (g_reload) {
       g_reload = 0;
       reload();

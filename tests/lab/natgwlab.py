@@ -514,9 +514,22 @@ class _Registry:
                 log(f"cleanup: natgw: {e}")
 
     def _on_signal(self, signum, frame) -> None:
-        log(f"signal {signum}: taking the lab down")
+        # meson sends SIGTERM to the test's process group and SIGKILL 0.5 s later: too soon to clean up
+        # here. Hand the teardown to a detached `lab.sh down` (own session, holding the lab lock until it
+        # is done) and leave at once. natgw and tcpdump got the same SIGTERM; lab.sh down reaps the rest.
         signal.signal(signum, signal.SIG_IGN)
-        self.cleanup()
+        log(f"signal {signum}: taking the lab down in the background")
+        for c in list(self.captures):
+            if c.proc and c.proc.poll() is None:
+                c.proc.terminate()
+        for n in list(self.natgws):
+            if n.proc and n.proc.poll() is None:
+                n.proc.terminate()
+        for lab in list(self.labs):
+            try:
+                lab.down_detached()
+            except Exception as e:  # noqa: BLE001
+                log(f"cleanup: {e}")
         os._exit(128 + signum)
 
 
@@ -625,6 +638,18 @@ class Lab:
             self.is_up = False
         _registry.labs.discard(self)
         self._release_lock()
+
+    def down_detached(self) -> None:
+        """Start `lab.sh down` in its own session and return: for signal handlers with no time to wait.
+        The child inherits the lab lock, so no other lab starts before the teardown has finished."""
+        if not self.is_up:
+            return
+        env = dict(os.environ, NATGW_LAB_LOCK_HELD="1")
+        with open(os.path.join(self.logdir, "lab.sh.log"), "a") as out:
+            subprocess.Popen(["bash", str(LAB_SH), "down"], env=env, start_new_session=True,
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                             pass_fds=(self._lock_fd,) if self._lock_fd is not None else ())
+        self.is_up = False
 
     # -- natgw
     def start_natgw(self, config: str | os.PathLike, extra_args=(), ready_timeout: float = 60) -> Natgw:
@@ -735,3 +760,29 @@ def derive_config(base: str | os.PathLike, dest: str | os.PathLike, edit) -> Pat
     dest = Path(dest)
     dest.write_text(f"# derived from {base} by a lab test\n" + dump_toml(cfg))
     return dest
+
+
+# ------------------------------------------------------------------------------------------------ ARP
+_ARP_PROBE = r"""
+import sys
+from scapy.all import ARP, Ether, conf, get_if_hwaddr, srp1
+conf.verb = 0
+ifname, target, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+src_ip = sys.argv[4]
+ans = srp1(Ether(dst="ff:ff:ff:ff:ff:ff", src=get_if_hwaddr(ifname)) /
+           ARP(op=1, hwsrc=get_if_hwaddr(ifname), psrc=src_ip, pdst=target), iface=ifname, timeout=timeout)
+if ans is None or ARP not in ans or ans[ARP].op != 2:
+    sys.exit(1)
+print(ans[ARP].hwsrc, ans[Ether].src)
+"""
+
+
+def arp_probe(ns: str, ifname: str, target: str, src_ip: str, timeout: float = 2) -> tuple[str, str] | None:
+    """Broadcast an ARP who-has for target from ns/ifname (scapy); returns (ARP hwsrc, Ethernet src) of the
+    reply, or None when nobody answered."""
+    r = ns_exec(ns, ["/usr/bin/python3", "-c", _ARP_PROBE, ifname, target, str(timeout), src_ip],
+                timeout=timeout + 20)
+    if r.returncode != 0:
+        return None
+    hw, eth = r.stdout.split()
+    return hw.lower(), eth.lower()

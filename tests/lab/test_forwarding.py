@@ -138,6 +138,31 @@ class Forwarding(L.LabTestCase):
     def test_internet_leaves_by_internet_link(self):
         self._assert_leaves_by(INET_ADDR, L.INET_IF, L.S3_IF)
 
+    # -- ARP
+    def test_natgw_answers_arp_for_its_addresses(self):
+        # natgw's own ARP requests let the neighbours learn its MAC without asking, so ask explicitly.
+        cases = (("inside", L.TGW_NS, "tgw-nat", "nat-in", NATGW_INSIDE, L.TGW_NAT_ADDR),
+                 ("endpoint", L.S3_NS, "s3-nat", "nat-s3", L.NATGW_ENDPOINT, L.S3_LINK_ADDR),
+                 ("internet", L.INET_NS, "inet-nat", "nat-inet", L.NATGW_INTERNET, L.INET_LINK_ADDR))
+        for name, ns, ifn, port, addr, me in cases:
+            with self.subTest(interface=name):
+                got = L.arp_probe(ns, ifn, addr, me)
+                self.assertIsNotNone(got, f"no ARP reply for {addr} on {ifn}")
+                mac = self.lab.mac(L.NAT_NS, port)
+                self.assertEqual(got, (mac, mac), "ARP reply must carry natgw's port MAC")
+
+    def test_natgw_ignores_arp_for_other_addresses(self):
+        self.assertIsNone(L.arp_probe(L.TGW_NS, "tgw-nat", "10.0.1.99", L.TGW_NAT_ADDR, timeout=1),
+                          "natgw answered ARP for an address it does not own")
+
+    def test_forwarding_after_neighbours_forget_natgw(self):
+        # The tgw and the server must re-resolve natgw (broadcast ARP) and traffic must resume.
+        for ns, ifn in ((L.TGW_NS, "tgw-nat"), (L.S3_NS, "s3-nat")):
+            L.ns_exec(ns, ["ip", "neigh", "flush", "dev", ifn], check=True)
+        r = ping(CLIENT_NS, S3_ADDR, count=3, wait=3)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertGreaterEqual(ping_received(r), 2, r.stdout)
+
     # -- TTL
     def test_ttl_expiring_at_natgw_gets_time_exceeded(self):
         # TTL 2 from the client: the tgw forwards it with TTL 1, natgw must not forward it.

@@ -1,0 +1,205 @@
+#include "control/server.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+namespace natgw::control {
+
+namespace {
+constexpr int kIoTimeoutMs = 2000;
+constexpr size_t kMaxRequest = 8192;
+
+std::string errno_text() { return std::strerror(errno); }
+
+void set_timeouts(int fd) {
+  timeval tv{kIoTimeoutMs / 1000, (kIoTimeoutMs % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+void write_all(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    const ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return;  // client went away or timed out: nothing to do
+    off += static_cast<size_t>(n);
+  }
+}
+
+// Read until `terminator` appears or the peer closes; bounded in size and time.
+std::string read_until(int fd, const char* terminator) {
+  std::string buf;
+  char tmp[1024];
+  while (buf.size() < kMaxRequest && buf.find(terminator) == std::string::npos) {
+    const ssize_t n = ::recv(fd, tmp, sizeof(tmp), 0);
+    if (n <= 0) break;
+    buf.append(tmp, static_cast<size_t>(n));
+  }
+  return buf;
+}
+
+sockaddr_un unix_addr(const std::string& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(a.sun_path)) throw std::runtime_error("socket path too long: " + path);
+  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  return a;
+}
+}  // namespace
+
+ControlServer::~ControlServer() {
+  if (unix_fd_ >= 0) {
+    ::close(unix_fd_);
+    ::unlink(unix_path_.c_str());
+  }
+  if (http_fd_ >= 0) ::close(http_fd_);
+}
+
+void ControlServer::listen_unix(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash != std::string::npos && slash > 0) ::mkdir(path.substr(0, slash).c_str(), 0755);
+  // A socket file left by a crashed instance is removed only if nobody answers on it.
+  const sockaddr_un a = unix_addr(path);
+  int probe = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  if (probe >= 0) {
+    if (::connect(probe, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) == 0) {
+      ::close(probe);
+      throw std::runtime_error("another natgw is already listening on " + path);
+    }
+    ::close(probe);
+  }
+  ::unlink(path.c_str());
+  unix_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (unix_fd_ < 0) throw std::runtime_error("socket(AF_UNIX): " + errno_text());
+  if (::bind(unix_fd_, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) != 0 ||
+      ::listen(unix_fd_, 16) != 0)
+    throw std::runtime_error("cannot listen on " + path + ": " + errno_text());
+  ::chmod(path.c_str(), 0660);
+  unix_path_ = path;
+}
+
+void ControlServer::listen_http(const std::string& host_port) {
+  const auto colon = host_port.rfind(':');
+  if (colon == std::string::npos) throw std::runtime_error("metrics listen must be host:port");
+  const std::string host = host_port.substr(0, colon);
+  const int port = std::stoi(host_port.substr(colon + 1));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1)
+    throw std::runtime_error("metrics listen address '" + host + "' is not an IPv4 address");
+  http_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (http_fd_ < 0) throw std::runtime_error("socket(AF_INET): " + errno_text());
+  const int one = 1;
+  setsockopt(http_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (::bind(http_fd_, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) != 0 ||
+      ::listen(http_fd_, 16) != 0)
+    throw std::runtime_error("cannot listen on " + host_port + " for metrics: " + errno_text());
+  http_addr_ = host_port;
+}
+
+void ControlServer::poll_once(int timeout_ms, const CommandHandler& cmd,
+                              const MetricsHandler& metrics) {
+  pollfd fds[2];
+  nfds_t n = 0;
+  if (unix_fd_ >= 0) fds[n++] = pollfd{unix_fd_, POLLIN, 0};
+  if (http_fd_ >= 0) fds[n++] = pollfd{http_fd_, POLLIN, 0};
+  if (n == 0) {
+    ::poll(nullptr, 0, timeout_ms);
+    return;
+  }
+  if (::poll(fds, n, timeout_ms) <= 0) return;
+  for (nfds_t i = 0; i < n; ++i) {
+    if (!(fds[i].revents & POLLIN)) continue;
+    const int c = ::accept4(fds[i].fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) continue;
+    set_timeouts(c);
+    if (fds[i].fd == unix_fd_)
+      serve_unix(c, cmd);
+    else
+      serve_http(c, metrics);
+    ::close(c);
+  }
+}
+
+void ControlServer::serve_unix(int fd, const CommandHandler& cmd) {
+  std::string line = read_until(fd, "\n");
+  if (auto nl = line.find('\n'); nl != std::string::npos) line.resize(nl);
+  Reply r;
+  try {
+    r = cmd(line);
+  } catch (const std::exception& e) {
+    r = Reply{false, e.what()};
+  }
+  write_all(fd, (r.ok ? std::string("OK\n") : "ERR " + r.body + "\n") + (r.ok ? r.body : ""));
+}
+
+void ControlServer::serve_http(int fd, const MetricsHandler& metrics) {
+  const std::string req = read_until(fd, "\r\n\r\n");
+  const bool get = req.rfind("GET ", 0) == 0;
+  const auto sp = req.find(' ', 4);
+  const std::string path = get && sp != std::string::npos ? req.substr(4, sp - 4) : "";
+  std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
+  if (!get) {
+    status = "405 Method Not Allowed";
+    body = "only GET\n";
+  } else if (path == "/metrics") {
+    body = metrics();
+  } else if (path == "/" || path == "/healthz") {
+    body = "natgw: ok; metrics at /metrics\n";
+  } else {
+    status = "404 Not Found";
+    body = "not found; try /metrics\n";
+  }
+  write_all(fd, "HTTP/1.0 " + status + "\r\nContent-Type: " + type +
+                    "\r\nContent-Length: " + std::to_string(body.size()) +
+                    "\r\nConnection: close\r\n\r\n" + body);
+}
+
+Reply send_command(const std::string& path, const std::string& line, int timeout_ms) {
+  const sockaddr_un a = unix_addr(path);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error("socket: " + errno_text());
+  timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) != 0) {
+    const std::string why = errno_text();
+    ::close(fd);
+    throw std::runtime_error("no natgw is running at " + path + " (" + why + ")");
+  }
+  write_all(fd, line + "\n");
+  std::string all;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    all.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  Reply r;
+  const auto nl = all.find('\n');
+  const std::string status = all.substr(0, nl);
+  if (status == "OK") {
+    r.body = nl == std::string::npos ? "" : all.substr(nl + 1);
+  } else if (status.rfind("ERR ", 0) == 0) {
+    r.ok = false;
+    r.body = status.substr(4) + (nl == std::string::npos ? "" : "\n" + all.substr(nl + 1));
+  } else {
+    r.ok = false;
+    r.body = "natgw at " + path + " gave no answer (timed out or closed)";
+  }
+  return r;
+}
+
+}  // namespace natgw::control

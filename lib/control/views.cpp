@@ -1,0 +1,230 @@
+#include "control/views.hpp"
+
+#include <arpa/inet.h>
+
+#include <sstream>
+
+#include "net/packet.hpp"
+
+namespace natgw::control {
+
+namespace {
+const char* kProto[3] = {"tcp", "udp", "icmp"};
+
+std::string ip(rte_be32_t be) { return config::format_ipv4(rte_be_to_cpu_32(be)); }
+
+// Prometheus label values escape backslash, quote and newline.
+std::string esc(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '\\' || c == '"') o += '\\';
+    if (c == '\n') {
+      o += "\\n";
+      continue;
+    }
+    o += c;
+  }
+  return o;
+}
+
+class Prom {
+ public:
+  void family(const char* name, const char* type, const char* help) {
+    o_ << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n";
+  }
+  void sample(const std::string& name, const std::string& labels, double v) {
+    o_ << name;
+    if (!labels.empty()) o_ << "{" << labels << "}";
+    o_ << " " << v << "\n";
+  }
+  void sample(const std::string& name, const std::string& labels, uint64_t v) {
+    o_ << name;
+    if (!labels.empty()) o_ << "{" << labels << "}";
+    o_ << " " << v << "\n";
+  }
+  std::string str() const { return o_.str(); }
+
+ private:
+  std::ostringstream o_;
+};
+
+std::string rule_text(const config::AclRule& r) {
+  std::string s = r.allow ? "allow" : "deny";
+  if (r.src) s += " src " + config::format_prefix(*r.src);
+  if (r.dst) s += " dst " + config::format_prefix(*r.dst);
+  if (r.proto) s += " proto " + std::to_string(r.proto);
+  if (r.sport.lo != 0 || r.sport.hi != 65535)
+    s += " sport " + std::to_string(r.sport.lo) + "-" + std::to_string(r.sport.hi);
+  if (r.dport.lo != 0 || r.dport.hi != 65535)
+    s += " dport " + std::to_string(r.dport.lo) + "-" + std::to_string(r.dport.hi);
+  return s;
+}
+}  // namespace
+
+std::string render_prometheus(const Snapshot& s, const dp::Context& ctx, const ReloadStatus& r) {
+  Prom p;
+  const struct {
+    const char* name;
+    const char* help;
+    uint64_t IfaceStats::*field;
+  } iface_fields[] = {
+      {"natgw_interface_rx_packets_total", "Packets received by the dataplane", &IfaceStats::rx_packets},
+      {"natgw_interface_rx_bytes_total", "Bytes received by the dataplane", &IfaceStats::rx_bytes},
+      {"natgw_interface_tx_packets_total", "Packets transmitted by the dataplane", &IfaceStats::tx_packets},
+      {"natgw_interface_tx_bytes_total", "Bytes transmitted by the dataplane", &IfaceStats::tx_bytes},
+      {"natgw_port_rx_missed_total", "Packets the port dropped for lack of RX descriptors", &IfaceStats::port_imissed},
+      {"natgw_port_rx_nombuf_total", "RX mbuf allocation failures", &IfaceStats::port_rx_nombuf},
+      {"natgw_port_rx_errors_total", "Erroneous packets received by the port", &IfaceStats::port_ierrors},
+      {"natgw_port_tx_errors_total", "Failed transmissions reported by the port", &IfaceStats::port_oerrors},
+  };
+  for (const auto& f : iface_fields) {
+    p.family(f.name, "counter", f.help);
+    for (const auto& i : s.ifaces) p.sample(f.name, "interface=\"" + esc(i.name) + "\"", i.*(f.field));
+  }
+  p.family("natgw_drops_total", "Packets dropped, by reason", "counter");
+  for (unsigned d = 0; d < dp::kDropCount; ++d)
+    p.sample("natgw_drops_total", std::string("reason=\"") + dp::drop_name(d) + "\"", s.drops[d]);
+  p.family("natgw_malformed_total", "Malformed packets, by defect", "counter");
+  for (unsigned d = 1; d < 7; ++d)
+    p.sample("natgw_malformed_total",
+             std::string("defect=\"") + net::parse_error_name(static_cast<net::ParseError>(d)) + "\"",
+             s.malformed[d]);
+  p.family("natgw_packets_total", "Packets handled, by path", "counter");
+  p.sample("natgw_packets_total", "path=\"forwarded\"", s.forwarded);
+  p.sample("natgw_packets_total", "path=\"in2out\"", s.in2out);
+  p.sample("natgw_packets_total", "path=\"out2in\"", s.out2in);
+  p.sample("natgw_packets_total", "path=\"icmp_error_translated\"", s.icmp_errors_translated);
+  p.sample("natgw_packets_total", "path=\"fragment_translated\"", s.fragments_translated);
+  p.family("natgw_sessions_active", "Active NAT sessions", "gauge");
+  for (int i = 0; i < 3; ++i)
+    p.sample("natgw_sessions_active", std::string("protocol=\"") + kProto[i] + "\"", s.sessions_active[i]);
+  p.family("natgw_sessions_created_total", "NAT sessions created", "counter");
+  for (int i = 0; i < 3; ++i)
+    p.sample("natgw_sessions_created_total", std::string("protocol=\"") + kProto[i] + "\"",
+             s.sessions_created[i]);
+  p.family("natgw_sessions_expired_total", "NAT sessions expired or removed", "counter");
+  for (int i = 0; i < 3; ++i)
+    p.sample("natgw_sessions_expired_total", std::string("protocol=\"") + kProto[i] + "\"",
+             s.sessions_expired[i]);
+  p.family("natgw_port_allocation_errors_total", "New flows refused: no free outside port", "counter");
+  p.sample("natgw_port_allocation_errors_total", "", s.port_alloc_errors);
+  p.family("natgw_session_table_full_total", "New flows refused: session table full", "counter");
+  p.sample("natgw_session_table_full_total", "", s.table_full);
+  p.family("natgw_mappings_active", "Endpoint-independent mappings", "gauge");
+  p.sample("natgw_mappings_active", "", s.mappings);
+  p.family("natgw_icmp_errors_sent_total", "ICMP errors generated by natgw", "counter");
+  p.sample("natgw_icmp_errors_sent_total", "", s.icmp_errors_sent);
+  p.family("natgw_arp_entries", "Entries in the ARP table", "gauge");
+  p.sample("natgw_arp_entries", "", s.arp_entries);
+  p.family("natgw_arp_requests_sent_total", "ARP requests sent", "counter");
+  p.sample("natgw_arp_requests_sent_total", "", s.arp_requests_sent);
+  p.family("natgw_arp_failures_total", "Packets dropped because a next hop did not resolve", "counter");
+  p.sample("natgw_arp_failures_total", "", s.drops[dp::kDropArpUnresolved]);
+  p.family("natgw_worker_busy_cycles_total", "TSC cycles in polls that received packets", "counter");
+  for (size_t w = 0; w < s.workers.size(); ++w)
+    p.sample("natgw_worker_busy_cycles_total", "worker=\"" + std::to_string(w) + "\"",
+             s.workers[w].busy_cycles);
+  p.family("natgw_worker_idle_cycles_total", "TSC cycles in empty polls", "counter");
+  for (size_t w = 0; w < s.workers.size(); ++w)
+    p.sample("natgw_worker_idle_cycles_total", "worker=\"" + std::to_string(w) + "\"",
+             s.workers[w].idle_cycles);
+  if (const auto* t = ctx.tables.load(std::memory_order_acquire)) {
+    p.family("natgw_acl_hits_total", "Flows judged by each ACL rule (rule 0 = first)", "counter");
+    const auto& rules = t->acl->source_rules();
+    for (size_t i = 0; i < rules.size(); ++i)
+      p.sample("natgw_acl_hits_total",
+               "rule=\"" + std::to_string(i) + "\",action=\"" + (rules[i].allow ? "allow" : "deny") +
+                   "\",match=\"" + esc(rule_text(rules[i])) + "\"",
+               t->acl->hits(i));
+    p.sample("natgw_acl_hits_total",
+             std::string("rule=\"default\",action=\"") + (t->acl->default_allow() ? "allow" : "deny") +
+                 "\",match=\"default\"",
+             t->acl->hits(rules.size()));
+    p.family("natgw_routes", "Routes in the LPM table", "gauge");
+    p.sample("natgw_routes", "", static_cast<uint64_t>(t->routes->size()));
+  }
+  p.family("natgw_config_generation", "Config generation in force (1 = as started)", "gauge");
+  p.sample("natgw_config_generation", "", r.generation);
+  p.family("natgw_config_last_reload_success", "1 if the last reload was applied", "gauge");
+  p.sample("natgw_config_last_reload_success", "", uint64_t{r.last_ok ? 1u : 0u});
+  p.family("natgw_config_last_reload_timestamp_seconds", "Time of the last reload attempt", "gauge");
+  p.sample("natgw_config_last_reload_timestamp_seconds", "", r.last_time);
+  return p.str();
+}
+
+std::string format_sessions(const dp::Context& ctx, const std::string& filter, size_t limit) {
+  rte_be32_t want = 0;
+  if (!filter.empty()) {
+    auto a = config::parse_ipv4(filter);
+    if (!a) throw std::runtime_error("not an IPv4 address: " + filter);
+    want = rte_cpu_to_be_32(*a);
+  }
+  std::ostringstream o;
+  size_t shown = 0, matched = 0;
+  o << "proto inside                 outside                remote                 active_ms worker\n";
+  for (const auto& t : ctx.sessions) {
+    const uint32_t now_hint = 0;
+    (void)now_hint;
+    for (uint32_t i = 0; i < t->capacity(); ++i) {
+      const nat::Session& s = t->session(i);
+      if (s.state != nat::SessionState::kActive) continue;  // a racy read is fine for display
+      if (want && s.in_ip != want && s.out_ip != want && s.remote_ip != want) continue;
+      ++matched;
+      if (shown >= limit) continue;
+      ++shown;
+      const int pc = nat::proto_class(s.proto);
+      auto ep = [](rte_be32_t a, rte_be16_t p) { return ip(a) + ":" + std::to_string(rte_be_to_cpu_16(p)); };
+      char line[256];
+      std::snprintf(line, sizeof(line), "%-5s %-22s %-22s %-22s %9u %u\n", pc >= 0 ? kProto[pc] : "?",
+                    ep(s.in_ip, s.in_port).c_str(), ep(s.out_ip, s.out_port).c_str(),
+                    ep(s.remote_ip, s.remote_port).c_str(),
+                    s.last_seen_ms.load(std::memory_order_relaxed) - s.created_ms, s.owner);
+      o << line;
+    }
+  }
+  o << matched << " session(s)" << (matched > shown ? " (" + std::to_string(shown) + " shown)" : "")
+    << "\n";
+  return o.str();
+}
+
+std::string format_routes(const dp::Context& ctx) {
+  const auto* t = ctx.tables.load(std::memory_order_acquire);
+  if (!t) return "no routes\n";
+  std::ostringstream o;
+  for (const auto& e : t->routes->entries()) {
+    o << config::format_prefix(e.prefix) << " dev " << ctx.ifaces[e.nh.iface].name;
+    if (e.nh.gateway) o << " via " << ip(e.nh.gateway);
+    if (e.connected) o << " (connected)";
+    o << "\n";
+  }
+  o << t->routes->size() << " route(s), generation " << t->generation << "\n";
+  return o.str();
+}
+
+std::string format_arp(const dp::Context& ctx) {
+  std::ostringstream o;
+  size_t n = 0;
+  ctx.arp.for_each([&](rte_be32_t a, const arp::ArpTable::Hit& h) {
+    char mac[RTE_ETHER_ADDR_FMT_SIZE];
+    rte_ether_format_addr(mac, sizeof(mac), &h.mac);
+    o << ip(a) << " " << mac << " dev " << ctx.ifaces[h.iface].name << "\n";
+    ++n;
+  });
+  o << n << " entr" << (n == 1 ? "y" : "ies") << "\n";
+  return o.str();
+}
+
+std::string format_acl(const dp::Context& ctx) {
+  const auto* t = ctx.tables.load(std::memory_order_acquire);
+  if (!t) return "no ACL\n";
+  std::ostringstream o;
+  const auto& rules = t->acl->source_rules();
+  for (size_t i = 0; i < rules.size(); ++i)
+    o << i << ": " << rule_text(rules[i]) << "  hits " << t->acl->hits(i) << "  ("
+      << rules[i].loc.file << ":" << rules[i].loc.line << ")\n";
+  o << "default: " << (t->acl->default_allow() ? "allow" : "deny") << "  hits "
+    << t->acl->hits(rules.size()) << "\n";
+  return o.str();
+}
+
+}  // namespace natgw::control

@@ -1,0 +1,53 @@
+// natgwctl: talk to a running natgw over its control socket.
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include "control/server.hpp"
+
+namespace {
+int usage(int rc) {
+  std::fprintf(rc ? stderr : stdout,
+               "usage: natgwctl [--socket PATH] COMMAND [ARG]\n"
+               "commands:\n"
+               "  stats              counters: interfaces, paths, sessions, drops, ARP, workers\n"
+               "  sessions [ADDR]    active sessions (inside, outside or remote address ADDR)\n"
+               "  routes             the LPM table in force\n"
+               "  arp                neighbour table\n"
+               "  acl                ACL rules with hit counters\n"
+               "  metrics            the Prometheus exposition\n"
+               "  reload             re-read the config file; errors leave the running config\n"
+               "  version\n"
+               "default socket: /run/natgw/natgw.sock (or $NATGW_SOCKET)\n");
+  return rc;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* env = std::getenv("NATGW_SOCKET");
+  std::string socket = env ? env : "/run/natgw/natgw.sock";
+  std::string line;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--socket" && i + 1 < argc) {
+      socket = argv[++i];
+    } else if (a == "-h" || a == "--help") {
+      return usage(0);
+    } else {
+      line += (line.empty() ? "" : " ") + a;
+    }
+  }
+  if (line.empty()) return usage(2);
+  try {
+    const natgw::control::Reply r = natgw::control::send_command(socket, line);
+    if (!r.ok) {
+      std::cerr << "natgwctl: " << r.body << (r.body.empty() || r.body.back() != '\n' ? "\n" : "");
+      return 1;
+    }
+    std::cout << r.body;
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "natgwctl: " << e.what() << "\n";
+    return 3;
+  }
+}
