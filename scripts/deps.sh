@@ -3,7 +3,7 @@
 set -euo pipefail
 pkgs=(
   build-essential meson ninja-build pkg-config clang llvm lld
-  libdpdk-dev dpdk libtomlplusplus-dev libbpf-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libdpdk-dev dpdk dpdk-dev libtomlplusplus-dev libbpf-dev libgtest-dev libgmock-dev libbenchmark-dev
   libnuma-dev libpcap-dev libelf-dev zlib1g-dev
   python3 python3-scapy iproute2 iputils-ping curl ethtool tcpdump socat netcat-openbsd nftables
   procps psmisc valgrind

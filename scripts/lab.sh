@@ -35,9 +35,9 @@ PY=/usr/bin/python3
 log() { printf 'lab: %s\n' "$*"; }
 die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }
 
-usage() {
+usage() {  # $1: exit status (2 = misuse)
   sed -n '/^# Usage:/,/^# State/p' "$0" | sed -e 's/^# \{0,1\}//' -e '/^State/d' >&2
-  exit 2
+  exit "${1:-2}"
 }
 
 need_root() {
@@ -129,7 +129,7 @@ cmd_up() {
       --mode=*) mode=${1#*=}; shift ;;
       --dataplane) dataplane=${2:-}; shift 2 ;;
       --dataplane=*) dataplane=${1#*=}; shift ;;
-      -h|--help) usage ;;
+      -h|--help) usage 0 ;;
       *) die "unknown argument '$1' (see lab.sh --help)" ;;
     esac
   done
@@ -362,7 +362,7 @@ main() {
     down) need_root; take_lock; cmd_down ;;
     servers) need_root; take_lock; cmd_servers ;;
     status) need_root; cmd_status ;;
-    -h|--help|help) usage ;;
+    -h|--help|help) usage 0 ;;
     *) die "unknown command '$cmd' (up, down, status, servers)" ;;
   esac
 }

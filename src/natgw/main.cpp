@@ -70,11 +70,18 @@ std::string summary(const config::Config& c) {
 
 // Config values that are parsed but not implemented yet are refused, never ignored.
 bool refuse_unimplemented(const config::Config& c) {
+  bool ok = true;
   if (c.nat.hairpinning) {
     std::cerr << c.path << ": [nat] hairpinning = true is not implemented yet\n";
-    return false;
+    ok = false;
   }
-  return true;
+  for (const auto& i : c.interfaces)
+    if (i.mss_clamp) {
+      std::cerr << i.loc.file << ":" << i.loc.line << ": interface '" << i.name
+                << "': mss_clamp is not implemented yet (remove it or set 0)\n";
+      ok = false;
+    }
+  return ok;
 }
 
 struct WorkerSlot {
@@ -153,7 +160,7 @@ control::Reply Daemon::reload() {
   const auto r = config::load_file(cfg_.path);
   std::string why;
   for (const auto& e : r.errors) why += e.str() + "\n";
-  if (r.ok() && r.config->nat.hairpinning) why += "[nat] hairpinning = true is not implemented yet\n";
+  if (r.ok() && !refuse_unimplemented(*r.config)) why += "the config uses features not implemented yet (see above)\n";
   if (why.empty()) {
     try {
       auto t = dp::build_tables(ctx_, *r.config, generation_);
