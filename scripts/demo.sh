@@ -32,7 +32,7 @@ while (($#)); do
   esac
 done
 [[ $DATAPLANE == dpdk || $DATAPLANE == kernel ]] || { echo "demo: --dataplane dpdk|kernel" >&2; exit 2; }
-[[ $FLOWS =~ ^[0-9]+$ ]] && ((FLOWS > 0)) || { echo "demo: --flows needs a positive number" >&2; exit 2; }
+if ! [[ $FLOWS =~ ^[0-9]+$ ]] || ((FLOWS == 0)); then echo "demo: --flows needs a positive number" >&2; exit 2; fi
 [[ $BUILD = /* ]] || BUILD=$ROOT/$BUILD
 
 LAB=$ROOT/scripts/lab.sh
@@ -47,7 +47,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/natgw-demo-XXXXXX")
 NATGW_LOG=$WORK/natgw.log
 NATGW_PID=
 
-if [[ -t 1 ]]; then B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' N=$'\e[0m'; else B= G= R= N=; fi
+if [[ -t 1 ]]; then B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' N=$'\e[0m'; else B='' G='' R='' N=''; fi
 FAILED=()
 title() { printf '\n%s==> %s%s\n' "$B" "$*" "$N"; }
 say() { printf '    %s\n' "$*"; }

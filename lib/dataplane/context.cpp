@@ -1,6 +1,10 @@
 #include "dataplane/context.hpp"
 
+#include <rte_errno.h>
 #include <rte_malloc.h>
+#include <rte_mbuf.h>
+
+#include <atomic>
 
 #include <map>
 #include <stdexcept>
@@ -78,6 +82,11 @@ void init_sessions(Context& ctx, int socket) {
     p.qsbr = ctx.qsbr;
     p.socket = socket;
     ctx.sessions.push_back(nat::SessionTable::create(p));
+    static std::atomic<uint32_t> seq{0};
+    const std::string name = "ngw_handoff" + std::to_string(w) + "_" + std::to_string(seq++);
+    rte_ring* r = rte_ring_create(name.c_str(), 4096, socket, RING_F_SC_DEQ);
+    if (!r) throw std::runtime_error("cannot create the handoff ring: " + std::string(rte_strerror(rte_errno)));
+    ctx.handoff.push_back(r);
   }
 }
 
@@ -144,6 +153,12 @@ void publish_tables(Context& ctx, std::unique_ptr<RuntimeTables> next) {
 void destroy_context(Context& ctx) {
   delete ctx.tables.exchange(nullptr);
   ctx.sessions.clear();
+  for (rte_ring* r : ctx.handoff) {
+    void* m;
+    while (rte_ring_dequeue(r, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+    rte_ring_free(r);
+  }
+  ctx.handoff.clear();
   rte_free(ctx.qsbr);
   ctx.qsbr = nullptr;
 }

@@ -6,6 +6,7 @@
 #include <rte_byteorder.h>
 #include <rte_ether.h>
 #include <rte_rcu_qsbr.h>
+#include <rte_ring.h>
 
 #include <atomic>
 #include <cstdint>
@@ -61,10 +62,23 @@ struct Context {
   std::atomic<const RuntimeTables*> tables{nullptr};
   rte_rcu_qsbr* qsbr = nullptr;
   std::vector<std::unique_ptr<nat::SessionTable>> sessions;  // one per worker
+  // Per-worker inbox for packets another worker hands over: new flows go to the
+  // worker that owns their inside host (so endpoint-independent mapping holds
+  // across workers), fragments to the worker that owns their address pair.
+  std::vector<rte_ring*> handoff;
   uint16_t workers = 1;
   uint32_t max_sessions = 1u << 16;
   std::atomic<bool> stop{false};
   std::atomic<bool> nat_used{false};  // a session was ever created: in2out must look up
+
+  // Which worker creates sessions for inside host `src` (network order).
+  uint16_t flow_owner(rte_be32_t src) const {
+    return workers == 1 ? 0 : static_cast<uint16_t>((rte_be_to_cpu_32(src) * 2654435761u >> 16) % workers);
+  }
+  // Which worker tracks the fragments between two addresses (order-independent).
+  uint16_t fragment_owner(rte_be32_t a, rte_be32_t b) const {
+    return workers == 1 ? 0 : static_cast<uint16_t>(((a ^ b) * 2654435761u >> 16) % workers);
+  }
 
   bool is_local(rte_be32_t a) const {
     for (rte_be32_t l : local)

@@ -54,6 +54,7 @@ struct alignas(64) WorkerCounters {
   Counter fragments_buffered;
   Counter fragments_created;  // fragments we made to fit an egress MTU
   Counter mss_clamped;
+  Counter handed_off;  // packets passed to the worker that owns them
   Counter busy_cycles;
   Counter idle_cycles;
   Counter polls;

@@ -5,6 +5,7 @@
 #include <rte_ethdev.h>
 #include <rte_prefetch.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "net/build.hpp"
@@ -126,6 +127,7 @@ void Worker::poll_once() {
       total += n;
     }
   }
+  if (ctx_.workers > 1) total += drain_handoff();
   flush();
   if (now_ms_ != last_housekeeping_ms_) housekeeping();  // at most once per millisecond
   rte_rcu_qsbr_quiescent(ctx_.qsbr, id_);
@@ -160,8 +162,28 @@ void Worker::handle(uint16_t iface, rte_mbuf* m) {
     counters_.malformed[static_cast<unsigned>(err) & 7].add();
     return drop(m, kDropMalformed);
   }
+  // Fragments of one address pair are all tracked by one worker, whatever queue
+  // they arrived on (ENA's RSS does not hash fragments).
+  if ((p.flags & net::PKT_FRAGMENT) && ctx_.workers > 1) [[unlikely]] {
+    const uint16_t owner = ctx_.fragment_owner(p.ip->src_addr, p.ip->dst_addr);
+    if (owner != id_) return hand_off(owner, iface, m);
+  }
   if (ctx_.is_local(p.ip->dst_addr)) return handle_local(iface, m, p);
   handle_transit(iface, m, p);
+}
+
+void Worker::hand_off(uint16_t to, uint16_t iface, rte_mbuf* m) {
+  m->port = ctx_.ifaces[iface].port_id;
+  if (rte_ring_mp_enqueue(ctx_.handoff[to], m) != 0) return drop(m, kDropTableFull);
+  counters_.handed_off.add();
+}
+
+unsigned Worker::drain_handoff() {
+  rte_mbuf* pkts[kBurst];
+  const unsigned n = rte_ring_sc_dequeue_burst(ctx_.handoff[id_], reinterpret_cast<void**>(pkts),
+                                               kBurst, nullptr);
+  for (unsigned i = 0; i < n; ++i) handle(ctx_.port_to_iface[pkts[i]->port], pkts[i]);
+  return n;
 }
 
 // ---------------------------------------------------------------- sessions
@@ -331,6 +353,12 @@ void Worker::handle_transit(uint16_t iface, rte_mbuf* m, Ipv4Packet& p) {
 [[gnu::noinline]] void Worker::new_flow(uint16_t iface, rte_mbuf* m, Ipv4Packet& p,
                                         const FlowKey& key) {
   const RuntimeTables& t = *tables_;
+  if (ctx_.workers > 1 && !t.snat.empty()) {
+    // Sessions of one inside host are all created by one worker: its mappings and
+    // pooled address stay the same whichever queue RSS picked.
+    const uint16_t owner = ctx_.flow_owner(p.ip->src_addr);
+    if (owner != id_) return hand_off(owner, iface, m);
+  }
   route::NextHop nh;
   if (!t.routes->lookup(p.ip->dst_addr, nh)) {
     send_icmp_error(iface, m, p, 3, 0);  // net unreachable
@@ -680,12 +708,91 @@ void Worker::hold_for_arp(uint16_t out_if, rte_be32_t nh, rte_mbuf* m) {
 
 bool Worker::fits_mtu(uint16_t in_if, uint16_t out_if, rte_mbuf* m, Ipv4Packet& p) {
   const uint16_t mtu = ctx_.ifaces[out_if].mtu;
-  if (p.total_len <= mtu) return true;
-  // Too big: tell the sender the next-hop MTU (it fragments or lowers its MSS).
-  // Fragmenting non-DF packets ourselves is not done yet; they are dropped as "mtu".
-  if (p.flags & net::PKT_DF) send_icmp_error(in_if, m, p, 3, 4, mtu);
+  if (p.total_len <= mtu || !(p.flags & net::PKT_DF)) return true;  // non-DF: fragmented at output
+  // Too big and must not be fragmented: tell the sender the next-hop MTU, quoting
+  // the packet as it sent it (this runs before translation).
+  send_icmp_error(in_if, m, p, 3, 4, mtu);
   drop(m, kDropMtu);
   return false;
+}
+
+// Split an IPv4 packet that exceeds the egress MTU into single-segment fragments
+// (RFC 791): every PMD can send them, and the original's own fragment offset and
+// MF flag are kept, so a fragment can be fragmented again.
+[[gnu::noinline]] void Worker::fragment_and_emit(uint16_t out_if, rte_mbuf* m) {
+  const auto* eth = rte_pktmbuf_mtod(m, const rte_ether_hdr*);
+  const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(eth + 1);
+  const uint16_t hlen = static_cast<uint16_t>((ip->version_ihl & 0xf) * 4);
+  const uint16_t total = rte_be_to_cpu_16(ip->total_length);
+  const uint16_t frag = rte_be_to_cpu_16(ip->fragment_offset);
+  const uint16_t mtu = ctx_.ifaces[out_if].mtu;
+  const uint16_t chunk = static_cast<uint16_t>((mtu - hlen) & ~7u);
+  if (chunk == 0 || (frag & RTE_IPV4_HDR_DF_FLAG)) return drop(m, kDropMtu);
+  const uint16_t payload = static_cast<uint16_t>(total - hlen);
+  const uint8_t* data = reinterpret_cast<const uint8_t*>(ip) + hlen;
+  for (uint16_t off = 0; off < payload; off = static_cast<uint16_t>(off + chunk)) {
+    const uint16_t len = std::min<uint16_t>(chunk, static_cast<uint16_t>(payload - off));
+    rte_mbuf* f = rte_pktmbuf_alloc(pool_);
+    auto* d = f ? reinterpret_cast<uint8_t*>(rte_pktmbuf_append(f, static_cast<uint16_t>(
+                                                                 sizeof(rte_ether_hdr) + hlen + len)))
+                : nullptr;
+    if (!d) {
+      if (f) rte_pktmbuf_free(f);
+      counters_.drops[kDropNoMbuf].add();
+      break;
+    }
+    std::memcpy(d, eth, sizeof(rte_ether_hdr) + hlen);
+    std::memcpy(d + sizeof(rte_ether_hdr) + hlen, data + off, len);
+    auto* fip = reinterpret_cast<rte_ipv4_hdr*>(d + sizeof(rte_ether_hdr));
+    fip->total_length = rte_cpu_to_be_16(static_cast<uint16_t>(hlen + len));
+    const bool more = off + len < payload || (frag & RTE_IPV4_HDR_MF_FLAG);
+    fip->fragment_offset = rte_cpu_to_be_16(static_cast<uint16_t>(
+        ((frag & RTE_IPV4_HDR_OFFSET_MASK) + off / 8) | (more ? RTE_IPV4_HDR_MF_FLAG : 0)));
+    net::ipv4_set_checksum(fip);
+    counters_.fragments_created.add();
+    emit(out_if, f);
+  }
+  rte_pktmbuf_free(m);
+}
+
+// Lower the MSS option of a TCP SYN leaving an interface with mss_clamp set.
+[[gnu::noinline]] void Worker::clamp_mss(uint16_t out_if, rte_mbuf* m) {
+  auto* ip = rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr*, sizeof(rte_ether_hdr));
+  if (ip->next_proto_id != IPPROTO_TCP ||
+      (rte_be_to_cpu_16(ip->fragment_offset) & RTE_IPV4_HDR_OFFSET_MASK))
+    return;
+  const uint16_t hlen = static_cast<uint16_t>((ip->version_ihl & 0xf) * 4);
+  auto* th = reinterpret_cast<rte_tcp_hdr*>(reinterpret_cast<uint8_t*>(ip) + hlen);
+  if (!(th->tcp_flags & RTE_TCP_SYN_FLAG)) return;
+  const uint16_t doff = static_cast<uint16_t>((th->data_off >> 4) * 4);
+  const uint16_t avail = static_cast<uint16_t>(rte_be_to_cpu_16(ip->total_length) - hlen);
+  if (doff > avail) return;
+  uint8_t* opt = reinterpret_cast<uint8_t*>(th + 1);
+  uint8_t* end = reinterpret_cast<uint8_t*>(th) + doff;
+  const uint16_t clamp = ctx_.ifaces[out_if].mss_clamp;
+  while (opt < end) {
+    if (*opt == 0) break;            // end of options
+    if (*opt == 1) { ++opt; continue; }  // NOP
+    if (opt + 1 >= end || opt[1] < 2 || opt + opt[1] > end) break;
+    if (opt[0] == 2 && opt[1] == 4) {
+      uint16_t mss_be;
+      std::memcpy(&mss_be, opt + 2, 2);
+      if (rte_be_to_cpu_16(mss_be) > clamp) {
+        const uint16_t new_be = rte_cpu_to_be_16(clamp);
+        std::memcpy(opt + 2, &new_be, 2);
+        // The option starts on an even offset in practice, but use byte-exact words to be safe.
+        if (((opt + 2) - reinterpret_cast<uint8_t*>(th)) % 2 == 0) {
+          th->cksum = net::csum_apply(th->cksum, net::csum_delta16(mss_be, new_be));
+        } else {
+          th->cksum = 0;
+          th->cksum = rte_ipv4_udptcp_cksum(ip, th);
+        }
+        counters_.mss_clamped.add();
+      }
+      return;
+    }
+    opt += opt[1];
+  }
 }
 
 void Worker::send_l3(uint16_t out_if, rte_be32_t nh, rte_mbuf* m) {
@@ -697,8 +804,11 @@ void Worker::send_l3(uint16_t out_if, rte_be32_t nh, rte_mbuf* m) {
 void Worker::send_l2(uint16_t out_if, const rte_ether_addr& dst, rte_mbuf* m) {
   auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
   rte_ether_addr_copy(&dst, &eth->dst_addr);
-  rte_ether_addr_copy(&ctx_.ifaces[out_if].mac, &eth->src_addr);
+  const Iface& itf = ctx_.ifaces[out_if];
+  rte_ether_addr_copy(&itf.mac, &eth->src_addr);
   eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+  if (itf.mss_clamp) [[unlikely]] clamp_mss(out_if, m);
+  if (m->pkt_len > itf.mtu + sizeof(rte_ether_hdr)) [[unlikely]] return fragment_and_emit(out_if, m);
   emit(out_if, m);
 }
 

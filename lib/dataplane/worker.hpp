@@ -32,6 +32,8 @@ class Worker {
   // The pipeline for a burst that arrived on interface `iface` (tests call this directly).
   void process(uint16_t iface, rte_mbuf** pkts, uint16_t n);
   void flush();
+  // Process what other workers handed over (new flows and fragments we own).
+  unsigned drain_handoff();
   // Timers: ARP retries, session expiry, fragment expiry, RCU reclaim.
   void housekeeping();
 
@@ -97,6 +99,8 @@ class Worker {
   bool fits_mtu(uint16_t in_if, uint16_t out_if, rte_mbuf* m, net::Ipv4Packet& p);
   void send_l3(uint16_t out_if, rte_be32_t nh, rte_mbuf* m);
   void send_l2(uint16_t out_if, const rte_ether_addr& dst, rte_mbuf* m);
+  void fragment_and_emit(uint16_t out_if, rte_mbuf* m);
+  void clamp_mss(uint16_t out_if, rte_mbuf* m);
   void emit(uint16_t out_if, rte_mbuf* m);
   void flush_iface(uint16_t out_if);
   void hold_for_arp(uint16_t out_if, rte_be32_t nh, rte_mbuf* m);
@@ -108,6 +112,7 @@ class Worker {
     rte_pktmbuf_free(m);
   }
   void update_clock();
+  void hand_off(uint16_t to, uint16_t iface, rte_mbuf* m);
 
   Context& ctx_;
   const RuntimeTables* tables_ = nullptr;

@@ -75,12 +75,6 @@ bool refuse_unimplemented(const config::Config& c) {
     std::cerr << c.path << ": [nat] hairpinning = true is not implemented yet\n";
     ok = false;
   }
-  for (const auto& i : c.interfaces)
-    if (i.mss_clamp) {
-      std::cerr << i.loc.file << ":" << i.loc.line << ": interface '" << i.name
-                << "': mss_clamp is not implemented yet (remove it or set 0)\n";
-      ok = false;
-    }
   return ok;
 }
 

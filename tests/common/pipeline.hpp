@@ -64,6 +64,7 @@ class Pipeline {
     dp::init_context(ctx, cfg);
     for (size_t i = 0; i < ctx.ifaces.size(); ++i) {
       ctx.ifaces[i].port_id = static_cast<uint16_t>(i);
+      ctx.port_to_iface[i] = static_cast<uint8_t>(i);
       ctx.ifaces[i].mac = mac(static_cast<uint8_t>(0x10 + i));
     }
     dp::init_sessions(ctx, SOCKET_ID_ANY);
@@ -94,6 +95,11 @@ class Pipeline {
     for (auto& f : frames) ms.push_back(to_mbuf(pool, f));
     workers[w]->process(iface, ms.data(), static_cast<uint16_t>(ms.size()));
     workers[w]->flush();
+    // Let the owning workers process what was handed over (new flows, fragments).
+    for (auto& wk : workers) {
+      if (ctx.workers > 1) wk->drain_handoff();
+      wk->flush();
+    }
   }
   void rx(uint16_t iface, const std::vector<uint8_t>& frame, uint16_t w = 0) {
     rx(iface, std::vector<std::vector<uint8_t>>{frame}, w);

@@ -4,7 +4,7 @@ The lab itself is scripts/lab.sh (five network namespaces joined by veth pairs);
 
     with Lab(mode="forward") as lab:                       # lab.sh up ... ; always lab.sh down on exit
         natgw = lab.start_natgw("config/lab-forward.toml")  # ip netns exec ngw-nat $NATGW_BIN --config ...
-        r = lab.ns_exec(CLIENT, ["ping", "-c", "3", S3_ADDR])
+        r = lab.ns_exec(CLIENT_NS, ["ping", "-c", "3", S3_ADDR])
         with lab.tcpdump(S3_NS, "s3-nat", "icmp") as cap:
             ...traffic...
         cap.packets                                         # scapy packets, read back with rdpcap
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import itertools
 import os
 import re
 import shutil
@@ -70,6 +71,9 @@ def dataplane() -> str:
     if d not in ("dpdk", "kernel"):
         raise ValueError(f"NATGW_LAB_DATAPLANE must be dpdk or kernel, not {d!r}")
     return d
+
+
+_seq = itertools.count(1)  # unique log and pcap names within a run
 
 
 def log(msg: str) -> None:
@@ -233,7 +237,7 @@ class Capture:
         self.ns, self.ifname, self.bpf, self.count = ns, ifname, bpf, count
         self.timeout, self.settle = timeout, settle
         d = logdir or tempfile.mkdtemp(prefix="natgw-cap-")
-        stem = f"{ns}-{ifname}-{time.strftime('%H%M%S')}-{os.getpid()}-{id(self) & 0xffff:x}"
+        stem = f"{ns}-{ifname}-{time.strftime('%H%M%S')}-{next(_seq)}"
         self.pcap = os.path.join(d, stem + ".pcap")
         self.errlog = os.path.join(d, stem + ".tcpdump.log")
         self.proc: subprocess.Popen | None = None
@@ -320,7 +324,7 @@ class Natgw:
                  ready_timeout: float = 60):
         self.config = Path(config).resolve()
         self.extra_args = [str(a) for a in extra_args]
-        self.log_path = Path(logdir) / f"natgw-{time.strftime('%H%M%S')}-{self.config.stem}.log"
+        self.log_path = Path(logdir) / f"natgw-{time.strftime('%H%M%S')}-{next(_seq)}-{self.config.stem}.log"
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen | None = None
         self.returncode: int | None = None
@@ -479,6 +483,19 @@ def _kernel_snat_ruleset(cfg: dict, ifaces: dict[str, str]) -> str:
             f"    ip saddr {{ {s} }} ip daddr != {{ {s} }} counter masquerade\n  }}\n}}\n")
 
 
+def start_natgw(config: str | os.PathLike, extra_args=(), logdir: str | None = None,
+                ready_timeout: float = 60) -> Natgw:
+    """Start natgw (or, with NATGW_LAB_DATAPLANE=kernel, the kernel stand-in) in ngw-nat with config and
+    wait until it prints 'natgw: running'. For a lab brought up by hand; Lab.start_natgw() also stops it
+    when the lab goes down. Stop it with .stop() (SIGTERM, SIGKILL after 5 s)."""
+    cfg = Path(config)
+    if not cfg.is_absolute():
+        cfg = SRC / cfg
+    cls = KernelNatgw if dataplane() == "kernel" else Natgw
+    return cls(cfg, extra_args, logdir=logdir or tempfile.mkdtemp(prefix="natgw-run-"),
+               ready_timeout=ready_timeout).start()
+
+
 # -------------------------------------------------------------------------------------- cleanup registry
 class _Registry:
     def __init__(self):
@@ -540,15 +557,18 @@ _registry = _Registry()
 class Lab:
     """The namespace lab: `lab.sh up` on enter, `lab.sh down` on exit (always)."""
 
-    def __init__(self, mode: str = "forward", dataplane_: str | None = None, servers: bool = True,
+    def __init__(self, mode: str = "forward", dataplane_mode: str | None = None, servers: bool = True,
                  logdir: str | None = None, lock_timeout: float = 600):
         if mode not in ("forward", "nat"):
             raise ValueError(f"mode must be forward or nat, not {mode!r}")
         self.mode = mode
-        self.dataplane = dataplane_ or dataplane()
+        self.dataplane = dataplane_mode or dataplane()
         self.servers = servers
-        self.logdir = logdir or os.environ.get("NATGW_LAB_LOGDIR") or tempfile.mkdtemp(prefix="natgw-lab-")
-        os.makedirs(self.logdir, exist_ok=True)
+        if logdir or os.environ.get("NATGW_LAB_LOGDIR"):
+            self.logdir = logdir or os.path.join(os.environ["NATGW_LAB_LOGDIR"], time.strftime("%Y%m%d-%H%M%S"))
+            os.makedirs(self.logdir, exist_ok=True)
+        else:
+            self.logdir = tempfile.mkdtemp(prefix="natgw-lab-")
         self.lock_timeout = lock_timeout
         self._lock_fd: int | None = None
         self.natgws: list[Natgw] = []
