@@ -28,6 +28,16 @@ Snapshot snapshot(const dp::Context& ctx, const std::vector<const dp::Worker*>& 
         s.ifaces[i].port_oerrors = es.oerrors;
         s.ifaces[i].port_rx_nombuf = es.rx_nombuf;
       }
+      const uint16_t port = ctx.ifaces[i].port_id;
+      const int n = rte_eth_xstats_get_names(port, nullptr, 0);
+      if (n > 0) {
+        std::vector<rte_eth_xstat_name> names(static_cast<size_t>(n));
+        std::vector<rte_eth_xstat> vals(static_cast<size_t>(n));
+        if (rte_eth_xstats_get_names(port, names.data(), static_cast<unsigned>(n)) == n &&
+            rte_eth_xstats_get(port, vals.data(), static_cast<unsigned>(n)) == n)
+          for (int k = 0; k < n; ++k)
+            s.ifaces[i].xstats.emplace_back(names[vals[k].id].name, vals[k].value);
+      }
     }
   }
   for (const dp::Worker* w : workers) {

@@ -18,6 +18,9 @@ struct IfaceStats {
   // From the port itself (rte_eth_stats): what the NIC/PMD saw and dropped.
   uint64_t port_ipackets = 0, port_opackets = 0, port_imissed = 0, port_ierrors = 0,
            port_oerrors = 0, port_rx_nombuf = 0;
+  // Every extended statistic the PMD offers (rte_eth_xstats), e.g. ENA's
+  // bw_in_allowance_exceeded or pps_allowance_exceeded. Control thread only.
+  std::vector<std::pair<std::string, uint64_t>> xstats;
 };
 
 struct WorkerStats {

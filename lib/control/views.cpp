@@ -81,6 +81,11 @@ std::string render_prometheus(const Snapshot& s, const dp::Context& ctx, const R
     p.family(f.name, "counter", f.help);
     for (const auto& i : s.ifaces) p.sample(f.name, "interface=\"" + esc(i.name) + "\"", i.*(f.field));
   }
+  p.family("natgw_port_xstat", "The port driver's extended statistics (rte_eth_xstats), by name",
+           "untyped");
+  for (const auto& i : s.ifaces)
+    for (const auto& [name, v] : i.xstats)
+      p.sample("natgw_port_xstat", "interface=\"" + esc(i.name) + "\",name=\"" + esc(name) + "\"", v);
   p.family("natgw_drops_total", "Packets dropped, by reason", "counter");
   for (unsigned d = 0; d < dp::kDropCount; ++d)
     p.sample("natgw_drops_total", std::string("reason=\"") + dp::drop_name(d) + "\"", s.drops[d]);

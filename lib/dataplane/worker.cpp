@@ -121,6 +121,7 @@ void Worker::poll_once() {
   unsigned total = 0;
   rte_mbuf* pkts[kBurst];
   for (uint16_t i = 0; i < ctx_.ifaces.size(); ++i) {
+    if (ctx_.port_paused[i].load(std::memory_order_acquire)) [[unlikely]] continue;
     const uint16_t n = rte_eth_rx_burst(ctx_.ifaces[i].port_id, id_, pkts, kBurst);
     if (n) {
       process(i, pkts, n);
@@ -833,7 +834,9 @@ void Worker::flush_iface(uint16_t out_if) {
     b.n = 0;
     return;
   }
-  const uint16_t sent = rte_eth_tx_burst(ctx_.ifaces[out_if].port_id, id_, b.pkts, b.n);
+  const uint16_t sent = ctx_.port_paused[out_if].load(std::memory_order_acquire)
+                            ? 0
+                            : rte_eth_tx_burst(ctx_.ifaces[out_if].port_id, id_, b.pkts, b.n);
   for (uint16_t i = 0; i < sent; ++i) bytes += b.pkts[i]->pkt_len;
   ic.tx_packets.add(sent);
   ic.tx_bytes.add(bytes);

@@ -1,7 +1,6 @@
 #include "common.hpp"
 
 #include <malloc.h>
-#include <rte_bus_vdev.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
@@ -12,6 +11,7 @@
 #include <rte_udp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +19,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "dataplane/port.hpp"
 #include "net/checksum.hpp"
 
 namespace natgw::perf {
@@ -111,11 +112,13 @@ void start_eal() {
     o.no_huge = true;
   }
   const std::string prefix = "pf-micro-" + std::to_string(getpid());
-  std::vector<std::string> args = {"natgw-micro", "--no-pci", "--in-memory", "--file-prefix", prefix,
+  std::vector<std::string> args = {"natgw-micro", "--no-pci", "--file-prefix", prefix,
                                    "--lcores", "0@(0-1)", "--log-level", "error"};
-  if (o.no_huge) {
+  if (o.no_huge) {  // --no-huge implies legacy memory, which --in-memory refuses
     const unsigned mb = o.eal_mem_mb ? o.eal_mem_mb : (o.smoke ? 256 : 2048);
-    args.insert(args.end(), {"--no-huge", "-m", std::to_string(mb)});
+    args.insert(args.end(), {"--no-huge", "--no-shconf", "-m", std::to_string(mb)});
+  } else {
+    args.push_back("--in-memory");  // no files left behind in /dev/hugepages
   }
   o.hugepages = !o.no_huge;
   for (size_t i = 1; i < args.size(); ++i) o.eal_summary += (i > 1 ? " " : "") + args[i];
@@ -127,9 +130,7 @@ void start_eal() {
   if (!g_pool) throw std::runtime_error("mbuf pool: " + std::string(rte_strerror(rte_errno)));
   for (unsigned i = 0; i < 3; ++i) {
     const std::string name = "net_null" + std::to_string(i);
-    if (rte_vdev_init(name.c_str(), nullptr) != 0) throw std::runtime_error("cannot create " + name);
-    uint16_t port;
-    if (rte_eth_dev_get_port_by_name(name.c_str(), &port) != 0) throw std::runtime_error("no port " + name);
+    const uint16_t port = dp::probe_port(name);
     rte_eth_conf conf{};
     if (rte_eth_dev_configure(port, 1, 1, &conf) != 0 ||
         rte_eth_rx_queue_setup(port, 0, 512, SOCKET_ID_ANY, nullptr, g_pool) != 0 ||
@@ -305,6 +306,98 @@ uint64_t Pipeline::drops() const {
   uint64_t d = 0;
   for (unsigned i = 0; i < dp::kDropCount; ++i) d += worker_->counters().drops[i].get();
   return d;
+}
+
+}  // namespace natgw::perf
+
+namespace natgw::perf {
+
+std::vector<config::Prefix> aws_prefixes(bool s3_only, std::string& source) {
+  std::vector<config::Prefix> out;
+  std::string why;
+  const auto text = config::read_text_file(options().aws_json, why);
+  if (text) {
+    // ip-ranges.json: {"prefixes": [{"ip_prefix": "a.b.c.d/n", "region": ..., "service": "S3", ...}, ...]}
+    const std::string& t = *text;
+    auto value_after = [&](size_t pos, const char* key, size_t limit) -> std::string {
+      const size_t k = t.find(key, pos);
+      if (k == std::string::npos || k > limit) return {};
+      const size_t q1 = t.find('"', t.find(':', k) + 1);
+      const size_t q2 = t.find('"', q1 + 1);
+      return t.substr(q1 + 1, q2 - q1 - 1);
+    };
+    std::string date = value_after(0, "\"createDate\"", t.size());
+    size_t pos = 0;
+    std::vector<std::pair<uint32_t, uint8_t>> seen;
+    while ((pos = t.find("\"ip_prefix\"", pos)) != std::string::npos) {
+      const size_t end = t.find('}', pos);
+      const std::string pfx = value_after(pos, "\"ip_prefix\"", end);
+      const std::string svc = value_after(pos, "\"service\"", end);
+      pos = end;
+      if (s3_only && svc != "S3") continue;
+      const auto p = config::parse_prefix(pfx);
+      if (!p) continue;
+      if (std::find(seen.begin(), seen.end(), std::make_pair(p->addr, p->len)) != seen.end()) continue;
+      seen.emplace_back(p->addr, p->len);
+      out.push_back(*p);
+    }
+    source = options().aws_json + " (createDate " + date + "): " + std::to_string(out.size()) +
+             (s3_only ? " S3" : " AWS") + " IPv4 prefixes";
+    if (!out.empty()) return out;
+  }
+  // Synthesized: the length mix of the real S3 list (441 prefixes, /15../28) in 52/8 and 3/8.
+  const std::pair<uint8_t, unsigned> mix[] = {{24, 158}, {28, 92}, {22, 88}, {23, 67}, {21, 19}, {20, 7},
+                                              {17, 4},   {19, 2},  {16, 2},  {18, 1},  {15, 1}};
+  Rng rng(0x5eed);
+  for (auto [len, count] : mix)
+    for (unsigned i = 0; i < count * (s3_only ? 1 : 18); ++i) {
+      const uint32_t base = (rng.next() & 1) ? 0x34000000u : 0x03000000u;
+      const uint32_t a = (base | (rng.next() & 0x00ffffffu)) & config::prefix_mask(len);
+      out.push_back(config::Prefix{a, len});
+    }
+  std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.addr != b.addr ? a.addr < b.addr : a.len < b.len; });
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  source = "synthesized (" + options().aws_json + " not found): " + std::to_string(out.size()) + " prefixes";
+  return out;
+}
+
+std::vector<config::AclRule> make_acl_rules(unsigned n, uint32_t seed) {
+  std::vector<config::AclRule> v;
+  Rng rng(seed);
+  for (unsigned i = 0; i < n; ++i) {
+    config::AclRule r;
+    r.allow = (i % 3) != 0;
+    // 172.16.0.0/12 sources and 198.18.0.0/15 destinations: never the benchmark flows.
+    const uint8_t sl = static_cast<uint8_t>(16 + rng.below(17));
+    const uint8_t dl = static_cast<uint8_t>(15 + rng.below(18));
+    if (i % 4 != 3) r.src = config::Prefix{(0xac100000u | (rng.next() & 0x000fffffu)) & config::prefix_mask(sl), sl};
+    r.dst = config::Prefix{(0xc6120000u | (rng.next() & 0x0001ffffu)) & config::prefix_mask(dl), dl};
+    switch (i % 3) {
+      case 0: r.proto = 6; break;
+      case 1: r.proto = 17; break;
+      default: r.proto = 0; break;
+    }
+    if (r.proto) {
+      const uint16_t lo = static_cast<uint16_t>(1 + rng.below(60000));
+      r.dport = config::PortRange{lo, static_cast<uint16_t>(lo + rng.below(1000))};
+    }
+    v.push_back(r);
+  }
+  return v;
+}
+
+std::string acl_toml(const std::vector<config::AclRule>& rules) {
+  std::string s;
+  for (const auto& r : rules) {
+    s += "[[acl]]\naction = \"" + std::string(r.allow ? "allow" : "deny") + "\"\n";
+    if (r.src) s += "src = \"" + config::format_prefix(*r.src) + "\"\n";
+    if (r.dst) s += "dst = \"" + config::format_prefix(*r.dst) + "\"\n";
+    if (r.proto) {
+      s += std::string("protocol = \"") + (r.proto == 6 ? "tcp" : "udp") + "\"\n";
+      s += "dst_ports = \"" + std::to_string(r.dport.lo) + "-" + std::to_string(r.dport.hi) + "\"\n";
+    }
+  }
+  return s;
 }
 
 }  // namespace natgw::perf

@@ -109,6 +109,18 @@ class Pipeline {
   std::unique_ptr<dp::Worker> worker_;
 };
 
+// ---------------------------------------------------------------- tables
+
+// Route prefixes for the LPM benchmarks: AWS's S3 IPv4 prefixes (or every AWS IPv4
+// prefix) from ip-ranges.json when the file is there, otherwise synthesized with the
+// same prefix-length mix. `source` says which.
+std::vector<config::Prefix> aws_prefixes(bool s3_only, std::string& source);
+
+// `n` ACL rules shaped like an operator's list (src/dst prefixes, protocol, port
+// ranges), none of which matches the synthetic flows below (worst case: full scan).
+std::vector<config::AclRule> make_acl_rules(unsigned n, uint32_t seed = 7);
+std::string acl_toml(const std::vector<config::AclRule>& rules);
+
 // ---------------------------------------------------------------- flows
 
 // Flow i of a synthetic population: 16 flows per inside host (100.64.0.0/10),

@@ -6,6 +6,7 @@
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_telemetry.h>
+#include <rte_timer.h>
 
 #include <algorithm>
 #include <atomic>
@@ -96,6 +97,7 @@ class Daemon {
   bool init_eal(const char* argv0);
   control::Reply reload();
   control::Reply command(const std::string& line);
+  void reset_ports();
   void register_telemetry();
   static int telemetry_stats(const char* cmd, const char* params, rte_tel_data* d);
 
@@ -120,6 +122,15 @@ class Daemon {
 };
 
 Daemon* g_daemon = nullptr;  // for DPDK telemetry callbacks (C function pointers)
+std::atomic<uint32_t> g_reset_pending{0};  // bit per interface: the PMD asked for a reset
+
+int on_reset_event(uint16_t port, rte_eth_event_type, void* cb_arg, void*) {
+  // Runs on the interrupt thread: only note it; the control loop does the reset.
+  const auto* ctx = static_cast<const dp::Context*>(cb_arg);
+  for (size_t i = 0; i < ctx->ifaces.size(); ++i)
+    if (ctx->ifaces[i].port_id == port) g_reset_pending.fetch_or(1u << i);
+  return 0;
+}
 
 bool Daemon::init_eal(const char* argv0) {
   std::vector<std::string> args{argv0};
@@ -139,6 +150,7 @@ bool Daemon::init_eal(const char* argv0) {
               << " (eal = [...] in " << cfg_.path << ")\n";
     return false;
   }
+  rte_timer_subsystem_init();  // before ports start: ENA arms its watchdog timer then
   if (rte_lcore_count() < cfg_.dataplane.workers + 1) {
     std::cerr << "natgw: " << cfg_.dataplane.workers << " worker(s) need "
               << cfg_.dataplane.workers + 1 << " lcores (one for control), EAL has "
@@ -177,6 +189,32 @@ control::Reply Daemon::reload() {
                           " stays in force:\n" + why;
   std::cerr << "natgw: " << msg << std::flush;
   return {false, msg};
+}
+
+// ENA (and other PMDs) may ask for a device reset. Pause the port, wait for an RCU
+// grace period so no worker is inside an RX/TX call on it, reset and restart it.
+void Daemon::reset_ports() {
+  const uint32_t pending = g_reset_pending.exchange(0);
+  for (size_t i = 0; i < ctx_.ifaces.size(); ++i) {
+    if (!(pending & (1u << i))) continue;
+    const uint16_t port = ctx_.ifaces[i].port_id;
+    std::cerr << "natgw: " << ctx_.ifaces[i].name << ": the driver requested a reset; resetting\n";
+    ctx_.port_paused[i].store(true, std::memory_order_release);
+    rte_rcu_qsbr_synchronize(ctx_.qsbr, RTE_QSBR_THRID_INVALID);
+    try {
+      int rc = rte_eth_dev_reset(port);
+      if (rc != 0) throw std::runtime_error(std::string("rte_eth_dev_reset: ") + rte_strerror(-rc));
+      dp::PortParams pp;
+      pp.queues = static_cast<uint16_t>(cfg_.dataplane.workers);
+      pp.mtu = cfg_.interfaces[i].mtu;
+      dp::start_port(port, pp, pool_, cfg_.interfaces[i].name);
+      ctx_.port_paused[i].store(false, std::memory_order_release);
+      std::cerr << "natgw: " << ctx_.ifaces[i].name << ": reset done\n";
+    } catch (const std::exception& e) {
+      std::cerr << "natgw: " << ctx_.ifaces[i].name << ": reset failed: " << e.what()
+                << "; the port stays paused\n";
+    }
+  }
 }
 
 control::Reply Daemon::command(const std::string& line) {
@@ -260,6 +298,9 @@ int Daemon::run(const char* argv0) {
       dp::start_port(ctx_.ifaces[i].port_id, pp, pool_, cfg_.interfaces[i].name);
       started.push_back(ctx_.ifaces[i].port_id);
     }
+    for (size_t i = 0; i < ctx_.ifaces.size(); ++i)
+      rte_eth_dev_callback_register(ctx_.ifaces[i].port_id, RTE_ETH_EVENT_INTR_RESET, on_reset_event,
+                                    &ctx_);
     dp::init_sessions(ctx_, static_cast<int>(rte_socket_id()));
     dp::publish_tables(ctx_, dp::build_tables(ctx_, cfg_, generation_++));
   } catch (const std::exception& e) {
@@ -297,8 +338,15 @@ int Daemon::run(const char* argv0) {
 
   const auto on_command = [this](const std::string& l) { return command(l); };
   const auto on_metrics = [this] { return control::render_prometheus(snap(true), ctx_, reload_); };
+  uint64_t last_timer = rte_get_timer_cycles();
   while (!g_stop) {
     server_.poll_once(50, on_command, on_metrics);
+    // ENA's keep-alive watchdog is an rte_timer armed on this lcore.
+    if (rte_get_timer_cycles() - last_timer > rte_get_timer_hz()) {
+      last_timer = rte_get_timer_cycles();
+      rte_timer_manage();
+    }
+    if (g_reset_pending.load()) reset_ports();
     if (g_reload) {
       g_reload = 0;
       reload();

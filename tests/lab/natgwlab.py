@@ -374,6 +374,28 @@ class Natgw:
         if self.running():
             self.proc.send_signal(sig)
 
+    def reload(self, how: str = "ctl", timeout: float = 10) -> "ReloadResult":
+        """Reload the config file: how="ctl" runs `natgwctl reload` (exit status and output returned),
+        how="sighup" sends SIGHUP and waits for natgw's log to say 'reloaded' or 'reload rejected'."""
+        if how == "ctl":
+            r = natgwctl("reload", timeout=timeout)
+            return ReloadResult(r.returncode == 0, r.returncode, r.stdout + r.stderr)
+        if how != "sighup":
+            raise ValueError(f"reload how must be ctl or sighup, not {how!r}")
+        mark = len(self.output())
+        self.signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            new = self.output()[mark:]
+            if "natgw: reloaded" in new:
+                return ReloadResult(True, 0, new)
+            if "natgw: reload rejected" in new:
+                time.sleep(0.3)  # the error lines follow the headline
+                return ReloadResult(False, 1, self.output()[mark:])
+            time.sleep(0.05)
+        return ReloadResult(False, 124, f"no reload message in the log within {timeout} s:\n"
+                            + self.output()[mark:])
+
     def stop(self, term_timeout: float = 5) -> int | None:
         """SIGTERM, SIGKILL after term_timeout s. Returns the exit code; output() then holds the final
         counters natgw prints on exit."""
@@ -418,6 +440,20 @@ class KernelNatgw(Natgw):
     def start(self) -> "KernelNatgw":
         if not self.config.exists():
             raise NatgwError(f"config {self.config} not found")
+        lines = [f"# kernel stand-in for natgw, config {self.config}"]
+        lines += self._apply()
+        ns_exec(NAT_NS, "echo 1 > /proc/sys/net/ipv4/ip_forward", check=True)
+        lines.append(READY_MARK + " (kernel)")
+        self.log_path.write_text("\n".join(lines) + "\n")
+        self._running = True
+        self.generation = 1
+        log(f"kernel stand-in for natgw applied {self.config.name} (log {self.log_path})")
+        return self
+
+    def _apply(self) -> list[str]:
+        """Apply the config file to ngw-nat's kernel: routes (replaced one by one, stale ones deleted, so a
+        reload never leaves a gap), [[snat]] + [[acl]] as one nftables transaction, [timeouts] as conntrack
+        sysctls. Returns log lines."""
         cfg = tomllib.loads(self.config.read_text())
         ifaces = {}
         for itf in cfg.get("interface", []):
@@ -430,27 +466,41 @@ class KernelNatgw(Natgw):
             if want not in have:
                 raise NatgwError(f"kernel stand-in: {m.group(1)} lacks {want} (is the lab up with "
                                  f"--dataplane kernel?)")
-        cmds = [["ip", "route", "flush", "proto", "static"]]
+        cmds, wanted = [], set()
         for route in cfg.get("route", []):
             dev = ifaces[route["interface"]]
             for p in _route_prefixes(route, self.config.parent):
                 via = ["via", route["via"]] if "via" in route else []
                 cmds.append(["ip", "route", "replace", p, *via, "dev", dev, "proto", "static"])
-        lines = [f"# kernel stand-in for natgw, config {self.config}"]
+                wanted.add(_canonical_prefix(p))
+        current = ns_exec(NAT_NS, ["ip", "-4", "route", "show", "proto", "static"]).stdout.split("\n")
+        for line in current:
+            if line.strip() and _canonical_prefix(line.split()[0]) not in wanted:
+                cmds.append(["ip", "route", "del", line.split()[0], "proto", "static"])
+        lines = []
         for c in cmds:
             ns_exec(NAT_NS, c, check=True)
             lines.append("# " + " ".join(c))
-        nft = _kernel_snat_ruleset(cfg, ifaces)
-        ns_exec(NAT_NS, "nft delete table ip natgw_lab 2>/dev/null; true")
-        if nft:
-            ns_exec(NAT_NS, ["nft", "-f", "-"], input=nft, check=True)
-            lines.append(nft)
-        ns_exec(NAT_NS, "echo 1 > /proc/sys/net/ipv4/ip_forward", check=True)
-        lines.append(READY_MARK + " (kernel)")
-        self.log_path.write_text("\n".join(lines) + "\n")
-        self._running = True
-        log(f"kernel stand-in for natgw applied {self.config.name} (log {self.log_path})")
-        return self
+        nft = _kernel_ruleset(cfg)
+        # One transaction: create-if-absent, flush, refill (conntrack state and NAT mappings survive).
+        script = "table ip natgw_lab {}\nflush table ip natgw_lab\n" + nft
+        ns_exec(NAT_NS, ["nft", "-f", "-"], input=script, check=True)
+        lines.append(nft)
+        for key, val in _kernel_timeouts(cfg).items():
+            ns_exec(NAT_NS, f"echo {val} > /proc/sys/net/netfilter/{key}", check=True)
+            lines.append(f"# {key} = {val}")
+        return lines
+
+    def reload(self, how: str = "ctl", timeout: float = 10) -> "ReloadResult":
+        """Re-apply the config file (the kernel's equivalent of natgw's reload)."""
+        try:
+            lines = self._apply()
+        except (NatgwError, RuntimeError, tomllib.TOMLDecodeError, KeyError) as e:
+            return ReloadResult(False, 1, f"kernel stand-in: reload failed: {e}")
+        self.generation += 1
+        with open(self.log_path, "a") as f:
+            f.write(f"# reload ({how}), generation {self.generation}\n" + "\n".join(lines) + "\n")
+        return ReloadResult(True, 0, f"kernel stand-in: reloaded {self.config} (generation {self.generation})")
 
     @property
     def pid(self):

@@ -164,7 +164,9 @@ void expect_bulk_agrees(const RouteTable& t, std::mt19937& rng, std::vector<uint
     NextHop nh;
     const bool found = t.lookup(htonl(dsts[i]), nh);
     ASSERT_EQ(idx[i] >= 0, found) << i;
-    if (found) EXPECT_EQ(t.nexthop(static_cast<uint32_t>(idx[i])), nh) << i;
+    if (found) {
+      EXPECT_EQ(t.nexthop(static_cast<uint32_t>(idx[i])), nh) << i;
+    }
   }
 }
 

@@ -596,6 +596,7 @@ TEST_F(SessionTableTest, ConcurrentReadersNeverSeeAForeignSession) {
     rte_rcu_qsbr_thread_offline(qsbr, id);
     rte_rcu_qsbr_thread_unregister(qsbr, id);
     bad += bi + bo;
+    fprintf(stderr, "reader %u ih=%lu oh=%lu\n", id, (unsigned long)ih, (unsigned long)oh);
     in_hits += ih;
     out_hits += oh;
   };
@@ -628,6 +629,7 @@ TEST_F(SessionTableTest, ConcurrentReadersNeverSeeAForeignSession) {
       t.reclaim();
     }
   }
+  fprintf(stderr, "writer created=%lu active=%u\n", (unsigned long)created, t.active());
   stop = true;
   r1.join();
   r2.join();

@@ -1,0 +1,192 @@
+// Route lookup (rte_lpm through route::RouteTable) with a realistic table, and ACL
+// classification (acl::AclTable, linear first match) at 10 and 1,000 rules.
+#include <benchmark/benchmark.h>
+
+#include <memory>
+
+#include "acl/acl_table.hpp"
+#include "common.hpp"
+#include "registry.hpp"
+#include "route/route_table.hpp"
+
+namespace natgw::perf {
+namespace {
+
+constexpr unsigned kAddrs = 4096;  // a spread of destinations, well beyond one burst
+
+config::Config route_config(const std::vector<config::Prefix>& prefixes) {
+  config::Config c;
+  const uint32_t addrs[3] = {0x0a00010a, 0x0a00020a, 0x0a00030a};
+  const char* names[3] = {"inside", "endpoint", "internet"};
+  for (unsigned i = 0; i < 3; ++i) {
+    config::Interface itf;
+    itf.name = names[i];
+    itf.device = "net_null" + std::to_string(i);
+    itf.addr = addrs[i];
+    itf.prefix_len = 24;
+    c.interfaces.push_back(itf);
+  }
+  config::Route def;
+  def.prefixes = {config::Prefix{0, 0}};
+  def.via = 0x0a000301;
+  def.interface = "internet";
+  def.interface_index = 2;
+  c.routes.push_back(def);
+  config::Route onprem;
+  onprem.prefixes = {config::Prefix{0x64400000, 10}};
+  onprem.via = 0x0a000101;
+  onprem.interface = "inside";
+  onprem.interface_index = 0;
+  c.routes.push_back(onprem);
+  config::Route s3;
+  s3.prefixes = prefixes;
+  s3.prefix_list = "s3.txt";
+  s3.via = 0x0a000201;
+  s3.interface = "endpoint";
+  s3.interface_index = 1;
+  c.routes.push_back(s3);
+  return c;
+}
+
+struct LpmSet {
+  std::unique_ptr<route::RouteTable> table;
+  std::vector<uint32_t> dst_be;    // network order, for lookup()
+  std::vector<uint32_t> dst_host;  // host order, for lookup_bulk()
+  std::string source;
+  size_t prefixes = 0;
+  unsigned to_endpoint = 0;
+};
+
+LpmSet make_lpm(bool s3_only) {
+  LpmSet s;
+  const auto prefixes = aws_prefixes(s3_only, s.source);
+  s.prefixes = prefixes.size();
+  s.table = route::RouteTable::build(route_config(prefixes));
+  // Half the destinations inside a listed prefix (S3 traffic), half anywhere else.
+  Rng rng(99);
+  for (unsigned i = 0; i < kAddrs; ++i) {
+    uint32_t a;
+    if (i % 2 == 0) {
+      const auto& p = prefixes[rng.below(static_cast<uint32_t>(prefixes.size()))];
+      a = p.addr | (rng.next() & ~config::prefix_mask(p.len));
+    } else {
+      a = rte_be_to_cpu_32(Flows::remote(rng.next()));
+    }
+    s.dst_host.push_back(a);
+    s.dst_be.push_back(rte_cpu_to_be_32(a));
+    route::NextHop nh;
+    if (s.table->lookup(rte_cpu_to_be_32(a), nh) && nh.iface == 1) ++s.to_endpoint;
+  }
+  return s;
+}
+
+void bm_lpm(benchmark::State& state, bool s3_only, bool bulk) {
+  release_established();
+  static std::unique_ptr<LpmSet> sets[2];
+  auto& sp = sets[s3_only ? 0 : 1];
+  if (!sp) sp = std::make_unique<LpmSet>(make_lpm(s3_only));
+  LpmSet& s = *sp;
+  benchmark::AddCustomContext(s3_only ? "lpm_s3_source" : "lpm_aws_source", s.source);
+  unsigned i = 0;
+  uint64_t hits = 0;
+  for (auto _ : state) {
+    if (bulk) {
+      int32_t nh[32];
+      s.table->lookup_bulk(&s.dst_host[i], nh, 32);
+      benchmark::DoNotOptimize(nh);
+      hits += nh[0] >= 0;
+    } else {
+      for (unsigned k = 0; k < 32; ++k) {
+        route::NextHop nh;
+        hits += s.table->lookup(s.dst_be[i + k], nh);
+        benchmark::DoNotOptimize(nh);
+      }
+    }
+    i = (i + 32) % kAddrs;
+  }
+  benchmark::DoNotOptimize(hits);
+  const double n = static_cast<double>(state.iterations()) * 32;
+  state.SetItemsProcessed(static_cast<int64_t>(n));
+  state.counters["ns/lookup"] = benchmark::Counter(n, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["prefixes"] = static_cast<double>(s.prefixes + 2);
+  state.counters["to_endpoint%"] = 100.0 * s.to_endpoint / kAddrs;
+}
+
+struct AclSet {
+  std::unique_ptr<acl::AclTable> table;
+  struct Tuple {
+    uint32_t src, dst;
+    uint16_t sport, dport;
+    uint8_t proto;
+  };
+  std::vector<Tuple> tuples;
+};
+
+// match = false: the synthetic flows (no rule matches: every rule is scanned, default
+// action). match = true: each tuple matches a uniformly chosen rule (scan ~half).
+AclSet make_acl(unsigned rules, bool match) {
+  AclSet s;
+  config::Config c;
+  c.acl = make_acl_rules(rules);
+  s.table = std::make_unique<acl::AclTable>(c);
+  Rng rng(1234);
+  for (unsigned i = 0; i < kAddrs; ++i) {
+    AclSet::Tuple t{};
+    if (match) {
+      const auto& r = c.acl[rng.below(rules)];
+      t.src = r.src ? (r.src->addr | (rng.next() & ~config::prefix_mask(r.src->len))) : rng.next();
+      t.dst = r.dst ? (r.dst->addr | (rng.next() & ~config::prefix_mask(r.dst->len))) : rng.next();
+      t.proto = r.proto ? r.proto : static_cast<uint8_t>(IPPROTO_UDP);
+      t.sport = static_cast<uint16_t>(1024 + rng.below(60000));
+      t.dport = static_cast<uint16_t>(r.dport.lo + rng.below(static_cast<uint32_t>(r.dport.hi - r.dport.lo) + 1));
+    } else {
+      const uint32_t f = rng.next() & 0xffffff;
+      t.src = rte_be_to_cpu_32(Flows::in_src(f));
+      t.dst = rte_be_to_cpu_32(Flows::remote(f));
+      t.sport = rte_be_to_cpu_16(Flows::in_sport(f));
+      t.dport = 443;
+      t.proto = static_cast<uint8_t>((f & 1) ? IPPROTO_TCP : IPPROTO_UDP);
+    }
+    s.tuples.push_back(t);
+  }
+  return s;
+}
+
+void bm_acl(benchmark::State& state, unsigned rules, bool match) {
+  release_established();
+  AclSet s = make_acl(rules, match);
+  unsigned i = 0;
+  uint64_t allowed = 0;
+  for (auto _ : state) {
+    const auto& t = s.tuples[i];
+    allowed += s.table->allow(t.src, t.dst, t.proto, t.sport, t.dport);
+    i = (i + 1) % kAddrs;
+  }
+  benchmark::DoNotOptimize(allowed);
+  state.SetItemsProcessed(state.iterations());
+  state.counters["ns/flow"] = benchmark::Counter(static_cast<double>(state.iterations()),
+                                                 benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
+benchmark::internal::Benchmark* tune(benchmark::internal::Benchmark* b) {
+  b->Unit(benchmark::kNanosecond)->UseRealTime();
+  if (options().iterations) b->Iterations(static_cast<benchmark::IterationCount>(options().iterations));
+  if (options().smoke) b->MinTime(0.01);
+  return b;
+}
+
+}  // namespace
+
+void register_tables() {
+  tune(benchmark::RegisterBenchmark("lpm/s3+default/lookup", [](benchmark::State& s) { bm_lpm(s, true, false); }));
+  tune(benchmark::RegisterBenchmark("lpm/s3+default/lookup_bulk32", [](benchmark::State& s) { bm_lpm(s, true, true); }));
+  tune(benchmark::RegisterBenchmark("lpm/all-aws+default/lookup", [](benchmark::State& s) { bm_lpm(s, false, false); }));
+  for (unsigned rules : {10u, 1000u}) {
+    tune(benchmark::RegisterBenchmark(("acl/rules:" + std::to_string(rules) + "/no-match(full scan)").c_str(),
+                                      [rules](benchmark::State& s) { bm_acl(s, rules, false); }));
+    tune(benchmark::RegisterBenchmark(("acl/rules:" + std::to_string(rules) + "/match(random rule)").c_str(),
+                                      [rules](benchmark::State& s) { bm_acl(s, rules, true); }));
+  }
+}
+
+}  // namespace natgw::perf
