@@ -53,6 +53,10 @@ PortPlan plan_port(const rte_eth_dev_info& info, const PortParams& p, const std:
     plan.conf.rx_adv_conf.rss_conf.rss_hf =
         (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP) & info.flow_type_rss_offloads;
   }
+  // RX IPv4 checksum verification is free where offered; NAT rewrites use
+  // incremental checksums (a few adds), cheaper than preparing TX offload metadata.
+  if (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM)
+    plan.conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
   auto clamp = [](uint16_t want, const rte_eth_desc_lim& lim) {
     uint16_t v = std::min<uint16_t>(want, lim.nb_max ? lim.nb_max : want);
     v = std::max<uint16_t>(v, lim.nb_min);

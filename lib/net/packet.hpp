@@ -52,6 +52,8 @@ constexpr uint16_t kEtherHdrLen = sizeof(rte_ether_hdr);
 
 // Parse the IPv4 packet that starts at `l3` with `avail` bytes of frame behind it.
 ParseError parse_ipv4(uint8_t* l3, uint32_t avail, Ipv4Packet& out);
+// Same, skipping the header checksum when the NIC already verified it.
+ParseError parse_ipv4(uint8_t* l3, uint32_t avail, Ipv4Packet& out, bool csum_verified);
 
 // Parse an mbuf holding Ethernet + IPv4 (single segment). Trims Ethernet padding
 // beyond the IPv4 total length.

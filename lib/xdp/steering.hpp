@@ -56,6 +56,16 @@ std::string_view counter_destination(unsigned index);
 
 enum class AttachMode { any, native, generic };
 
+// Where natgw_steer.bpf.o is: $NATGW_XDP_OBJECT if set, else the first that exists of: next to the running
+// binary (/proc/self/exe's folder: the installed layout), the install path, the build tree. Empty if none.
+std::string find_object();
+
+// Helpers for af_xdp device strings ("net_af_xdp0,iface=ens5,queue_count=2"):
+// the iface= value (empty if the string is not an af_xdp vdev or has no iface=) ...
+std::string af_xdp_iface(const std::string& device);
+// ... and the same string with xdp_prog=<object> appended unless it already carries an xdp_prog=.
+std::string with_xdp_prog(const std::string& device, const std::string& object);
+
 // What is attached to an interface right now.
 struct AttachedProgram {
   uint32_t prog_id = 0;
@@ -134,7 +144,8 @@ class XdpSteering {
   void close_all() noexcept;
   void adopt_maps_of_prog();  // fill map_fd_ from prog_fd_'s map ids, checking them
   void pin(const std::string& dir);
-  void replace_set(MapSlot slot, const std::vector<uint32_t>& addrs, size_t max);
+  void add_to_set(MapSlot slot, const std::vector<uint32_t>& addrs, size_t max);
+  void keep_only(MapSlot slot, const std::vector<uint32_t>& addrs);
   std::vector<uint32_t> read_set(MapSlot slot) const;
 
   std::string ifname_;

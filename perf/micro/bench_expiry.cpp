@@ -101,11 +101,11 @@ void register_expiry() {
     if (o.max_sessions && n > o.max_sessions) continue;
     auto* b = benchmark::RegisterBenchmark(("expiry/remove+reclaim/sessions:" + std::to_string(n)).c_str(),
                                            [n](benchmark::State& s) { bm_expire(s, n); });
-    b->Unit(benchmark::kNanosecond)->UseRealTime()->Iterations(static_cast<benchmark::IterationCount>(
+    b->Unit(benchmark::kNanosecond)->Iterations(static_cast<benchmark::IterationCount>(
         o.iterations ? o.iterations : (o.smoke ? 1 : 3)));
     auto* c = benchmark::RegisterBenchmark(("expiry/scan-idle/sessions:" + std::to_string(n)).c_str(),
                                            [n](benchmark::State& s) { bm_scan(s, n); });
-    c->Unit(benchmark::kNanosecond)->UseRealTime();
+    c->Unit(benchmark::kNanosecond);
     if (o.smoke) c->MinTime(0.01);
     if (o.iterations) c->Iterations(static_cast<benchmark::IterationCount>(o.iterations));
   }

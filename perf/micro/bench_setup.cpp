@@ -134,7 +134,7 @@ void register_setup() {
   for (const auto& v : vs) {
     if (o.max_sessions && v.sessions > o.max_sessions) continue;
     auto* b = benchmark::RegisterBenchmark(v.name.c_str(), [v](benchmark::State& s) { bm_setup(s, v); });
-    b->Unit(benchmark::kNanosecond)->UseRealTime();
+    b->Unit(benchmark::kNanosecond);
     b->Iterations(static_cast<benchmark::IterationCount>(o.iterations ? o.iterations : v.sessions / kBurst));
   }
 }

@@ -169,7 +169,7 @@ void bm_acl(benchmark::State& state, unsigned rules, bool match) {
 }
 
 benchmark::internal::Benchmark* tune(benchmark::internal::Benchmark* b) {
-  b->Unit(benchmark::kNanosecond)->UseRealTime();
+  b->Unit(benchmark::kNanosecond);
   if (options().iterations) b->Iterations(static_cast<benchmark::IterationCount>(options().iterations));
   if (options().smoke) b->MinTime(0.01);
   return b;

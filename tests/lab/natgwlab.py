@@ -856,3 +856,518 @@ def arp_probe(ns: str, ifname: str, target: str, src_ip: str, timeout: float = 2
         return None
     hw, eth = r.stdout.split()
     return hw.lower(), eth.lower()
+
+
+# ============================================================================ NAT and control-plane helpers
+# (used by test_nat.py and test_control.py)
+
+CONTROL_SOCKET = "/run/natgw-lab/natgw.sock"  # [control] socket in config/lab.toml and lab-forward.toml
+METRICS_URL = "http://127.0.0.1:9100/metrics"  # [metrics] listen, inside ngw-nat
+
+
+def natgwctl_bin() -> Path:
+    p = Path(os.environ.get("NATGWCTL_BIN") or "build/src/natgwctl/natgwctl")
+    return p if p.is_absolute() else SRC / p
+
+
+def require_natgw(what: str) -> None:
+    """Skip the current test in kernel mode: `what` is natgw-only (metrics, natgwctl, its counters...)."""
+    if dataplane() == "kernel":
+        skip(f"natgw-specific ({what}): NATGW_LAB_DATAPLANE=kernel runs Linux in natgw's place, which has "
+             "no such thing")
+
+
+def natgwctl(*args: str, socket: str = CONTROL_SOCKET, timeout: float = 10) -> subprocess.CompletedProcess:
+    """Run natgwctl --socket SOCKET ARGS... (the socket is a file path: no namespace needed)."""
+    return run([str(natgwctl_bin()), "--socket", socket, *args], timeout=timeout)
+
+
+class ReloadResult:
+    def __init__(self, ok: bool, returncode: int, output: str):
+        self.ok, self.returncode, self.output = ok, returncode, output
+
+    def __repr__(self) -> str:
+        return f"ReloadResult(ok={self.ok}, rc={self.returncode}, output={self.output!r})"
+
+
+# ------------------------------------------------------------------------------- Prometheus text format
+class PromFormatError(ValueError):
+    pass
+
+
+_PROM_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_PROM_LABEL = r"[a-zA-Z_][a-zA-Z0-9_]*"
+_PROM_LABEL_VALUE = r'"(?:[^"\\\n]|\\[\\"n])*"'
+_PROM_FLOAT = r"(?:[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?Inf|NaN)"
+_PROM_HELP_RE = re.compile(rf"# HELP ({_PROM_NAME}) ((?:[^\\\n]|\\[\\n])*)")
+_PROM_TYPE_RE = re.compile(rf"# TYPE ({_PROM_NAME}) (counter|gauge|histogram|summary|untyped)")
+_PROM_SAMPLE_RE = re.compile(
+    rf"({_PROM_NAME})(?:\{{((?:{_PROM_LABEL}={_PROM_LABEL_VALUE}(?:,{_PROM_LABEL}={_PROM_LABEL_VALUE})*,?)?)\}})?"
+    rf" ({_PROM_FLOAT})(?: (-?\d+))?")
+_PROM_LABEL_PAIR_RE = re.compile(rf"({_PROM_LABEL})=({_PROM_LABEL_VALUE})")
+
+
+def _prom_unescape(v: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"n": "\n"}.get(m.group(1), m.group(1)), v[1:-1])
+
+
+class Metrics:
+    """A parsed Prometheus exposition: samples[(name, ((label, value), ...sorted))] = float."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.types: dict[str, str] = {}
+        self.helps: dict[str, str] = {}
+        self.samples: dict[tuple[str, tuple], float] = {}
+        errors = []
+        if text and not text.endswith("\n"):
+            errors.append("the exposition does not end with a newline")
+        closed: set[str] = set()   # families whose samples are over (a family's samples must be contiguous)
+        current = None
+        for n, line in enumerate(text.split("\n")[:-1] if text.endswith("\n") else text.split("\n"), 1):
+            where = f"line {n}: {line!r}"
+            if line == "":
+                continue
+            if line.startswith("# HELP "):
+                m = _PROM_HELP_RE.fullmatch(line)
+                if not m:
+                    errors.append(f"{where}: malformed HELP")
+                elif m.group(1) in self.helps:
+                    errors.append(f"{where}: second HELP for {m.group(1)}")
+                else:
+                    self.helps[m.group(1)] = m.group(2)
+                continue
+            if line.startswith("# TYPE "):
+                m = _PROM_TYPE_RE.fullmatch(line)
+                if not m:
+                    errors.append(f"{where}: malformed TYPE (type must be counter, gauge, histogram, "
+                                  "summary or untyped)")
+                elif m.group(1) in self.types:
+                    errors.append(f"{where}: second TYPE for {m.group(1)}")
+                elif any(k[0] == m.group(1) for k in self.samples):
+                    errors.append(f"{where}: TYPE after samples of {m.group(1)}")
+                else:
+                    self.types[m.group(1)] = m.group(2)
+                continue
+            if line.startswith("#"):
+                continue  # a comment
+            m = _PROM_SAMPLE_RE.fullmatch(line)
+            if not m:
+                errors.append(f"{where}: not a valid sample line")
+                continue
+            name, labels, value = m.group(1), m.group(2) or "", m.group(3)
+            family = name
+            if name not in self.types:
+                for suffix in ("_bucket", "_sum", "_count"):
+                    base = name[: -len(suffix)] if name.endswith(suffix) else None
+                    if base and self.types.get(base) in ("histogram", "summary"):
+                        family = base
+            if family not in self.types:
+                errors.append(f"{where}: sample of {name} without a TYPE line before it")
+            if family != current:
+                if family in closed:
+                    errors.append(f"{where}: samples of {family} are not contiguous")
+                if current:
+                    closed.add(current)
+                current = family
+            pairs = tuple(sorted((k, _prom_unescape(v)) for k, v in _PROM_LABEL_PAIR_RE.findall(labels)))
+            if len({k for k, _ in pairs}) != len(pairs):
+                errors.append(f"{where}: a label name repeats")
+            key = (name, pairs)
+            if key in self.samples:
+                errors.append(f"{where}: duplicate series")
+            v = float(value)
+            if self.types.get(family) == "counter" and not v >= 0:
+                errors.append(f"{where}: a counter must be >= 0")
+            self.samples[key] = v
+        for fam in self.types:
+            if fam not in self.helps:
+                errors.append(f"family {fam} has a TYPE but no HELP")
+        if errors:
+            raise PromFormatError(f"{len(errors)} problem(s) in the exposition:\n  " + "\n  ".join(errors))
+
+    def get(self, name: str, default: float | None = None, **labels) -> float | None:
+        return self.samples.get((name, tuple(sorted(labels.items()))), default)
+
+    def value(self, name: str, **labels) -> float:
+        v = self.get(name, **labels)
+        if v is None:
+            have = sorted(dict(k[1]) for k in self.samples if k[0] == name)
+            raise KeyError(f"no sample {name}{labels}; present: {have}")
+        return v
+
+    def series(self, name: str) -> dict[tuple, float]:
+        return {k[1]: v for k, v in self.samples.items() if k[0] == name}
+
+
+def scrape_metrics(url: str = METRICS_URL, timeout: float = 5) -> tuple[str, dict[str, str], str]:
+    """GET url from inside ngw-nat with curl: (status line, headers (lower-case names), body)."""
+    r = ns_exec(NAT_NS, ["curl", "-sS", "-i", "--max-time", str(timeout), url], timeout=timeout + 10)
+    if r.returncode != 0:
+        raise RuntimeError(f"scraping {url} failed ({r.returncode}): {r.stderr}")
+    head, sep, body = r.stdout.partition("\r\n\r\n")
+    if not sep:
+        raise RuntimeError(f"no HTTP header in the answer from {url}: {r.stdout[:200]!r}")
+    status, *hdrs = head.split("\r\n")
+    headers = {}
+    for h in hdrs:
+        k, _, v = h.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, body
+
+
+def metrics(strict: bool = True) -> Metrics:
+    """Scrape natgw's /metrics and parse it (strictly: a format error raises PromFormatError).
+    strict=False tolerates a malformed exposition and returns the samples it could read."""
+    _, _, body = scrape_metrics()
+    if strict:
+        return Metrics(body)
+    try:
+        return Metrics(body)
+    except PromFormatError:
+        m = Metrics.__new__(Metrics)
+        m.text, m.types, m.helps, m.samples = body, {}, {}, {}
+        for line in body.splitlines():
+            sm = _PROM_SAMPLE_RE.fullmatch(line)
+            if sm and not line.startswith("#"):
+                pairs = tuple(sorted((k, _prom_unescape(v))
+                                     for k, v in _PROM_LABEL_PAIR_RE.findall(sm.group(2) or "")))
+                m.samples[(sm.group(1), pairs)] = float(sm.group(3))
+        return m
+
+
+def wait_for_metric(pred, timeout: float = 10, interval: float = 0.25) -> Metrics:
+    """Scrape (leniently) until pred(metrics) is true; returns the last scrape (check pred again)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = metrics(strict=False)
+        if pred(m) or time.monotonic() > deadline:
+            return m
+        time.sleep(interval)
+
+
+# ------------------------------------------------------------------------------ kernel stand-in, extended
+def _canonical_prefix(p: str) -> str:
+    if p == "default":
+        return "0.0.0.0/0"
+    return p if "/" in p else p + "/32"
+
+
+def _kernel_snat_target(rule: dict) -> str:
+    ports = rule.get("ports")
+    to = rule.get("to") or []
+    if not to:
+        return "masquerade" + (f" to :{ports}" if ports else "")
+    addr = to[0] if len(to) == 1 else f"{to[0]}-{to[-1]}"
+    return f"snat to {addr}" + (f":{ports}" if ports else "")
+
+
+def _kernel_acl_rule(a: dict) -> str:
+    parts = []
+    if "src" in a:
+        parts.append(f"ip saddr {a['src']}")
+    if "dst" in a:
+        parts.append(f"ip daddr {a['dst']}")
+    proto = str(a.get("protocol", "any"))
+    if proto != "any":
+        parts.append(f"meta l4proto {proto}")
+    if "src_ports" in a:
+        parts.append(f"th sport {a['src_ports']}")
+    if "dst_ports" in a:
+        parts.append(f"th dport {a['dst_ports']}")
+    parts.append("counter " + ("accept" if a.get("action") == "allow" else "drop"))
+    return " ".join(parts)
+
+
+def _kernel_ruleset(cfg: dict) -> str:
+    """natgw's [[snat]] as nftables snat/masquerade and its [[acl]]/[acl_default] as a stateful forward
+    filter (judged on a flow's first packet, like natgw's: established and related traffic passes)."""
+    out = ["table ip natgw_lab {"]
+    snat = cfg.get("snat", [])
+    if snat:
+        out += ["  chain postrouting {", "    type nat hook postrouting priority srcnat; policy accept;"]
+        for rule in snat:
+            s = ", ".join(rule.get("from", []))
+            if s:
+                out.append(f"    ip saddr {{ {s} }} ip daddr != {{ {s} }} counter {_kernel_snat_target(rule)}")
+        out.append("  }")
+    acls = cfg.get("acl", [])
+    default = cfg.get("acl_default", {}).get("action", "allow")
+    if acls or default != "allow":
+        policy = "accept" if default == "allow" else "drop"
+        out += ["  chain forward {", f"    type filter hook forward priority filter; policy {policy};",
+                "    ct state established,related accept"]
+        out += [f"    {_kernel_acl_rule(a)}" for a in acls]
+        out.append("  }")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _kernel_timeouts(cfg: dict) -> dict[str, int]:
+    """natgw's [timeouts] (with natgw's defaults) as the namespace's conntrack timeouts."""
+    t = {"udp": 300, "tcp_established": 7440, "tcp_transitory": 240, "icmp": 60, **cfg.get("timeouts", {})}
+    out = {"nf_conntrack_udp_timeout": t["udp"], "nf_conntrack_udp_timeout_stream": t["udp"],
+           "nf_conntrack_icmp_timeout": t["icmp"],
+           "nf_conntrack_tcp_timeout_established": t["tcp_established"]}
+    for state in ("syn_sent", "syn_recv", "fin_wait", "close_wait", "last_ack", "time_wait", "close"):
+        out[f"nf_conntrack_tcp_timeout_{state}"] = t["tcp_transitory"]
+    return out
+
+
+# ------------------------------------------------------------------------------------ helper processes
+_NS_SERVER = r"""
+import asyncio, os, resource, signal, sys
+name, addr = sys.argv[1], sys.argv[2]
+tcp_ports = [int(p) for p in sys.argv[3].split(",") if p]
+udp_ports = [int(p) for p in sys.argv[4].split(",") if p]
+try:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+except (ValueError, OSError):
+    pass
+udp = {}
+conns = {"open": 0, "total": 0}
+
+class Udp(asyncio.DatagramProtocol):
+    # "<name>:<source ip>:<source port>:<payload>"; a payload "from=N:..." is answered from our port N.
+    def __init__(self, port):
+        self.port = port
+    def connection_made(self, transport):
+        self.transport = transport
+        udp[self.port] = self
+    def datagram_received(self, data, peer):
+        text = data.decode(errors="replace")
+        reply = f"{name}:{peer[0]}:{peer[1]}:{text}".encode()
+        via = self
+        if text.startswith("from="):
+            via = udp.get(int(text[5:].split(":")[0]), self)
+        via.transport.sendto(reply, peer)
+
+async def handle(reader, writer):
+    # Holds the connection until the peer closes it; answers each line with "<name>:<ip>:<port>:<line>".
+    peer = writer.get_extra_info("peername")
+    conns["open"] += 1
+    conns["total"] += 1
+    try:
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            writer.write(f"{name}:{peer[0]}:{peer[1]}:".encode() + line)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        conns["open"] -= 1
+        writer.close()
+
+async def main():
+    loop = asyncio.get_running_loop()
+    for p in tcp_ports:
+        await asyncio.start_server(handle, addr, p, backlog=4096, reuse_address=True)
+    for p in udp_ports:
+        await loop.create_datagram_endpoint(lambda p=p: Udp(p), local_addr=(addr, p))
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    print("ready", flush=True)
+    await stop.wait()
+    print(f"stopping: {conns['total']} tcp connections served, {conns['open']} open", flush=True)
+
+asyncio.run(main())
+"""
+
+
+class NsServer:
+    """A test-owned server in a namespace: TCP ports that hold every connection open (answering each line
+    with "<name>:<peer ip>:<peer port>:<line>") and UDP echo ports answering "<name>:<ip>:<port>:<payload>"
+    (a payload "from=N:..." is answered from the server's UDP port N instead). Stop with .stop()."""
+
+    def __init__(self, ns: str, name: str, addr: str, tcp_ports=(), udp_ports=(), logdir: str = "/tmp"):
+        self.ns, self.name = ns, name
+        self.log_path = Path(logdir) / f"nsserver-{name}-{time.strftime('%H%M%S')}-{next(_seq)}.log"
+        self.args = [name, addr, ",".join(map(str, tcp_ports)), ",".join(map(str, udp_ports))]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10) -> "NsServer":
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, "/usr/bin/python3", "-u", "-c", _NS_SERVER,
+                                      *self.args], stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "ready" in self.log_path.read_text():
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server {self.name} in {self.ns} did not start: {self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        self.proc = None
+
+    def __enter__(self) -> "NsServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+_TCP_HOLDER = r"""
+import asyncio, json, resource, sys, time
+addr, port, count, concurrency, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+try:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+except (ValueError, OSError):
+    pass
+conns = {}
+
+async def one(i, sem, res):
+    async with sem:
+        try:
+            r, w = await asyncio.wait_for(asyncio.open_connection(addr, port), timeout)
+        except Exception as e:
+            res["errors"][type(e).__name__] = res["errors"].get(type(e).__name__, 0) + 1
+            return
+        try:
+            w.write(f"c{i}\n".encode())
+            line = (await asyncio.wait_for(r.readline(), timeout)).decode().strip()
+            if not line.endswith(f":c{i}"):
+                raise ValueError(line)
+        except Exception as e:
+            res["errors"][type(e).__name__] = res["errors"].get(type(e).__name__, 0) + 1
+            w.close()
+            return
+        conns[i] = (r, w)
+        res["seen"].append(line.rsplit(":", 1)[0])  # "<server>:<source ip>:<source port>"
+
+async def check(res):
+    async def ping(i, r, w):
+        try:
+            w.write(f"again{i}\n".encode())
+            line = (await asyncio.wait_for(r.readline(), timeout)).decode().strip()
+            return line.endswith(f":again{i}")
+        except Exception:
+            return False
+    oks = await asyncio.gather(*(ping(i, r, w) for i, (r, w) in conns.items()))
+    return sum(oks)
+
+async def main():
+    loop = asyncio.get_running_loop()
+    sem = asyncio.Semaphore(concurrency)
+    res = {"errors": {}, "seen": []}
+    t0 = time.monotonic()
+    await asyncio.gather(*(one(i, sem, res) for i in range(count)))
+    srcs = sorted({s.split(":")[1] for s in res["seen"]})
+    print(json.dumps({"open": len(conns), "failed": count - len(conns), "errors": res["errors"],
+                      "sources": srcs, "outside_ports": len({s.split(":")[2] for s in res["seen"]}),
+                      "seconds": round(time.monotonic() - t0, 2)}), flush=True)
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        cmd = (await reader.readline()).decode().strip()
+        if cmd == "check":
+            print(json.dumps({"ok": await check(res), "open": len(conns)}), flush=True)
+        else:  # "close" or EOF
+            for r, w in conns.values():
+                w.close()
+            await asyncio.sleep(0.2)
+            print(json.dumps({"closed": len(conns)}), flush=True)
+            return
+
+asyncio.run(main())
+"""
+
+
+class TcpHolder:
+    """count TCP connections from ns to addr:port (an NsServer TCP port), opened `concurrency` at a time and
+    held open: .open() -> {"open", "failed", "errors", "sources", "outside_ports", "seconds"};
+    .check() -> {"ok": connections that still answer, "open"}; .close()."""
+
+    def __init__(self, ns: str, addr: str, port: int, count: int, concurrency: int = 200,
+                 timeout: float = 5):
+        self.cmd = ["ip", "netns", "exec", ns, "/usr/bin/python3", "-u", "-c", _TCP_HOLDER, addr, str(port),
+                    str(count), str(concurrency), str(timeout)]
+        self.proc: subprocess.Popen | None = None
+
+    def _reply(self, timeout: float) -> dict:
+        import json
+        import select
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise RuntimeError(f"tcp holder: no answer within {timeout} s")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"tcp holder exited ({self.proc.poll()}): {self.proc.stderr.read()}")
+        return json.loads(line)
+
+    def open(self, timeout: float = 120) -> dict:
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        return self._reply(timeout)
+
+    def check(self, timeout: float = 60) -> dict:
+        self.proc.stdin.write("check\n")
+        self.proc.stdin.flush()
+        return self._reply(timeout)
+
+    def close(self, timeout: float = 30) -> dict | None:
+        if self.proc is None:
+            return None
+        out = None
+        try:
+            if self.proc.poll() is None:
+                self.proc.stdin.write("close\n")
+                self.proc.stdin.flush()
+                out = self._reply(timeout)
+        except (RuntimeError, BrokenPipeError, OSError):
+            pass
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+        return out
+
+
+_UDP_PORT_CLIENT = r"""
+import json, socket, sys
+# One socket, one datagram to each addr:port in turn; prints the replies (or null) as JSON.
+timeout, local_port = float(sys.argv[1]), int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", local_port))
+s.settimeout(timeout)
+out = {"local_port": s.getsockname()[1], "replies": []}
+for i, target in enumerate(sys.argv[3:]):
+    addr, port, payload = target.split(",", 2)
+    s.sendto(payload.encode(), (addr, int(port)))
+    try:
+        data, peer = s.recvfrom(65535)
+        out["replies"].append({"from": f"{peer[0]}:{peer[1]}", "text": data.decode(errors="replace")})
+    except socket.timeout:
+        out["replies"].append(None)
+print(json.dumps(out))
+"""
+
+
+def udp_exchange(ns: str, targets: list[tuple[str, int, str]], timeout: float = 2,
+                 local_port: int = 0) -> dict:
+    """From ONE UDP socket in ns, send payload to each (addr, port, payload) in turn and wait for a reply:
+    {"local_port": N, "replies": [{"from": "ip:port", "text": ...} or None, ...]}."""
+    import json
+    args = [f"{a},{p},{pl}" for a, p, pl in targets]
+    r = ns_exec(ns, ["/usr/bin/python3", "-c", _UDP_PORT_CLIENT, str(timeout), str(local_port), *args],
+                timeout=timeout * len(targets) + 15)
+    if r.returncode != 0:
+        raise RuntimeError(f"udp exchange failed: {r.stderr}")
+    return json.loads(r.stdout)

@@ -620,7 +620,9 @@ TEST_F(SessionTableTest, ConcurrentReadersNeverSeeAForeignSession) {
           }
         } else {
           uint32_t idx;
-          created += create(t, k, now, idx, {0}, false, true) == CreateResult::kOk;
+          const auto rr = create(t, k, now, idx, {0}, false, true);
+          created += rr == CreateResult::kOk;
+          if (created < 5) fprintf(stderr, "create r=%d idx=%u lookup=%ld active=%u\n", (int)rr, idx, (long)t.lookup(k), t.active());
           pools.clear();
         }
         ++now;
