@@ -8,6 +8,7 @@
 
 #include <rte_byteorder.h>
 #include <rte_ether.h>
+#include <rte_hash_crc.h>
 
 #include <atomic>
 #include <cstdint>
@@ -41,7 +42,7 @@ class ArpTable {
     std::atomic<uint64_t> mac_iface{0};  // mac (48 bits) | iface << 48 | valid bit 63
     std::atomic<uint32_t> updated_ms{0};
   };
-  static uint32_t hash(uint32_t ip) { return (ip * 2654435761u); }
+  static uint32_t hash(uint32_t ip) { return rte_hash_crc_4byte(ip, 0x9e3779b9); }
   uint32_t mask_;
   std::unique_ptr<Slot[]> slots_;
   std::atomic<size_t> used_{0};

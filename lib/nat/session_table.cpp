@@ -178,8 +178,13 @@ bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t rnd, uint
   if (!got && a.port_overlapping) {
     // RFC 7857 §3: share a port already mapped, as long as the 5-tuple toward this
     // destination is unused.
-    for (int tries = 0; tries < 32 && !got; ++tries) {
-      const uint16_t cand = static_cast<uint16_t>(pa.lo() + next_rand() % pa.size());
+    // A few random probes first; then a scan from a random start, so a port that is
+    // free toward this destination is always found (exhaustion is the rare, slow path).
+    const uint32_t size = pa.size();
+    const uint32_t start = next_rand() % size;
+    for (uint32_t n = 0; n < 16 + size && !got; ++n) {
+      const uint32_t off = n < 16 ? next_rand() % size : (start + n - 16) % size;
+      const uint16_t cand = static_cast<uint16_t>(pa.lo() + off);
       if (pa.refs(cand) == 0 || pa.refs(cand) == UINT16_MAX) continue;
       const FlowKey ok = outside_key(in, out_ip, rte_cpu_to_be_16(cand));
       if (lookup(ok) >= 0) continue;

@@ -398,7 +398,7 @@ bool XdpSteering::detach_stale(const std::string& ifname, const std::string& pin
       removed = true;
     }
   }
-  if (!pin_dir.empty() && is_bpffs("/sys/fs/bpf")) unpin_dir(pin_dir);
+  unpin_dir(pin_dir);
   return removed;
 }
 
