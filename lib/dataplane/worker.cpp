@@ -140,37 +140,158 @@ void Worker::poll_once() {
 void Worker::process(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
   IfaceCounters& ic = counters_.iface[iface];
   uint64_t bytes = 0;
+  for (uint16_t i = 0; i < n; ++i) bytes += pkts[i]->pkt_len;
+  ic.rx_packets.add(n);
+  ic.rx_bytes.add(bytes);
+  for (uint16_t off = 0; off < n; off = static_cast<uint16_t>(off + kBurst))
+    process_burst(iface, pkts + off, std::min<uint16_t>(kBurst, static_cast<uint16_t>(n - off)));
+}
+
+// The burst in three passes (l3fwd / VPP style): classify every packet and pull
+// its session key; look all keys up at once in this worker's table (rte_hash
+// pipelines the bucket fetches) and prefetch the sessions found; then rewrite and
+// queue. Packets that are not plain session traffic leave at the first pass.
+void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
+  FlowKey keys[kBurst];
+  const FlowKey* kp[kBurst];
+  Ipv4Packet ps[kBurst];
+  rte_mbuf* ms[kBurst];
+  Lane lanes[kBurst];
+  unsigned k = 0;
   for (uint16_t i = 0; i < n && i < 4; ++i) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
   for (uint16_t i = 0; i < n; ++i) {
     if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 4], void*));
-    bytes += pkts[i]->pkt_len;
-    handle(iface, pkts[i]);
+    const Lane lane = classify(iface, pkts[i], ps[k], keys[k]);
+    if (lane == Lane::kDone) continue;
+    ms[k] = pkts[i];
+    lanes[k] = lane;
+    kp[k] = &keys[k];
+    ++k;
   }
-  ic.rx_packets.add(n);
-  ic.rx_bytes.add(bytes);
+  if (k == 0) return;
+  nat::SessionTable& own = *ctx_.sessions[id_];
+  int64_t vals[kBurst];
+  uint64_t hits = 0;
+  own.lookup_bulk(kp, k, hits, vals);
+  for (unsigned j = 0; j < k; ++j)
+    if ((hits >> j) & 1)
+      rte_prefetch0(&own.session(static_cast<uint32_t>(vals[j]) & ~nat::SessionTable::kOutsideBit));
+  for (unsigned j = 0; j < k; ++j) {
+    if ((hits >> j) & 1) {
+      const uint32_t idx = static_cast<uint32_t>(vals[j]) & ~nat::SessionTable::kOutsideBit;
+      if (lanes[j] == Lane::kOutside)
+        finish_out2in(iface, ms[j], ps[j], id_, idx);
+      else
+        finish_in2out(iface, ms[j], ps[j], id_, idx);
+    } else {
+      resolve(iface, ms[j], ps[j], keys[j], lanes[j]);  // other tables, or a new flow
+    }
+  }
 }
 
+// One packet at a time (handed-over packets and held fragments).
 void Worker::handle(uint16_t iface, rte_mbuf* m) {
-  if (m->data_len < sizeof(rte_ether_hdr)) return drop(m, kDropMalformed);
-  auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
-  if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP)) return handle_arp(iface, m);
-  if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) return drop(m, kDropNonIpv4);
-  if (!rte_is_same_ether_addr(&eth->dst_addr, &ctx_.ifaces[iface].mac))
-    return drop(m, kDropNotForUs);
   Ipv4Packet p;
+  FlowKey k{};
+  const Lane lane = classify(iface, m, p, k);
+  if (lane != Lane::kDone) resolve(iface, m, p, k, lane);
+}
+
+Worker::Lane Worker::classify(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, FlowKey& k) {
+  if (m->data_len < sizeof(rte_ether_hdr)) return drop(m, kDropMalformed), Lane::kDone;
+  auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+  if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP)) return handle_arp(iface, m), Lane::kDone;
+  if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) return drop(m, kDropNonIpv4), Lane::kDone;
+  if (!rte_is_same_ether_addr(&eth->dst_addr, &ctx_.ifaces[iface].mac))
+    return drop(m, kDropNotForUs), Lane::kDone;
   const net::ParseError err = net::parse_ipv4_mbuf(m, p);
-  if (err != net::ParseError::none) {
+  if (err != net::ParseError::none) [[unlikely]] {
     counters_.malformed[static_cast<unsigned>(err) & 7].add();
-    return drop(m, kDropMalformed);
+    return drop(m, kDropMalformed), Lane::kDone;
   }
   // Fragments of one address pair are all tracked by one worker, whatever queue
   // they arrived on (ENA's RSS does not hash fragments).
   if ((p.flags & net::PKT_FRAGMENT) && ctx_.workers > 1) [[unlikely]] {
     const uint16_t owner = ctx_.fragment_owner(p.ip->src_addr, p.ip->dst_addr);
-    if (owner != id_) return hand_off(owner, iface, m);
+    if (owner != id_) return hand_off(owner, iface, m), Lane::kDone;
   }
-  if (ctx_.is_local(p.ip->dst_addr)) return handle_local(iface, m, p);
-  handle_transit(iface, m, p);
+  if (ctx_.is_local(p.ip->dst_addr)) {
+    if (!(p.flags & net::PKT_FIRST_FRAGMENT)) return handle_fragment(iface, m, p, true), Lane::kDone;
+    if (p.proto == IPPROTO_ICMP) {
+      net::IcmpHdr* ic = icmp_of(p);
+      if (ic->type == RTE_IP_ICMP_ECHO_REQUEST) return echo_reply(iface, m, p), Lane::kDone;
+      if (net::is_icmp_error(ic->type)) return handle_icmp_error_out2in(iface, m, p), Lane::kDone;
+    }
+    if (!outside_key(p, k)) return drop(m, kDropNotForUs), Lane::kDone;
+    return Lane::kOutside;
+  }
+  if (p.ip->time_to_live <= 1) [[unlikely]] {
+    send_icmp_error(iface, m, p, 11, 0);
+    return drop(m, kDropTtl), Lane::kDone;
+  }
+  const RuntimeTables& t = *tables_;
+  if (t.snat.empty() && !ctx_.nat_used.load(std::memory_order_relaxed)) {
+    // Forwarding only: stateless unless an ACL must judge the flow.
+    if (t.acl->empty()) return forward(iface, m, p), Lane::kDone;
+    return new_flow(iface, m, p, FlowKey{}), Lane::kDone;
+  }
+  if (!(p.flags & net::PKT_FIRST_FRAGMENT)) return handle_fragment(iface, m, p, false), Lane::kDone;
+  if (p.proto == IPPROTO_ICMP && net::is_icmp_error(icmp_of(p)->type)) {
+    if (!handle_icmp_error_in2out(iface, m, p)) forward(iface, m, p);
+    return Lane::kDone;
+  }
+  if (!(p.flags & net::PKT_HAS_PORTS) || !inside_key(p, k)) return new_flow(iface, m, p, k), Lane::kDone;
+  return Lane::kInside;
+}
+
+// A key this worker's table did not hold: another worker's table (the outside
+// port names the owner), else a new flow (inside) or nothing (outside).
+void Worker::resolve(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, const FlowKey& k, Lane lane) {
+  uint16_t hint = id_;
+  if (lane == Lane::kOutside && ctx_.workers > 1) {
+    const int a = ctx_.sessions[0]->outside_index(p.ip->dst_addr);
+    if (a >= 0) hint = ctx_.sessions[0]->owner_of(static_cast<uint32_t>(a), rte_be_to_cpu_16(k.dport));
+  }
+  uint32_t idx;
+  const int table = find(k, hint, idx);
+  if (lane == Lane::kOutside) {
+    if (table < 0) return drop(m, kDropNoSession);
+    return finish_out2in(iface, m, p, static_cast<uint16_t>(table), idx);
+  }
+  if (table < 0) return new_flow(iface, m, p, k);
+  finish_in2out(iface, m, p, static_cast<uint16_t>(table), idx);
+}
+
+void Worker::finish_out2in(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, uint16_t table, uint32_t idx) {
+  Session& s = ctx_.sessions[table]->session(idx);
+  if (p.ip->time_to_live <= 1) [[unlikely]] {
+    send_icmp_error(iface, m, p, 11, 0);
+    return drop(m, kDropTtl);
+  }
+  if (!fits_mtu(iface, s.in_iface, m, p)) return;
+  if (p.flags & net::PKT_FRAGMENT) [[unlikely]] remember_fragment(p, table, idx, nat::kOutside);
+  touch(s, p, false);
+  out2in(m, p, s);
+  counters_.out2in.add();
+  send_l2(s.in_iface, s.in_mac, m);
+}
+
+void Worker::finish_in2out(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, uint16_t table, uint32_t idx) {
+  Session& s = ctx_.sessions[table]->session(idx);
+  if (!fits_mtu(iface, s.out_iface, m, p)) return;
+  if (p.flags & net::PKT_FRAGMENT) [[unlikely]] remember_fragment(p, table, idx, nat::kInside);
+  touch(s, p, true);
+  in2out(m, p, s);
+  counters_.in2out.add();
+  send_l3(s.out_iface, s.out_nh, m);
+}
+
+[[gnu::noinline]] void Worker::echo_reply(uint16_t iface, rte_mbuf* m, Ipv4Packet& p) {
+  if (p.flags & net::PKT_FRAGMENT) return drop(m, kDropNotForUs);  // no reassembly for ourselves
+  net::make_echo_reply(p);
+  counters_.echo_replies.add();
+  const rte_ether_addr back = rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr;
+  send_l2(iface, back, m);
 }
 
 void Worker::hand_off(uint16_t to, uint16_t iface, rte_mbuf* m) {
@@ -282,74 +403,6 @@ void Worker::out2in(rte_mbuf* m, Ipv4Packet& p, Session& s) {
 
 // ---------------------------------------------------------------- directions
 
-void Worker::handle_local(uint16_t iface, rte_mbuf* m, Ipv4Packet& p) {
-  if (!(p.flags & net::PKT_FIRST_FRAGMENT)) return handle_fragment(iface, m, p, true);
-  if (p.proto == IPPROTO_ICMP) {
-    net::IcmpHdr* ic = icmp_of(p);
-    if (ic->type == RTE_IP_ICMP_ECHO_REQUEST) {
-      if (p.flags & net::PKT_FRAGMENT) return drop(m, kDropNotForUs);  // no reassembly for ourselves
-      net::make_echo_reply(p);
-      counters_.echo_replies.add();
-      auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
-      const rte_ether_addr back = eth->src_addr;
-      return send_l2(iface, back, m);
-    }
-    if (net::is_icmp_error(ic->type)) return handle_icmp_error_out2in(iface, m, p);
-  }
-  FlowKey k{};
-  if (!outside_key(p, k)) return drop(m, kDropNotForUs);
-  // The outside port names the owner; look there first.
-  uint16_t hint = id_;
-  if (ctx_.workers > 1) {
-    const int a = ctx_.sessions[0]->outside_index(p.ip->dst_addr);
-    if (a >= 0) hint = ctx_.sessions[0]->owner_of(static_cast<uint32_t>(a), rte_be_to_cpu_16(k.dport));
-  }
-  uint32_t idx;
-  const int table = find(k, hint, idx);
-  if (table < 0) return drop(m, kDropNoSession);
-  Session& s = ctx_.sessions[table]->session(idx);
-  if (p.ip->time_to_live <= 1) {
-    send_icmp_error(iface, m, p, 11, 0);
-    return drop(m, kDropTtl);
-  }
-  if (!fits_mtu(iface, s.in_iface, m, p)) return;
-  if (p.flags & net::PKT_FRAGMENT) remember_fragment(p, static_cast<uint16_t>(table), idx, nat::kOutside);
-  touch(s, p, false);
-  out2in(m, p, s);
-  counters_.out2in.add();
-  send_l2(s.in_iface, s.in_mac, m);
-}
-
-void Worker::handle_transit(uint16_t iface, rte_mbuf* m, Ipv4Packet& p) {
-  if (p.ip->time_to_live <= 1) {
-    send_icmp_error(iface, m, p, 11, 0);
-    return drop(m, kDropTtl);
-  }
-  const RuntimeTables& t = *tables_;
-  if (t.snat.empty() && !ctx_.nat_used.load(std::memory_order_relaxed)) {
-    // Forwarding only: stateless unless an ACL must judge the flow.
-    if (t.acl->empty()) return forward(iface, m, p);
-    return new_flow(iface, m, p, FlowKey{});
-  }
-  if (!(p.flags & net::PKT_FIRST_FRAGMENT)) return handle_fragment(iface, m, p, false);
-  if (p.proto == IPPROTO_ICMP && net::is_icmp_error(icmp_of(p)->type)) {
-    if (handle_icmp_error_in2out(iface, m, p)) return;
-    return forward(iface, m, p);
-  }
-  FlowKey k{};
-  if (!(p.flags & net::PKT_HAS_PORTS) || !inside_key(p, k)) return new_flow(iface, m, p, k);
-  uint32_t idx;
-  const int table = find(k, id_, idx);
-  if (table < 0) return new_flow(iface, m, p, k);
-  Session& s = ctx_.sessions[table]->session(idx);
-  if (!fits_mtu(iface, s.out_iface, m, p)) return;
-  if (p.flags & net::PKT_FRAGMENT) remember_fragment(p, static_cast<uint16_t>(table), idx, nat::kInside);
-  touch(s, p, true);
-  in2out(m, p, s);
-  counters_.in2out.add();
-  send_l3(s.out_iface, s.out_nh, m);
-}
-
 // Slow path: the first packet of a flow (or a packet NAT does not map).
 [[gnu::noinline]] void Worker::new_flow(uint16_t iface, rte_mbuf* m, Ipv4Packet& p,
                                         const FlowKey& key) {
@@ -416,13 +469,7 @@ void Worker::handle_transit(uint16_t iface, rte_mbuf* m, Ipv4Packet& p) {
     case nat::CreateResult::kTableFull: return drop(m, kDropTableFull);
     default: return drop(m, kDropNoPort);
   }
-  Session& s = st.session(idx);
-  if (!fits_mtu(iface, s.out_iface, m, p)) return;
-  if (p.flags & net::PKT_FRAGMENT) remember_fragment(p, id_, idx, nat::kInside);
-  touch(s, p, true);
-  in2out(m, p, s);
-  counters_.in2out.add();
-  send_l3(s.out_iface, s.out_nh, m);
+  finish_in2out(iface, m, p, id_, idx);
 }
 
 void Worker::forward(uint16_t iface, rte_mbuf* m, Ipv4Packet& p) {

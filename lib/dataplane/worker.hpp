@@ -77,10 +77,15 @@ class Worker {
     uint32_t expires_ms = 0;
   };
 
+  enum class Lane : uint8_t { kDone, kInside, kOutside };  // after classify()
+  void process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n);
+  Lane classify(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, nat::FlowKey& k);
+  void resolve(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& k, Lane lane);
+  void finish_in2out(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, uint16_t table, uint32_t idx);
+  void finish_out2in(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, uint16_t table, uint32_t idx);
+  void echo_reply(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
   void handle(uint16_t iface, rte_mbuf* m);
   void handle_arp(uint16_t iface, rte_mbuf* m);
-  void handle_local(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
-  void handle_transit(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
   void handle_icmp_error_out2in(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
   bool handle_icmp_error_in2out(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
   void handle_fragment(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, bool local);
