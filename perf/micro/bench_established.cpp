@@ -95,8 +95,8 @@ Population* population(uint32_t n, uint8_t proto, bool nat) {
   pop->in_t = FrameTemplate::make(mac(0x01), mac(0x10), proto, Flows::in_src(0), Flows::remote(0),
                                   rte_be_to_cpu_16(Flows::in_sport(0)), 443);
   pop->before = MemProbe::now();
-  const auto t0 = std::chrono::steady_clock::now();
   pop->p = std::make_unique<Pipeline>(nat ? nat_config(n) : forward_config());
+  const auto t0 = std::chrono::steady_clock::now();
   dp::Worker& w = pop->p->worker();
   if (nat) {
     // First packets create the sessions through the normal slow path.

@@ -1002,12 +1002,15 @@ class Metrics:
 
 def scrape_metrics(url: str = METRICS_URL, timeout: float = 5) -> tuple[str, dict[str, str], str]:
     """GET url from inside ngw-nat with curl: (status line, headers (lower-case names), body)."""
-    r = ns_exec(NAT_NS, ["curl", "-sS", "-i", "--max-time", str(timeout), url], timeout=timeout + 10)
+    # Bytes, not text: text mode would turn the header's CRLFs (and any stray CR in the body) into LFs.
+    r = subprocess.run(["ip", "netns", "exec", NAT_NS, "curl", "-sS", "-i", "--max-time", str(timeout), url],
+                       capture_output=True, timeout=timeout + 10, stdin=subprocess.DEVNULL)
     if r.returncode != 0:
-        raise RuntimeError(f"scraping {url} failed ({r.returncode}): {r.stderr}")
-    head, sep, body = r.stdout.partition("\r\n\r\n")
+        raise RuntimeError(f"scraping {url} failed ({r.returncode}): {r.stderr.decode(errors='replace')}")
+    raw_head, sep, raw_body = r.stdout.partition(b"\r\n\r\n")
     if not sep:
         raise RuntimeError(f"no HTTP header in the answer from {url}: {r.stdout[:200]!r}")
+    head, body = raw_head.decode("latin-1"), raw_body.decode("utf-8")
     status, *hdrs = head.split("\r\n")
     headers = {}
     for h in hdrs:
@@ -1336,6 +1339,11 @@ class TcpHolder:
             if self.proc.poll() is None:
                 self.proc.kill()
             self.proc.wait()
+            for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                try:
+                    f.close()
+                except OSError:
+                    pass
             self.proc = None
         return out
 

@@ -596,7 +596,6 @@ TEST_F(SessionTableTest, ConcurrentReadersNeverSeeAForeignSession) {
     rte_rcu_qsbr_thread_offline(qsbr, id);
     rte_rcu_qsbr_thread_unregister(qsbr, id);
     bad += bi + bo;
-    fprintf(stderr, "reader %u ih=%lu oh=%lu\n", id, (unsigned long)ih, (unsigned long)oh);
     in_hits += ih;
     out_hits += oh;
   };
@@ -622,8 +621,10 @@ TEST_F(SessionTableTest, ConcurrentReadersNeverSeeAForeignSession) {
           uint32_t idx;
           const auto rr = create(t, k, now, idx, {0}, false, true);
           created += rr == CreateResult::kOk;
-          if (created < 5) fprintf(stderr, "create r=%d idx=%u lookup=%ld active=%u\n", (int)rr, idx, (long)t.lookup(k), t.active());
           pools.clear();
+          // Slots come back only once both readers have passed a quiescent point; on a
+          // two-CPU machine three busy threads can starve one for a while, so let them run.
+          if (rr == CreateResult::kTableFull) std::this_thread::sleep_for(std::chrono::microseconds(50));
         }
         ++now;
       }
@@ -631,7 +632,6 @@ TEST_F(SessionTableTest, ConcurrentReadersNeverSeeAForeignSession) {
       t.reclaim();
     }
   }
-  fprintf(stderr, "writer created=%lu active=%u\n", (unsigned long)created, t.active());
   stop = true;
   r1.join();
   r2.join();
