@@ -60,7 +60,10 @@ PortPlan plan_port(const rte_eth_dev_info& info, const PortParams& p, const std:
   auto clamp = [](uint16_t want, const rte_eth_desc_lim& lim) {
     uint16_t v = std::min<uint16_t>(want, lim.nb_max ? lim.nb_max : want);
     v = std::max<uint16_t>(v, lim.nb_min);
-    if (lim.nb_align > 1) v = static_cast<uint16_t>(v - v % lim.nb_align);
+    if (lim.nb_align > 1) {
+      v = static_cast<uint16_t>(v - v % lim.nb_align);
+      if (v < lim.nb_min) v = static_cast<uint16_t>(v + lim.nb_align);  // rounding must not undercut the minimum
+    }
     return v;
   };
   plan.rx_desc = clamp(p.rx_desc, info.rx_desc_lim);

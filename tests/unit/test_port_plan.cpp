@@ -1,0 +1,134 @@
+// Port setup against the limits a device reports (design §7: "unit-test port setup
+// against ENA's limits with a faked device-info"). No device is probed: plan_port()
+// only reads rte_eth_dev_info, so an ENA as the PMD describes itself is faked here.
+#include <gtest/gtest.h>
+
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+
+#include <string>
+
+#include "dataplane/port.hpp"
+
+namespace natgw::dp {
+namespace {
+
+// What DPDK 22.11's ENA PMD reports on a c5n/c6in-class instance with LLQ on
+// (ena_infos_get): 8-32 queues, RX rings up to 8K, TX rings up to 1K with LLQ,
+// RSS on non-fragmented TCP/UDP only, RX/TX L3/L4 checksum offloads, MTU up to 9216.
+rte_eth_dev_info ena_info(uint16_t queues = 8) {
+  rte_eth_dev_info i{};
+  i.driver_name = "net_ena";
+  i.max_rx_queues = queues;
+  i.max_tx_queues = queues;
+  i.max_mtu = 9216;
+  i.min_mtu = 128;
+  i.rx_desc_lim = {.nb_max = 8192, .nb_min = 128, .nb_align = 1, .nb_seg_max = 1, .nb_mtu_seg_max = 1};
+  i.tx_desc_lim = {.nb_max = 1024, .nb_min = 128, .nb_align = 1, .nb_seg_max = 17, .nb_mtu_seg_max = 17};
+  i.flow_type_rss_offloads = RTE_ETH_RSS_NONFRAG_IPV4_TCP | RTE_ETH_RSS_NONFRAG_IPV4_UDP |
+                             RTE_ETH_RSS_NONFRAG_IPV6_TCP | RTE_ETH_RSS_NONFRAG_IPV6_UDP;
+  i.rx_offload_capa = RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_UDP_CKSUM |
+                      RTE_ETH_RX_OFFLOAD_TCP_CKSUM | RTE_ETH_RX_OFFLOAD_RSS_HASH;
+  i.tx_offload_capa = RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_UDP_CKSUM |
+                      RTE_ETH_TX_OFFLOAD_TCP_CKSUM | RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+  return i;
+}
+
+// af_packet as DPDK 22.11 describes it: no offloads, no RSS, fixed ring sizes.
+rte_eth_dev_info af_packet_info(uint16_t qpairs = 1) {
+  rte_eth_dev_info i{};
+  i.driver_name = "net_af_packet";
+  i.max_rx_queues = qpairs;
+  i.max_tx_queues = qpairs;
+  i.max_mtu = 0;  // unknown: follows the kernel interface
+  return i;
+}
+
+PortParams params(uint16_t queues, uint16_t mtu, uint16_t rxd = 1024, uint16_t txd = 1024) {
+  PortParams p;
+  p.queues = queues;
+  p.mtu = mtu;
+  p.rx_desc = rxd;
+  p.tx_desc = txd;
+  return p;
+}
+
+TEST(PortPlan, EnaJumboFramesWithTwoWorkersUseRssOnWhatEnaHashes) {
+  const PortPlan plan = plan_port(ena_info(), params(2, 9001), "inside");
+  EXPECT_EQ(plan.conf.rxmode.mtu, 9001u);
+  EXPECT_TRUE(plan.set_mtu);
+  EXPECT_EQ(plan.conf.rxmode.mq_mode, RTE_ETH_MQ_RX_RSS);
+  // We ask for IP|TCP|UDP; ENA can only hash non-fragmented TCP/UDP, and asking for
+  // more makes rte_eth_dev_configure fail, so the request is masked to what it offers.
+  const uint64_t hf = plan.conf.rx_adv_conf.rss_conf.rss_hf;
+  EXPECT_NE(hf & RTE_ETH_RSS_NONFRAG_IPV4_TCP, 0u);
+  EXPECT_NE(hf & RTE_ETH_RSS_NONFRAG_IPV4_UDP, 0u);
+  EXPECT_EQ(hf & ~ena_info().flow_type_rss_offloads, 0u);
+  EXPECT_NE(plan.conf.rxmode.offloads & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM, 0u);
+}
+
+TEST(PortPlan, OneWorkerNeedsNoRss) {
+  const PortPlan plan = plan_port(ena_info(), params(1, 1500), "inside");
+  EXPECT_EQ(plan.conf.rxmode.mq_mode, RTE_ETH_MQ_RX_NONE);
+  EXPECT_EQ(plan.conf.rx_adv_conf.rss_conf.rss_hf, 0u);
+}
+
+TEST(PortPlan, DescriptorCountsAreClampedToEnaLlqLimits) {
+  // 4096 TX descriptors is more than ENA's LLQ ring holds (1024): clamp, don't fail.
+  PortPlan plan = plan_port(ena_info(), params(1, 1500, 4096, 4096), "inside");
+  EXPECT_EQ(plan.rx_desc, 4096);
+  EXPECT_EQ(plan.tx_desc, 1024);
+  // Below the minimum is raised to it.
+  plan = plan_port(ena_info(), params(1, 1500, 32, 32), "inside");
+  EXPECT_EQ(plan.rx_desc, 128);
+  EXPECT_EQ(plan.tx_desc, 128);
+}
+
+TEST(PortPlan, DescriptorAlignmentIsRespected) {
+  rte_eth_dev_info i = ena_info();
+  i.rx_desc_lim.nb_align = 32;
+  const PortPlan plan = plan_port(i, params(1, 1500, 1000, 1000), "inside");
+  EXPECT_EQ(plan.rx_desc % 32, 0);
+  EXPECT_LE(plan.rx_desc, 1000);
+  // Rounding down to the alignment must not go below the minimum.
+  i.rx_desc_lim = {.nb_max = 4096, .nb_min = 100, .nb_align = 64, .nb_seg_max = 1, .nb_mtu_seg_max = 1};
+  const PortPlan small = plan_port(i, params(1, 1500, 100, 1024), "inside");
+  EXPECT_EQ(small.rx_desc, 128);
+}
+
+TEST(PortPlan, MoreWorkersThanQueuesIsAnErrorNamingTheFix) {
+  try {
+    plan_port(ena_info(2), params(4, 1500), "endpoint");
+    FAIL() << "4 workers on a 2-queue ENA must be refused";
+  } catch (const std::runtime_error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("endpoint"), std::string::npos) << m;
+    EXPECT_NE(m.find("4 workers"), std::string::npos) << m;
+    EXPECT_NE(m.find("2/2"), std::string::npos) << m;
+  }
+  EXPECT_THROW(plan_port(af_packet_info(1), params(2, 1500), "inside"), std::runtime_error);
+  EXPECT_NO_THROW(plan_port(af_packet_info(2), params(2, 1500), "inside"));
+}
+
+TEST(PortPlan, MtuAboveTheDeviceMaximumIsRefused) {
+  EXPECT_THROW(plan_port(ena_info(), params(1, 9300), "inside"), std::runtime_error);
+  EXPECT_NO_THROW(plan_port(ena_info(), params(1, 9216), "inside"));
+  // A PMD that reports no maximum (af_packet) is taken at its word: the kernel decides.
+  EXPECT_NO_THROW(plan_port(af_packet_info(), params(1, 9001), "inside"));
+}
+
+TEST(PortPlan, ChecksumOffloadOnlyWhenOffered) {
+  const PortPlan plan = plan_port(af_packet_info(), params(1, 1500), "inside");
+  EXPECT_EQ(plan.conf.rxmode.offloads & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM, 0u);
+  EXPECT_EQ(plan.conf.rxmode.mq_mode, RTE_ETH_MQ_RX_NONE);
+}
+
+TEST(PortPlan, MbufDataRoomHoldsAJumboFrameInOneSegment) {
+  EXPECT_EQ(mbuf_data_room(1500), RTE_MBUF_DEFAULT_BUF_SIZE);
+  const uint16_t room = mbuf_data_room(9001);
+  EXPECT_GE(room, RTE_PKTMBUF_HEADROOM + 9001 + RTE_ETHER_HDR_LEN + RTE_ETHER_CRC_LEN);
+  EXPECT_EQ(room % 1024, 0);
+}
+
+}  // namespace
+}  // namespace natgw::dp
