@@ -29,7 +29,7 @@ std::string esc(const std::string& s) {
 
 class Prom {
  public:
-  void family(const char* name, const char* type, const char* help) {
+  void family(const char* name, const char* help, const char* type) {
     o_ << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n";
   }
   void sample(const std::string& name, const std::string& labels, double v) {
@@ -78,7 +78,7 @@ std::string render_prometheus(const Snapshot& s, const dp::Context& ctx, const R
       {"natgw_port_tx_errors_total", "Failed transmissions reported by the port", &IfaceStats::port_oerrors},
   };
   for (const auto& f : iface_fields) {
-    p.family(f.name, "counter", f.help);
+    p.family(f.name, f.help, "counter");
     for (const auto& i : s.ifaces) p.sample(f.name, "interface=\"" + esc(i.name) + "\"", i.*(f.field));
   }
   p.family("natgw_port_xstat", "The port driver's extended statistics (rte_eth_xstats), by name",
