@@ -237,7 +237,7 @@ EOF
 # address it saw) and a UDP echo on :7 answering "<server>:<source ip>:<payload>".
 write_server_py() {
   cat >"$RUN/labsrv.py" <<'EOF'
-import argparse, http.server, os, socket, socketserver, sys, threading
+import argparse, hashlib, http.server, os, socket, socketserver, sys, threading
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--name", required=True)
@@ -261,6 +261,21 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             self.wfile.write(body)
             return
         super().do_GET()
+    def do_POST(self):  # any path: read the body, answer "<name> <bytes> <sha256>" (uploads, path MTU tests)
+        n = int(self.headers.get("Content-Length", 0))
+        h, left = hashlib.sha256(), n
+        while left > 0:
+            chunk = self.rfile.read(min(left, 65536))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+        body = f"{args.name} {n - left} {h.hexdigest()}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
     def log_message(self, fmt, *a):
         sys.stderr.write(f"http {args.name} {self.client_address[0]}:{self.client_address[1]} {fmt % a}\n")
 
