@@ -2,17 +2,10 @@
 // TX capture, every checksum verified from scratch.
 #include <gtest/gtest.h>
 
-#include "common/pipeline.hpp"
+#include "packet/packet_test.hpp"
 
 namespace natgw::test {
 namespace {
-
-constexpr uint16_t kInside = 0, kEndpoint = 1, kInternet = 2;
-
-std::vector<std::vector<uint8_t>> ipv4_only(std::vector<std::vector<uint8_t>> v) {
-  std::erase_if(v, [](const auto& f) { return parse_frame(f).ether_type != RTE_ETHER_TYPE_IPV4; });
-  return v;
-}
 
 class NatPipeline : public ::testing::Test {
  protected:
@@ -20,16 +13,8 @@ class NatPipeline : public ::testing::Test {
     p.neighbour(kInternet, "10.0.3.1", 0x31);
     p.neighbour(kEndpoint, "10.0.2.1", 0x21);
   }
-  PacketSpec from_client(uint8_t proto, const char* dst, uint16_t sport, uint16_t dport) {
-    PacketSpec s;
-    s.src_mac = mac(0x01);  // the TGW router
-    s.dst_mac = mac(0x10);  // our inside port
-    s.src = ip("192.168.10.2");
-    s.dst = ip(dst);
-    s.proto = proto;
-    s.sport = sport;
-    s.dport = dport;
-    return s;
+  static PacketSpec from_client(uint8_t proto, const char* dst, uint16_t sport, uint16_t dport) {
+    return client(proto, dst, sport, dport);
   }
   Pipeline p;
 };

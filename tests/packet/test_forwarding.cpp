@@ -1,0 +1,286 @@
+// IPv4 forwarding through the whole pipeline: TTL and checksum, ICMP errors
+// (time exceeded, unreachable) and their rate limit, echo replies for our
+// addresses, route selection, ARP answers and packets held while ARP resolves.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "packet/packet_test.hpp"
+
+namespace natgw::test {
+namespace {
+
+class Forwarding : public ::testing::Test {
+ protected:
+  Forwarding() : p(kForwardConfig) { lab_neighbours(p); }
+  Pipeline p;
+};
+
+TEST_F(Forwarding, TtlIsDecrementedAndChecksumsStayExact) {
+  for (uint8_t ttl : {64, 2, 255}) {
+    auto s = client(IPPROTO_UDP, "203.0.113.10", 40000, 53);
+    s.ttl = ttl;
+    const auto in = build_frame(s);
+    p.rx(kInside, in);
+    auto out = ipv4_only(p.out(kInternet));
+    ASSERT_EQ(out.size(), 1u) << "ttl " << int(ttl);
+    // Only the TTL, the header checksum and the MACs change (no NAT in this config).
+    EXPECT_EQ(out[0], expected(in, {.src_mac = our_mac(kInternet), .dst_mac = mac(kInternetGwMac)}));
+    EXPECT_TRUE(checksums_exact(out[0]));
+    EXPECT_EQ(parse_frame(out[0]).ttl, ttl - 1);
+  }
+  EXPECT_EQ(total(p, &dp::WorkerCounters::forwarded), 3u);
+  EXPECT_EQ(all_drops(p), 0u);
+}
+
+TEST_F(Forwarding, TtlOneGetsTimeExceeded) {
+  for (uint8_t ttl : {1, 0}) {
+    auto s = client(IPPROTO_TCP, "203.0.113.10", 40000, 443);
+    s.ttl = ttl;
+    const auto in = build_frame(s);
+    p.rx(kInside, in);
+    EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty());
+    auto back = ipv4_only(p.out(kInside));
+    ASSERT_EQ(back.size(), 1u);
+    const Parsed e = parse_frame(back[0]);
+    EXPECT_EQ(e.icmp_type, 11);
+    EXPECT_EQ(e.icmp_code, 0);
+    EXPECT_EQ(ipstr(e.src), "10.0.1.10");  // the interface it arrived on
+    EXPECT_EQ(ipstr(e.dst), "192.168.10.2");
+    EXPECT_TRUE(same_mac(e.dst_mac, mac(kTgwMac)));
+    EXPECT_TRUE(same_mac(e.src_mac, our_mac(kInside)));
+    EXPECT_TRUE(checksums_exact(back[0]));
+    // The quote is the packet as it arrived (it is short: all of it).
+    EXPECT_EQ(std::vector<uint8_t>(e.l4.begin() + 8, e.l4.end()), ip_of(in));
+  }
+  EXPECT_EQ(drops(p, dp::kDropTtl), 2u);
+  EXPECT_EQ(total(p, &dp::WorkerCounters::icmp_errors_sent), 2u);
+}
+
+TEST_F(Forwarding, NoRouteGetsNetUnreachable) {
+  // The same lab without a default route.
+  Pipeline q(with(kForwardConfig, "prefix = \"0.0.0.0/0\"", "prefix = \"203.0.113.0/24\""));
+  lab_neighbours(q);
+  const auto in = build_frame(client(IPPROTO_UDP, "8.8.8.8", 40000, 53));
+  q.rx(kInside, in);
+  EXPECT_TRUE(ipv4_only(q.out(kInternet)).empty());
+  EXPECT_TRUE(ipv4_only(q.out(kEndpoint)).empty());
+  auto back = ipv4_only(q.out(kInside));
+  ASSERT_EQ(back.size(), 1u);
+  const Parsed e = parse_frame(back[0]);
+  EXPECT_EQ(e.icmp_type, 3);
+  EXPECT_EQ(e.icmp_code, 0);
+  EXPECT_EQ(ipstr(e.src), "10.0.1.10");
+  EXPECT_EQ(ipstr(e.dst), "192.168.10.2");
+  EXPECT_TRUE(checksums_exact(back[0]));
+  EXPECT_EQ(drops(q, dp::kDropNoRoute), 1u);
+  // Still routed where a route exists.
+  q.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53)));
+  EXPECT_EQ(ipv4_only(q.out(kInternet)).size(), 1u);
+}
+
+TEST_F(Forwarding, EchoRequestsToOurAddressesAreAnswered) {
+  // Any of our addresses, asked from the inside; and the endpoint address from its own link.
+  const struct {
+    uint16_t iface;
+    const char* from;
+    const char* to;
+    uint8_t nbr;
+  } cases[] = {{kInside, "192.168.10.2", "10.0.1.10", kTgwMac},
+               {kInside, "192.168.10.2", "10.0.3.10", kTgwMac},
+               {kEndpoint, "10.0.2.1", "10.0.2.10", kEndpointGwMac}};
+  for (const auto& c : cases) {
+    PacketSpec s;
+    s.src_mac = mac(c.nbr);
+    s.dst_mac = our_mac(c.iface);
+    s.src = ip(c.from);
+    s.dst = ip(c.to);
+    s.proto = IPPROTO_ICMP;
+    s.sport = 0x1234;
+    s.ttl = 17;
+    p.rx(c.iface, build_frame(s));
+    auto r = ipv4_only(p.out(c.iface));
+    ASSERT_EQ(r.size(), 1u) << c.to;
+    const Parsed e = parse_frame(r[0]);
+    EXPECT_EQ(e.icmp_type, 0);
+    EXPECT_EQ(e.sport, 0x1234);
+    EXPECT_EQ(ipstr(e.src), c.to);
+    EXPECT_EQ(ipstr(e.dst), c.from);
+    EXPECT_TRUE(same_mac(e.dst_mac, mac(c.nbr)));
+    EXPECT_EQ(std::vector<uint8_t>(e.l4.begin() + 8, e.l4.end()), s.payload);
+    EXPECT_TRUE(checksums_exact(r[0]));
+  }
+  EXPECT_EQ(total(p, &dp::WorkerCounters::echo_replies), 3u);
+  EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty());
+}
+
+TEST_F(Forwarding, IcmpErrorsAreRateLimited) {
+  auto s = client(IPPROTO_UDP, "203.0.113.10", 40000, 53);
+  s.ttl = 1;
+  const auto f = build_frame(s);
+  p.rx(kInside, std::vector<std::vector<uint8_t>>(30, f));
+  // 200 errors/s, given out in 50 ms buckets of 20.
+  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 20u);
+  EXPECT_EQ(total(p, &dp::WorkerCounters::icmp_errors_ratelimited), 10u);
+  EXPECT_EQ(drops(p, dp::kDropTtl), 30u);  // every packet is dropped, answered or not
+  p.advance(20);
+  p.rx(kInside, std::vector<std::vector<uint8_t>>(5, f));
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty()) << "the bucket refills only after 50 ms";
+  p.advance(30);
+  p.rx(kInside, std::vector<std::vector<uint8_t>>(25, f));
+  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 20u);
+  EXPECT_EQ(total(p, &dp::WorkerCounters::icmp_errors_sent), 40u);
+}
+
+TEST_F(Forwarding, NoIcmpErrorAboutAnIcmpError) {
+  auto quote = ip_of(build_frame(client(IPPROTO_UDP, "192.168.10.2", 53, 40000, "203.0.113.10")));
+  auto e = build_icmp_error_frame(mac(kTgwMac), our_mac(kInside), ip("192.168.10.2"),
+                                  ip("203.0.113.10"), 3, 3, quote, 0, 548, /*ttl=*/1);
+  p.rx(kInside, e);
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty());
+  EXPECT_EQ(drops(p, dp::kDropTtl), 1u);
+  EXPECT_EQ(total(p, &dp::WorkerCounters::icmp_errors_sent), 0u);
+}
+
+class TempFile {
+ public:
+  explicit TempFile(const std::string& text) {
+    char tmpl[] = "/tmp/natgw-test-XXXXXX";
+    const int fd = mkstemp(tmpl);
+    EXPECT_GE(fd, 0);
+    close(fd);
+    path = tmpl;
+    std::ofstream(path) << text;
+  }
+  ~TempFile() { std::remove(path.c_str()); }
+  std::string path;
+};
+
+// A prefix-list route (the S3 endpoint) and the default route (internet): the
+// longest prefix picks the egress interface, gateway and (with NAT) source address.
+TEST(Routing, PrefixListRouteBeatsTheDefaultRoute) {
+  TempFile list("# S3 in one region\n52.216.0.0/15\n198.51.100.0/24\n");
+  for (const bool nat : {false, true}) {
+    std::string cfg = with(kForwardConfig, "prefix = \"198.51.100.0/24\"",
+                           "prefix_list = \"" + list.path + "\"");
+    if (nat) cfg += "[[snat]]\nfrom = [\"192.168.0.0/16\"]\n";
+    Pipeline p(cfg);
+    lab_neighbours(p);
+    const struct {
+      const char* dst;
+      uint16_t iface;
+      uint8_t gw;
+      const char* nat_src;
+    } cases[] = {{"52.217.4.1", kEndpoint, kEndpointGwMac, "10.0.2.10"},
+                 {"198.51.100.10", kEndpoint, kEndpointGwMac, "10.0.2.10"},
+                 {"52.218.0.1", kInternet, kInternetGwMac, "10.0.3.10"},
+                 {"8.8.8.8", kInternet, kInternetGwMac, "10.0.3.10"}};
+    uint16_t sport = 40000;
+    for (const auto& c : cases) {
+      p.rx(kInside, build_frame(client(IPPROTO_TCP, c.dst, sport++, 443)));
+      const uint16_t other = c.iface == kEndpoint ? kInternet : kEndpoint;
+      EXPECT_TRUE(ipv4_only(p.out(other)).empty()) << c.dst;
+      auto out = ipv4_only(p.out(c.iface));
+      ASSERT_EQ(out.size(), 1u) << c.dst;
+      const Parsed o = parse_frame(out[0]);
+      EXPECT_TRUE(same_mac(o.dst_mac, mac(c.gw))) << c.dst;
+      EXPECT_TRUE(same_mac(o.src_mac, our_mac(c.iface))) << c.dst;
+      EXPECT_EQ(ipstr(o.src), nat ? c.nat_src : "192.168.10.2") << c.dst;
+      EXPECT_EQ(ipstr(o.dst), c.dst);
+      EXPECT_TRUE(checksums_exact(out[0]));
+    }
+  }
+}
+
+TEST_F(Forwarding, ArpRequestsForOurAddressesAreAnswered) {
+  const rte_ether_addr bcast{{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
+  const rte_ether_addr zero{};
+  const rte_ether_addr asker = mac(0x05);
+  p.rx(kInside, build_arp(RTE_ARP_OP_REQUEST, asker, ip("10.0.1.5"), zero, ip("10.0.1.10"), bcast));
+  auto r = p.out(kInside);
+  ASSERT_EQ(r.size(), 1u);
+  const ParsedArp a = parse_arp(r[0]);
+  ASSERT_TRUE(a.ok);
+  EXPECT_EQ(a.op, RTE_ARP_OP_REPLY);
+  EXPECT_TRUE(same_mac(a.eth_dst, asker));
+  EXPECT_TRUE(same_mac(a.eth_src, our_mac(kInside)));
+  EXPECT_TRUE(same_mac(a.sha, our_mac(kInside)));
+  EXPECT_EQ(ipstr(a.sip), "10.0.1.10");
+  EXPECT_TRUE(same_mac(a.tha, asker));
+  EXPECT_EQ(ipstr(a.tip), "10.0.1.5");
+  EXPECT_EQ(r[0].size(), sizeof(rte_ether_hdr) + sizeof(rte_arp_hdr));
+  // The asker was learnt: traffic to it goes out without an ARP round trip.
+  arp::ArpTable::Hit hit;
+  ASSERT_TRUE(p.ctx.arp.lookup(ip("10.0.1.5"), hit));
+  EXPECT_TRUE(same_mac(hit.mac, asker));
+  EXPECT_EQ(hit.iface, kInside);
+
+  // Not ours, or ours but on another link: no answer, nothing learnt.
+  p.rx(kInside, build_arp(RTE_ARP_OP_REQUEST, mac(0x06), ip("10.0.1.6"), zero, ip("10.0.1.99"), bcast));
+  p.rx(kInside, build_arp(RTE_ARP_OP_REQUEST, mac(0x07), ip("10.0.1.7"), zero, ip("10.0.3.10"), bcast));
+  EXPECT_TRUE(p.out(kInside).empty());
+  EXPECT_FALSE(p.ctx.arp.lookup(ip("10.0.1.6"), hit));
+  EXPECT_FALSE(p.ctx.arp.lookup(ip("10.0.1.7"), hit));
+  EXPECT_EQ(total(p, &dp::WorkerCounters::arp_replies_sent), 1u);
+}
+
+TEST(Arp, PacketsAreHeldWhileTheGatewayResolvesThenSent) {
+  Pipeline p(kForwardConfig);  // no neighbours known
+  p.advance(0);                // the first housekeeping asks for every gateway: take that out of the way
+  p.out(kInternet);
+  p.out(kEndpoint);
+  p.out(kInside);
+  std::vector<std::vector<uint8_t>> sent;
+  for (uint16_t i = 0; i < 3; ++i) {
+    auto s = client(IPPROTO_UDP, "203.0.113.10", static_cast<uint16_t>(40000 + i), 53);
+    sent.push_back(build_frame(s));
+  }
+  p.rx(kInside, sent);
+  auto req = p.out(kInternet);
+  ASSERT_EQ(req.size(), 1u) << "one ARP request for the gateway, no IPv4 yet";
+  const ParsedArp a = parse_arp(req[0]);
+  ASSERT_TRUE(a.ok);
+  EXPECT_EQ(a.op, RTE_ARP_OP_REQUEST);
+  EXPECT_TRUE(rte_is_broadcast_ether_addr(&a.eth_dst));
+  EXPECT_TRUE(same_mac(a.sha, our_mac(kInternet)));
+  EXPECT_EQ(ipstr(a.sip), "10.0.3.10");
+  EXPECT_EQ(ipstr(a.tip), "10.0.3.1");
+
+  // The gateway answers; the held packets leave, in order, to its MAC.
+  p.rx(kInternet, build_arp(RTE_ARP_OP_REPLY, mac(kInternetGwMac), ip("10.0.3.1"), our_mac(kInternet),
+                            ip("10.0.3.10"), our_mac(kInternet)));
+  p.advance(1);
+  auto out = p.out(kInternet);
+  ASSERT_EQ(out.size(), 3u);
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_EQ(out[i], expected(sent[i], {.src_mac = our_mac(kInternet), .dst_mac = mac(kInternetGwMac)}));
+  EXPECT_EQ(drops(p, dp::kDropArpUnresolved), 0u);
+  EXPECT_EQ(total(p, &dp::WorkerCounters::arp_learned), 1u);
+}
+
+TEST(Arp, UnansweredRequestsAreRetriedThenHeldPacketsDropped) {
+  Pipeline p(kForwardConfig);
+  p.advance(0);
+  p.out(kInternet);
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53)));
+  auto tip_count = [&](const std::vector<std::vector<uint8_t>>& v) {
+    size_t n = 0;
+    for (const auto& f : v) n += parse_arp(f).ok && parse_arp(f).tip == ip("10.0.3.1");
+    return n;
+  };
+  EXPECT_EQ(tip_count(p.out(kInternet)), 1u);
+  p.advance(500);
+  EXPECT_EQ(tip_count(p.out(kInternet)), 0u) << "no retry before a second";
+  p.advance(600);
+  EXPECT_EQ(tip_count(p.out(kInternet)), 1u) << "retried after a second";
+  EXPECT_EQ(drops(p, dp::kDropArpUnresolved), 0u);
+  p.advance(2000);
+  EXPECT_EQ(drops(p, dp::kDropArpUnresolved), 1u) << "given up after 3 s";
+  EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty());
+}
+
+}  // namespace
+}  // namespace natgw::test
