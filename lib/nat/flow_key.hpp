@@ -17,7 +17,8 @@ namespace natgw::nat {
 
 enum Dir : uint8_t { kInside = 0, kOutside = 1 };
 
-struct FlowKey {
+// 8-byte aligned: rte_hash's CRC reads keys 8 bytes at a time.
+struct alignas(8) FlowKey {
   rte_be32_t src;
   rte_be32_t dst;
   rte_be16_t sport;
@@ -35,7 +36,7 @@ inline FlowKey make_key(rte_be32_t src, rte_be32_t dst, rte_be16_t sport, rte_be
 }
 
 // Endpoint-independent mapping key: one inside endpoint toward one outside pool.
-struct MapKey {
+struct alignas(8) MapKey {
   rte_be32_t in_ip;
   rte_be16_t in_port;
   uint8_t proto;

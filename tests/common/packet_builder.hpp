@@ -104,7 +104,7 @@ inline std::vector<uint8_t> build_frame(const PacketSpec& s) {
     th->dst_port = htons(s.dport);
     th->sent_seq = htonl(1000);
     th->data_off = static_cast<uint8_t>((l4h / 4) << 4);
-    std::memcpy(l4 + 20, s.tcp_options.data(), s.tcp_options.size());
+    if (!s.tcp_options.empty()) std::memcpy(l4 + 20, s.tcp_options.data(), s.tcp_options.size());
     th->tcp_flags = s.tcp_flags;
     th->rx_win = htons(65535);
     th->cksum = ref_csum(l4, l4len, pseudo_sum(iph, l4len));
