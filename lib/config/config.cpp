@@ -32,7 +32,8 @@ constexpr size_t kUnixPathMax = 108;  // sizeof(sockaddr_un::sun_path), includin
 // ---- Schema: every table and the keys it accepts ----
 
 constexpr std::string_view kDataplaneKeys[] = {"workers", "eal", "mbufs"};
-constexpr std::string_view kInterfaceKeys[] = {"name", "device", "address", "mtu", "mss_clamp"};
+constexpr std::string_view kInterfaceKeys[] = {"name",      "device",       "address",           "mtu",
+                                                 "mss_clamp", "xdp_steering", "xdp_host_addresses"};
 constexpr std::string_view kRouteKeys[] = {"prefix", "prefix_list", "via", "interface"};
 constexpr std::string_view kSnatKeys[] = {"from", "to", "ports"};
 constexpr std::string_view kTimeoutKeys[] = {"udp", "tcp_established", "tcp_transitory", "icmp",
@@ -510,9 +511,56 @@ class Loader {
       }
     }
 
+    load_xdp_steering(t, s, itf, addr_ok);
+
     cfg_.interfaces.push_back(std::move(itf));
     iface_addr_ok_.push_back(addr_ok);
     iface_device_id_.push_back(std::move(dev_id));
+  }
+
+  // xdp_steering / xdp_host_addresses of an [[interface]] (AF_XDP sharing the interface with the kernel).
+  void load_xdp_steering(const toml::table& t, const Section& s, Interface& itf, bool addr_ok) {
+    read_bool(t, s, "xdp_steering", itf.xdp_steering);
+    const auto* steer = t.get("xdp_steering");
+    if (itf.xdp_steering) {
+      const int line = line_of(*steer);
+      const bool af_xdp = itf.device.rfind("net_af_xdp", 0) == 0;
+      const auto iface_pos = itf.device.find(",iface=");
+      if (!itf.device.empty() && (!af_xdp || iface_pos == std::string::npos || iface_pos + 7 >= itf.device.size()))
+        error(line, "interface.xdp_steering needs an af_xdp device (\"net_af_xdpN,iface=IFNAME\"), not " +
+                        quote(itf.device));
+      if (itf.mtu > kXdpSteeringMaxMtu)
+        error(line, "interface.xdp_steering: mtu " + std::to_string(itf.mtu) + " is above " +
+                        std::to_string(kXdpSteeringMaxMtu) +
+                        ": AF_XDP has no multi-buffer here, so this mode and MTU 9001 exclude each other "
+                        "(bind the ENI to DPDK for jumbo frames)");
+    }
+    const auto* n = t.get("xdp_host_addresses");
+    if (!n) return;
+    if (!itf.xdp_steering) {
+      error(line_of(*n), "interface.xdp_host_addresses is only used with xdp_steering = true");
+      return;
+    }
+    const auto* a = array(*n, "interface.xdp_host_addresses", "IPv4 addresses");
+    if (!a) return;
+    if (a->empty())
+      error(line_of(*n), "interface.xdp_host_addresses is empty: leave it out to use the kernel's addresses");
+    std::map<uint32_t, int> seen;
+    for (const auto& e : *a) {
+      const auto addr = ipv4(e, "interface.xdp_host_addresses");
+      if (!addr) continue;
+      if (!is_unicast(*addr))
+        error(line_of(e), "interface.xdp_host_addresses " + format_ipv4(*addr) + " is not a unicast host address");
+      else if (addr_ok && *addr == itf.addr)
+        error(line_of(e), "interface.xdp_host_addresses " + format_ipv4(*addr) +
+                              " is natgw's own address: give natgw its own (secondary) address and keep the "
+                              "host's for the kernel");
+      else if (const auto [it, fresh] = seen.try_emplace(*addr, line_of(e)); !fresh)
+        error(line_of(e), "interface.xdp_host_addresses " + format_ipv4(*addr) + " is listed twice (first at line " +
+                              std::to_string(it->second) + ")");
+      else
+        itf.xdp_host_addresses.push_back(*addr);
+    }
   }
 
   // Each address must not fall into (or contain) another interface's subnet.

@@ -32,8 +32,17 @@ struct Interface {
   uint8_t prefix_len = 0;
   uint16_t mtu = 1500;
   uint16_t mss_clamp = 0;  // 0 = off; otherwise clamp TCP MSS on SYNs leaving this interface
+  // AF_XDP mode sharing the interface with the kernel (device "net_af_xdp...,iface=X"): natgw loads its
+  // XDP program (natgw_steer.bpf.o) on X, which passes what is addressed to the host's own addresses
+  // (and ARP for them, DHCP replies) to the kernel and redirects the rest to natgw. MTU <= 3498.
+  bool xdp_steering = false;
+  std::vector<uint32_t> xdp_host_addresses;  // host order; empty = the kernel's addresses on X at start
   Location loc;
 };
+
+// Largest MTU of an interface in AF_XDP steering mode: one XDP buffer per frame (no multi-buffer), and
+// ENA's kernel driver refuses XDP above 3498. MTU 9001 needs the ENI bound to DPDK instead.
+inline constexpr uint16_t kXdpSteeringMaxMtu = 3498;
 
 struct Route {
   std::vector<Prefix> prefixes;  // one for `prefix = ...`, many for `prefix_list = "file"`

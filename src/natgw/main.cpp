@@ -16,6 +16,7 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -29,6 +30,9 @@
 #include "dataplane/port.hpp"
 #include "dataplane/worker.hpp"
 #include "natgw_version.hpp"
+#ifdef NATGW_HAVE_XDP
+#include "xdp/steering.hpp"
+#endif
 
 namespace {
 
@@ -76,8 +80,86 @@ bool refuse_unimplemented(const config::Config& c) {
     std::cerr << c.path << ": [nat] hairpinning = true is not implemented yet\n";
     ok = false;
   }
+#ifndef NATGW_HAVE_XDP
+  for (const auto& itf : c.interfaces)
+    if (itf.xdp_steering) {
+      std::cerr << itf.loc.file << ":" << itf.loc.line << ": interface " << itf.name
+                << ": xdp_steering needs a natgw built with libbpf (install libbpf-dev and clang, rebuild)\n";
+      ok = false;
+    }
+#endif
   return ok;
 }
+
+#ifdef NATGW_HAVE_XDP
+// AF_XDP sharing an interface with the kernel (interface.xdp_steering, lib/xdp). The af_xdp PMD loads
+// and attaches natgw_steer.bpf.o (xdp_prog= devarg) when the port starts; natgw then fills its pinned
+// maps: the host's addresses go to the kernel, natgw's own and transit traffic to natgw's sockets.
+class XdpHooks {
+ public:
+  // The device string to probe: drops a natgw_steer a killed natgw left behind (the PMD cannot attach
+  // over it) and names our program. Other interfaces keep their device string.
+  static std::string device(const config::Interface& itf) {
+    if (!itf.xdp_steering) return itf.device;
+    const std::string ifname = xdp::af_xdp_iface(itf.device);
+    if (xdp::XdpSteering::detach_stale(ifname))
+      std::cerr << "natgw: " << itf.name << ": removed a stale natgw_steer from " << ifname << "\n";
+    const std::string obj = xdp::find_object();
+    if (obj.empty())
+      throw std::runtime_error(itf.name + ": xdp_steering: natgw_steer.bpf.o not found next to natgw or in the "
+                               "build/install folders (set NATGW_XDP_OBJECT)");
+    return xdp::with_xdp_prog(itf.device, obj);
+  }
+
+  // After the ports started, and again after a reload (SNAT pools may have changed).
+  void configure(const config::Config& cfg) {
+    for (size_t i = 0; i < cfg.interfaces.size(); ++i) {
+      const auto& itf = cfg.interfaces[i];
+      if (!itf.xdp_steering) continue;
+      const std::string ifname = xdp::af_xdp_iface(itf.device);
+      if (open_.size() <= i) open_.resize(i + 1);
+      if (!open_[i]) open_[i] = xdp::XdpSteering::open(ifname);
+      xdp::SteeringConfig sc;
+      sc.host_addresses = itf.xdp_host_addresses.empty() ? xdp::XdpSteering::kernel_addresses(ifname)
+                                                         : itf.xdp_host_addresses;
+      sc.natgw_addresses.push_back(itf.addr);
+      const uint32_t mask = config::prefix_mask(itf.prefix_len);
+      for (const auto& rule : cfg.snat)  // pool addresses on this link (secondary IPs of the ENI)
+        for (uint32_t a : rule.to)
+          if ((a & mask) == (itf.addr & mask) && a != itf.addr) sc.natgw_addresses.push_back(a);
+      open_[i]->configure(sc);
+      std::string host;
+      for (uint32_t a : sc.host_addresses) host += " " + config::format_ipv4(a);
+      std::cout << "  " << itf.name << ": XDP steering on " << ifname << " (prog id " << open_[i]->prog_id()
+                << ", maps in " << open_[i]->pin_dir() << "): to the kernel:" << (host.empty() ? " -" : host)
+                << "; to natgw: " << sc.natgw_addresses.size() << " address(es) and transit" << std::endl;
+    }
+  }
+
+  // Before the ports stop: every frame to the kernel.
+  void disable() noexcept {
+    for (auto& s : open_)
+      if (s) try { s->set_flags(0); } catch (const std::exception& e) { std::cerr << "natgw: " << e.what() << "\n"; }
+  }
+
+  // After the ports closed (the PMD detaches the program itself): make sure it is gone, remove the pins.
+  void remove() noexcept {
+    for (auto& s : open_)
+      if (s) try { s->detach(); } catch (const std::exception& e) { std::cerr << "natgw: " << e.what() << "\n"; }
+    open_.clear();
+  }
+
+ private:
+  std::vector<std::optional<xdp::XdpSteering>> open_;
+};
+#else
+struct XdpHooks {  // built without libbpf: refuse_unimplemented() rejects xdp_steering
+  static std::string device(const config::Interface& itf) { return itf.device; }
+  void configure(const config::Config&) {}
+  void disable() noexcept {}
+  void remove() noexcept {}
+};
+#endif
 
 struct WorkerSlot {
   dp::Worker* worker;
@@ -119,6 +201,7 @@ class Daemon {
   uint64_t generation_ = 1;
   control::ReloadStatus reload_;
   control::ControlServer server_;
+  XdpHooks xdp_;
 };
 
 Daemon* g_daemon = nullptr;  // for DPDK telemetry callbacks (C function pointers)
@@ -172,6 +255,7 @@ control::Reply Daemon::reload() {
       auto t = dp::build_tables(ctx_, *r.config, generation_);
       dp::publish_tables(ctx_, std::move(t));
       cfg_ = *r.config;
+      xdp_.configure(cfg_);
       reload_.generation = generation_++;
       reload_.last_ok = true;
       reload_.last_error.clear();
@@ -273,7 +357,7 @@ int Daemon::run(const char* argv0) {
     dp::init_context(ctx_, cfg_);
     uint16_t max_mtu = 0;
     for (size_t i = 0; i < cfg_.interfaces.size(); ++i) {
-      const uint16_t port = dp::probe_port(cfg_.interfaces[i].device);
+      const uint16_t port = dp::probe_port(XdpHooks::device(cfg_.interfaces[i]));
       ctx_.ifaces[i].port_id = port;
       ctx_.port_to_iface[port] = static_cast<uint8_t>(i);
       rte_eth_macaddr_get(port, &ctx_.ifaces[i].mac);
@@ -303,9 +387,17 @@ int Daemon::run(const char* argv0) {
                                     &ctx_);
     dp::init_sessions(ctx_, static_cast<int>(rte_socket_id()));
     dp::publish_tables(ctx_, dp::build_tables(ctx_, cfg_, generation_++));
+    xdp_.configure(cfg_);
   } catch (const std::exception& e) {
     std::cerr << "natgw: " << e.what() << "\n";
+    xdp_.disable();
     for (uint16_t p : started) dp::stop_port(p);
+    xdp_.remove();
+    // Free what DPDK memory holds (session tables, rings) while EAL is still up: ~Context would
+    // otherwise touch it after rte_eal_cleanup and crash instead of exiting 1.
+    dp::destroy_context(ctx_);
+    rte_mempool_free(pool_);
+    pool_ = nullptr;
     rte_eal_cleanup();
     return 1;
   }
@@ -358,11 +450,13 @@ int Daemon::run(const char* argv0) {
   }
 
   std::cout << "natgw: stopping" << std::endl;
+  xdp_.disable();  // the host keeps its traffic while natgw winds down
   ctx_.stop.store(true);
   rte_eal_mp_wait_lcore();
   std::cout << "natgw: final counters\n" << control::format_text(snap(true)) << std::flush;
   workers_.clear();  // frees held packets before the ports go
   for (uint16_t p : started) dp::stop_port(p);
+  xdp_.remove();
   dp::destroy_context(ctx_);
   rte_mempool_free(pool_);
   rte_eal_cleanup();

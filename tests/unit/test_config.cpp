@@ -437,6 +437,50 @@ TEST(ConfigErrors, MtuAndMssClamp) {
   EXPECT_EQ(r.errors.size(), 4u) << dump(r);
 }
 
+TEST(ConfigLoad, XdpSteeringOnAnAfXdpInterface) {
+  const auto r = load(lines({
+      "[[interface]]", "name = \"eni\"", "device = \"net_af_xdp0,iface=ens5\"",  // 1-3
+      "address = \"10.0.1.20/24\"", "mtu = 3498", "xdp_steering = true",         // 4-6
+      "xdp_host_addresses = [\"10.0.1.10\", \"10.0.1.11\"]",                     // 7
+      "[[interface]]", "name = \"plain\"", "device = \"net_af_xdp1,iface=ens6\"", // 8-10
+      "address = \"10.0.2.20/24\"", "xdp_steering = true",                         // 11-12
+  }));
+  ASSERT_TRUE(r.ok()) << dump(r);
+  const auto& i = r.config->interfaces;
+  EXPECT_TRUE(i[0].xdp_steering);
+  EXPECT_EQ(i[0].xdp_host_addresses, (std::vector<uint32_t>{0x0a00010au, 0x0a00010bu}));
+  EXPECT_TRUE(i[1].xdp_steering);
+  EXPECT_TRUE(i[1].xdp_host_addresses.empty());  // the kernel's addresses, read at start
+  const auto off = load(lines({kIf1, kIf2, kIf3, kIf4}));
+  ASSERT_TRUE(off.ok()) << dump(off);
+  EXPECT_FALSE(off.config->interfaces[0].xdp_steering);
+}
+
+TEST(ConfigErrors, XdpSteering) {
+  const auto r = load(lines({
+      kIf1, kIf2, kIf3, kIf4, "xdp_steering = true",                                    // 1-5: af_packet
+      "[[interface]]", "name = \"b\"", "device = \"net_af_xdp1,iface=ens6\"",          // 6-8
+      "address = \"10.0.2.10/24\"", "mtu = 9001", "xdp_steering = true",               // 9-11
+      "[[interface]]", "name = \"c\"", "device = \"net_af_xdp2,iface=ens7\"",          // 12-14
+      "address = \"10.0.3.10/24\"", "xdp_host_addresses = [\"10.0.3.1\"]",            // 15-16
+      "[[interface]]", "name = \"d\"", "device = \"net_af_xdp3,iface=ens8\"",          // 17-19
+      "address = \"10.0.4.10/24\"", "xdp_steering = true",                             // 20-21
+      "xdp_host_addresses = [\"10.0.4.10\", \"224.0.0.1\", \"10.0.4.5\",",            // 22
+      "                      \"10.0.4.5\"]",                                           // 23
+      "[[interface]]", "name = \"e\"", "device = \"net_af_xdp4\"",                     // 24-26
+      "address = \"10.0.5.10/24\"", "xdp_steering = \"yes\"",                          // 27-28
+  }));
+  EXPECT_TRUE(HasError(r, 5, "xdp_steering needs an af_xdp device"));
+  EXPECT_TRUE(HasError(r, 11, "mtu 9001 is above 3498"));
+  EXPECT_TRUE(HasError(r, 11, "this mode and MTU 9001 exclude each other"));
+  EXPECT_TRUE(HasError(r, 16, "xdp_host_addresses is only used with xdp_steering = true"));
+  EXPECT_TRUE(HasError(r, 22, "10.0.4.10 is natgw's own address"));
+  EXPECT_TRUE(HasError(r, 22, "224.0.0.1 is not a unicast host address"));
+  EXPECT_TRUE(HasError(r, 23, "10.0.4.5 is listed twice"));
+  EXPECT_TRUE(HasError(r, 28, "interface.xdp_steering must be a boolean"));
+  EXPECT_EQ(r.errors.size(), 7u) << dump(r);
+}
+
 // ---------------------------------------------------------------- addresses
 
 TEST(ConfigErrors, BadAddressesAndPrefixes) {
