@@ -266,7 +266,9 @@ std::string nat_config(uint32_t max_sessions, const std::string& snat_extra, con
   return s;
 }
 
-std::string forward_config() { return kInterfaces; }
+// Forwarding without ACL rules never touches the session table: keep it small so the
+// smoke run fits in --no-huge memory (the default is 1M sessions per worker).
+std::string forward_config() { return std::string(kInterfaces) + "[nat]\nmax_sessions = 65536\n"; }
 
 Pipeline::Pipeline(const std::string& toml) {
   auto r = config::load_string(toml, "perf.toml", "/");
