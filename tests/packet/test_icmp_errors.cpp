@@ -1,0 +1,232 @@
+// ICMP errors and NAT (RFC 5508): errors from outside about translated packets go
+// to the inside host with the quoted packet restored; errors from inside about
+// reply traffic leave with our outside address; errors natgw generates about
+// reply traffic quote the packet as its sender knows it.
+#include <gtest/gtest.h>
+
+#include "packet/packet_test.hpp"
+
+namespace natgw::test {
+namespace {
+
+class IcmpErrors : public ::testing::Test {
+ protected:
+  explicit IcmpErrors(const std::string& cfg = kLabConfig) : p(cfg) { lab_neighbours(p); }
+  // Send a client frame; return what left by the internet interface.
+  std::vector<uint8_t> send(const PacketSpec& s) {
+    p.rx(kInside, build_frame(s));
+    auto out = ipv4_only(p.out(kInternet));
+    EXPECT_EQ(out.size(), 1u);
+    return out.empty() ? std::vector<uint8_t>{} : out[0];
+  }
+  // An error about `translated` (as it left natgw), from `from`, arriving on the internet side.
+  std::vector<uint8_t> error_about(const std::vector<uint8_t>& translated, const char* from, uint8_t type,
+                                   uint8_t code, uint16_t mtu = 0, size_t quote_len = 548) {
+    auto q = ip_of(translated);
+    q[8]--;  // the packet as it reached the router: one hop further
+    auto* h = reinterpret_cast<rte_ipv4_hdr*>(q.data());
+    h->hdr_checksum = 0;
+    h->hdr_checksum = ref_csum(h, 20);
+    return build_icmp_error_frame(mac(kInternetGwMac), our_mac(kInternet), ip(from), ip("10.0.3.10"), type,
+                                  code, q, mtu, quote_len);
+  }
+  // The error delivered to the inside host; checks the outer header.
+  Parsed delivered(const std::vector<uint8_t>& err, const char* from) {
+    p.rx(kInternet, err);
+    auto in = ipv4_only(p.out(kInside));
+    EXPECT_EQ(in.size(), 1u);
+    if (in.empty()) return Parsed{};
+    const Parsed e = parse_frame(in[0]);
+    EXPECT_EQ(ipstr(e.src), from);
+    EXPECT_EQ(ipstr(e.dst), "192.168.10.2");
+    EXPECT_EQ(e.ttl, 63);
+    EXPECT_TRUE(same_mac(e.dst_mac, mac(kTgwMac)));
+    EXPECT_TRUE(checksums_exact(in[0]));
+    return e;
+  }
+  // The original packet as the client sent it, one hop older: what the restored quote must be.
+  static std::vector<uint8_t> quote_of_original(const PacketSpec& s, size_t len = 548) {
+    auto q = ip_of(build_frame(s));
+    q[8] -= 2;  // natgw's hop and the router's
+    auto* h = reinterpret_cast<rte_ipv4_hdr*>(q.data());
+    h->hdr_checksum = 0;
+    h->hdr_checksum = ref_csum(h, 20);
+    if (q.size() > len) q.resize(len);
+    return q;
+  }
+  static std::vector<uint8_t> quote_bytes(const Parsed& e) {
+    return std::vector<uint8_t>(e.l4.begin() + 8, e.l4.end());
+  }
+  Pipeline p;
+};
+
+TEST_F(IcmpErrors, PortUnreachableFromOutsideIsTranslatedForUdp) {
+  const auto s = client(IPPROTO_UDP, "203.0.113.10", 40000, 53);
+  const auto o = send(s);
+  const Parsed e = delivered(error_about(o, "203.0.113.10", 3, 3), "203.0.113.10");
+  EXPECT_EQ(e.icmp_type, 3);
+  EXPECT_EQ(e.icmp_code, 3);
+  const Parsed q = parse_quote(e);
+  EXPECT_EQ(ipstr(q.src), "192.168.10.2");
+  EXPECT_EQ(q.sport, 40000);
+  EXPECT_EQ(ipstr(q.dst), "203.0.113.10");
+  EXPECT_TRUE(q.l4_csum_checked);  // whole datagram quoted: its UDP checksum was fixed too
+  EXPECT_EQ(quote_bytes(e), quote_of_original(s)) << "the quote is the client's own packet";
+  EXPECT_EQ(total(p, &dp::WorkerCounters::icmp_errors_translated), 1u);
+}
+
+TEST_F(IcmpErrors, TimeExceededFromARouterIsTranslatedForTcp) {
+  for (size_t quote_len : {548, 28}) {  // whole quote, or RFC 792's header + 8 bytes
+    auto s = client(IPPROTO_TCP, "203.0.113.10", static_cast<uint16_t>(40000 + quote_len), 443);
+    const auto o = send(s);
+    const Parsed e = delivered(error_about(o, "198.18.0.1", 11, 0, 0, quote_len), "198.18.0.1");
+    EXPECT_EQ(e.icmp_type, 11);
+    const Parsed q = parse_quote(e);
+    EXPECT_EQ(ipstr(q.src), "192.168.10.2");
+    EXPECT_EQ(q.sport, s.sport);
+    EXPECT_EQ(q.dport, 443);
+    EXPECT_EQ(quote_bytes(e), quote_of_original(s, quote_len)) << quote_len;
+  }
+}
+
+TEST_F(IcmpErrors, FragNeededKeepsTheNextHopMtu) {
+  const auto s = client(IPPROTO_TCP, "203.0.113.10", 40000, 443);
+  const auto o = send(s);
+  const Parsed e = delivered(error_about(o, "198.18.0.1", 3, 4, 1280), "198.18.0.1");
+  EXPECT_EQ(e.icmp_code, 4);
+  EXPECT_EQ(e.l4[6] << 8 | e.l4[7], 1280);
+  EXPECT_EQ(quote_bytes(e), quote_of_original(s));
+}
+
+TEST_F(IcmpErrors, ErrorsAboutEchoRequestsRestoreTheIdentifier) {
+  const auto s = client(IPPROTO_ICMP, "203.0.113.10", 77, 0);
+  const auto o = send(s);
+  ASSERT_NE(parse_frame(o).sport, 77);  // outside identifiers come from 1024+
+  const Parsed e = delivered(error_about(o, "198.18.0.1", 11, 0), "198.18.0.1");
+  const Parsed q = parse_quote(e);
+  EXPECT_EQ(q.icmp_type, 8);
+  EXPECT_EQ(q.sport, 77);
+  EXPECT_EQ(quote_bytes(e), quote_of_original(s));
+}
+
+TEST_F(IcmpErrors, ErrorsWithoutASessionAreDropped) {
+  const auto o = send(client(IPPROTO_UDP, "203.0.113.10", 40000, 53));
+  auto err = error_about(o, "203.0.113.10", 3, 3);
+  // Quote a port no session uses.
+  auto q = ip_of(o);
+  q[20] = 0x12;
+  err = build_icmp_error_frame(mac(kInternetGwMac), our_mac(kInternet), ip("203.0.113.10"), ip("10.0.3.10"),
+                               3, 3, q);
+  p.rx(kInternet, err);
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  EXPECT_EQ(drops(p, dp::kDropNoSession), 1u);
+}
+
+class IcmpErrorsShortUdp : public IcmpErrors {
+ protected:
+  IcmpErrorsShortUdp() : IcmpErrors(std::string(kLabConfig) + "[timeouts]\nudp = 30\n") {}
+};
+
+TEST_F(IcmpErrorsShortUdp, AnErrorNeverRefreshesItsSession) {
+  const auto o = send(client(IPPROTO_UDP, "203.0.113.10", 40000, 53));
+  p.advance(20'000);
+  delivered(error_about(o, "203.0.113.10", 3, 3), "203.0.113.10");
+  p.advance(11'000);
+  p.expire_all();
+  EXPECT_EQ(active_sessions(p), 0u) << "idle 31 s since the last real packet";
+}
+
+// An inside host (or an on-prem router) reports an error about reply traffic: it
+// leaves with our outside address, and the quote shows the outside endpoint.
+TEST_F(IcmpErrors, ErrorsFromInsideAboutRepliesAreTranslated) {
+  const auto o = send(client(IPPROTO_UDP, "203.0.113.10", 40000, 53));
+  const Parsed po = parse_frame(o);
+  const auto reply = build_frame(reply_to(po, kInternet));
+  p.rx(kInternet, reply);
+  auto in = ipv4_only(p.out(kInside));
+  ASSERT_EQ(in.size(), 1u);
+  const struct {
+    const char* from;
+    uint8_t type, code;
+    uint16_t mtu;
+  } cases[] = {{"192.168.10.2", 3, 3, 0}, {"10.0.1.1", 3, 4, 1400}};
+  for (const auto& c : cases) {
+    const auto err = build_icmp_error_frame(mac(kTgwMac), our_mac(kInside), ip(c.from), ip("203.0.113.10"),
+                                            c.type, c.code, ip_of(in[0]), c.mtu);
+    p.rx(kInside, err);
+    auto out = ipv4_only(p.out(kInternet));
+    ASSERT_EQ(out.size(), 1u) << c.from;
+    const Parsed e = parse_frame(out[0]);
+    EXPECT_EQ(ipstr(e.src), "10.0.3.10") << "no inside address leaks: " << c.from;
+    EXPECT_EQ(ipstr(e.dst), "203.0.113.10");
+    EXPECT_EQ(e.icmp_type, c.type);
+    EXPECT_EQ(e.icmp_code, c.code);
+    EXPECT_EQ(e.l4[6] << 8 | e.l4[7], c.mtu);
+    EXPECT_TRUE(same_mac(e.dst_mac, mac(kInternetGwMac)));
+    EXPECT_TRUE(checksums_exact(out[0]));
+    // The quote is the reply as its sender sent it, one hop older (natgw's hop).
+    auto want = ip_of(reply);
+    want[8]--;
+    auto* h = reinterpret_cast<rte_ipv4_hdr*>(want.data());
+    h->hdr_checksum = 0;
+    h->hdr_checksum = ref_csum(h, 20);
+    EXPECT_EQ(quote_bytes(e), want) << c.from;
+  }
+  EXPECT_EQ(total(p, &dp::WorkerCounters::icmp_errors_translated), 2u);
+}
+
+// Errors natgw itself generates about reply traffic go to the remote sender and
+// quote the reply as that sender knows it (our outside address and port).
+TEST_F(IcmpErrors, TimeExceededAboutAReplyQuotesItAsSent) {
+  const auto o = send(client(IPPROTO_UDP, "203.0.113.10", 40000, 53));
+  auto rs = reply_to(parse_frame(o), kInternet);
+  rs.ttl = 1;
+  const auto reply = build_frame(rs);
+  p.rx(kInternet, reply);
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  auto back = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(back.size(), 1u);
+  const Parsed e = parse_frame(back[0]);
+  EXPECT_EQ(e.icmp_type, 11);
+  EXPECT_EQ(ipstr(e.src), "10.0.3.10");
+  EXPECT_EQ(ipstr(e.dst), "203.0.113.10");
+  EXPECT_TRUE(same_mac(e.dst_mac, mac(kInternetGwMac)));
+  EXPECT_TRUE(checksums_exact(back[0]));
+  EXPECT_EQ(quote_bytes(e), ip_of(reply));
+  EXPECT_EQ(drops(p, dp::kDropTtl), 1u);
+}
+
+class IcmpErrorsSmallInsideMtu : public IcmpErrors {
+ protected:
+  IcmpErrorsSmallInsideMtu()
+      : IcmpErrors(with(kLabConfig, "address = \"10.0.1.10/24\"", "address = \"10.0.1.10/24\"\nmtu = 1400")) {}
+};
+
+TEST_F(IcmpErrorsSmallInsideMtu, FragNeededAboutABigReplyGoesToTheRemote) {
+  const auto o = send(client(IPPROTO_TCP, "203.0.113.10", 40000, 443));
+  auto rs = reply_to(parse_frame(o), kInternet);
+  rs.tcp_flags = RTE_TCP_ACK_FLAG;
+  rs.frag = 0x4000;  // DF
+  rs.payload.assign(1460, 0x42);
+  const auto reply = build_frame(rs);
+  p.rx(kInternet, reply);
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  auto back = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(back.size(), 1u);
+  const Parsed e = parse_frame(back[0]);
+  EXPECT_EQ(e.icmp_type, 3);
+  EXPECT_EQ(e.icmp_code, 4);
+  EXPECT_EQ(e.l4[6] << 8 | e.l4[7], 1400);
+  EXPECT_EQ(ipstr(e.src), "10.0.3.10");
+  EXPECT_EQ(ipstr(e.dst), "203.0.113.10");
+  EXPECT_TRUE(checksums_exact(back[0]));
+  const Parsed q = parse_quote(e);
+  EXPECT_EQ(ipstr(q.dst), "10.0.3.10") << "quoted as the remote sent it";
+  EXPECT_EQ(q.dport, parse_frame(o).sport);
+  const auto want = ip_of(reply);
+  EXPECT_EQ(quote_bytes(e), std::vector<uint8_t>(want.begin(), want.begin() + 548));
+  EXPECT_EQ(drops(p, dp::kDropMtu), 1u);
+}
+
+}  // namespace
+}  // namespace natgw::test
