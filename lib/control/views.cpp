@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <iomanip>
 #include <sstream>
 
 #include "net/packet.hpp"
@@ -35,7 +36,8 @@ class Prom {
   void sample(const std::string& name, const std::string& labels, double v) {
     o_ << name;
     if (!labels.empty()) o_ << "{" << labels << "}";
-    o_ << " " << v << "\n";
+    // Enough digits for a unix timestamp: the stream's default of 6 printed 1.79819e+09 (a 3-hour step).
+    o_ << " " << std::setprecision(15) << v << "\n";
   }
   void sample(const std::string& name, const std::string& labels, uint64_t v) {
     o_ << name;

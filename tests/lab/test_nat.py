@@ -94,6 +94,14 @@ class Nat(L.LabTestCase):
         warm_up([S3_ADDR, INET_ADDR])
 
     # -- reachability through NAT; the servers have no route back to the client
+    def test_servers_have_no_route_back(self):
+        # The premise of every test here (as in AWS): only translated traffic can be answered.
+        for ns in (S3_NS, INET_NS):
+            with self.subTest(ns=ns):
+                r = L.ns_exec(ns, ["ip", "route", "get", CLIENT_ADDR])
+                self.assertNotEqual(r.returncode, 0, f"{ns} has a route to {CLIENT_ADDR}: {r.stdout}")
+                self.assertIn("unreachable", r.stderr.lower(), r.stderr)
+
     def test_http_servers_see_natgw_address(self):
         for name, (addr, snat) in SERVERS.items():
             with self.subTest(server=name):
@@ -256,6 +264,15 @@ class TinyPool(L.LabTestCase):
                                "exhaustion was not counted in natgw_port_allocation_errors_total")
             self.assertGreater(m.value("natgw_drops_total", reason="no_port"), 0, "drops{reason=no_port}")
             self.assertEqual(m.value("natgw_sessions_active", protocol="tcp"), size)
+            # natgwctl reports the same exhaustion (the operator's view, not only Prometheus').
+            r = L.natgwctl("stats")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            got = re.search(r"port alloc errors (\d+)", r.stdout)
+            self.assertIsNotNone(got, r.stdout)
+            self.assertEqual(int(got.group(1)), m.value("natgw_port_allocation_errors_total"), r.stdout)
+            got = re.search(r"\bno_port=(\d+)", r.stdout)
+            self.assertIsNotNone(got, f"natgwctl stats shows no no_port drops:\n{r.stdout}")
+            self.assertGreater(int(got.group(1)), 0)
         self.assertTrue(self.natgw.running(), "natgw died on port exhaustion")
         # The first connections keep working.
         chk = first.check()
