@@ -209,10 +209,16 @@ Worker::Lane Worker::classify(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, FlowKe
     counters_.malformed[static_cast<unsigned>(err) & 7].add();
     return drop(m, kDropMalformed), Lane::kDone;
   }
-  // Fragments of one address pair are all tracked by one worker, whatever queue
-  // they arrived on (ENA's RSS does not hash fragments).
+  // Fragments of one datagram are all tracked by one worker, whatever queue they
+  // arrived on (ENA's RSS does not hash fragments). Transit fragments go to the
+  // worker that creates sessions for their source: a first fragment that opens a
+  // flow is translated, and its fragment entry kept, where the later ones arrive
+  // (by address pair, new_flow would hand it to the flow owner, and the flow owner
+  // back to the pair's owner, forever). Fragments to our addresses only look up.
   if ((p.flags & net::PKT_FRAGMENT) && ctx_.workers > 1) [[unlikely]] {
-    const uint16_t owner = ctx_.fragment_owner(p.ip->src_addr, p.ip->dst_addr);
+    const uint16_t owner = ctx_.is_local(p.ip->dst_addr)
+                               ? ctx_.fragment_owner(p.ip->src_addr, p.ip->dst_addr)
+                               : ctx_.flow_owner(p.ip->src_addr);
     if (owner != id_) return hand_off(owner, iface, m), Lane::kDone;
   }
   if (ctx_.is_local(p.ip->dst_addr)) {

@@ -95,10 +95,16 @@ class Pipeline {
     for (auto& f : frames) ms.push_back(to_mbuf(pool, f));
     workers[w]->process(iface, ms.data(), static_cast<uint16_t>(ms.size()));
     workers[w]->flush();
-    // Let the owning workers process what was handed over (new flows, fragments).
-    for (auto& wk : workers) {
-      if (ctx.workers > 1) wk->drain_handoff();
-      wk->flush();
+    // Let the owning workers process what was handed over (new flows, fragments),
+    // as their poll loops would, until no worker has anything left (a bounded
+    // number of rounds: a packet handed back and forth forever stays unprocessed).
+    for (int round = 0; round < 8; ++round) {
+      unsigned n = 0;
+      for (auto& wk : workers) {
+        if (ctx.workers > 1) n += wk->drain_handoff();
+        wk->flush();
+      }
+      if (n == 0) break;
     }
   }
   void rx(uint16_t iface, const std::vector<uint8_t>& frame, uint16_t w = 0) {

@@ -1,0 +1,171 @@
+// IP fragments through NAT: the first fragment (with the ports) is translated and
+// later fragments follow its session by IP id, in any order, on any worker; a
+// fragment from a NAT source is never forwarded untranslated.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "packet/packet_test.hpp"
+
+namespace natgw::test {
+namespace {
+
+// A UDP datagram of 1200 bytes of payload, cut into fragments of 512 bytes (3 of them).
+PacketSpec big_udp(const char* src = "192.168.10.2", uint16_t id = 0x4242) {
+  auto s = client(IPPROTO_UDP, "203.0.113.10", 40000, 53, src);
+  s.ip_id = id;
+  s.payload.resize(1200);
+  for (size_t i = 0; i < s.payload.size(); ++i) s.payload[i] = static_cast<uint8_t>(i * 7);
+  return s;
+}
+
+// The fragments that must leave: the whole datagram translated (checksums from
+// scratch), then cut the same way.
+std::vector<std::vector<uint8_t>> want_out(const std::vector<uint8_t>& whole, const Rewrite& w) {
+  return fragment(expected(whole, w), 512);
+}
+
+Rewrite to_internet(uint16_t sport) {
+  return {.src = ip("10.0.3.10"), .sport = sport, .src_mac = our_mac(kInternet), .dst_mac = mac(kInternetGwMac)};
+}
+
+std::vector<std::vector<uint8_t>> sorted(std::vector<std::vector<uint8_t>> v) {
+  std::sort(v.begin(), v.end(),
+            [](const auto& a, const auto& b) { return parse_frame(a).offset_bytes() < parse_frame(b).offset_bytes(); });
+  return v;
+}
+
+class Fragments : public ::testing::Test {
+ protected:
+  explicit Fragments(uint16_t workers = 1) : p(kLabConfig, workers) { lab_neighbours(p); }
+  Pipeline p;
+};
+
+TEST_F(Fragments, InOrderFromInsideAreTranslated) {
+  const auto whole = build_frame(big_udp());
+  const auto frags = fragment(whole, 512);
+  ASSERT_EQ(frags.size(), 3u);
+  p.rx(kInside, frags);
+  const auto out = ipv4_only(p.out(kInternet));
+  EXPECT_EQ(sorted(out), want_out(whole, to_internet(40000)));
+  // Reassembled, the datagram is the translated original, UDP checksum and all.
+  EXPECT_EQ(reassemble(out), expected(whole, to_internet(40000)));
+  EXPECT_EQ(total(p, &dp::WorkerCounters::fragments_translated), 2u);
+}
+
+TEST_F(Fragments, LaterFragmentsFirstAreHeldThenReleased) {
+  const auto whole = build_frame(big_udp());
+  const auto frags = fragment(whole, 512);
+  p.rx(kInside, {frags[2], frags[1]});
+  EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty()) << "never forwarded before their first fragment";
+  EXPECT_EQ(total(p, &dp::WorkerCounters::fragments_buffered), 2u);
+  p.rx(kInside, frags[0]);
+  const auto out = ipv4_only(p.out(kInternet));
+  EXPECT_EQ(sorted(out), want_out(whole, to_internet(40000)));
+  EXPECT_EQ(reassemble(out), expected(whole, to_internet(40000)));
+  EXPECT_EQ(all_drops(p), 0u);
+}
+
+TEST_F(Fragments, RepliesInAnyOrderAreTranslatedBack) {
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53)));
+  const Parsed o = parse_frame(ipv4_only(p.out(kInternet)).at(0));
+  auto rs = reply_to(o, kInternet);
+  rs.ip_id = 0x777;
+  rs.payload.assign(1300, 0x3c);
+  const auto whole = build_frame(rs);
+  const Rewrite back{.dst = ip("192.168.10.2"), .dport = 40000, .src_mac = our_mac(kInside),
+                     .dst_mac = mac(kTgwMac)};
+  auto frags = fragment(whole, 512);
+  p.rx(kInternet, frags);  // in order
+  auto in = ipv4_only(p.out(kInside));
+  EXPECT_EQ(sorted(in), fragment(expected(whole, back), 512));
+  EXPECT_EQ(reassemble(in), expected(whole, back));
+  // Another datagram of the flow, last fragment first.
+  rs.ip_id = 0x778;
+  const auto whole2 = build_frame(rs);
+  frags = fragment(whole2, 512);
+  p.rx(kInternet, {frags[2], frags[1]});
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  p.rx(kInternet, frags[0]);
+  in = ipv4_only(p.out(kInside));
+  EXPECT_EQ(reassemble(in), expected(whole2, back));
+}
+
+TEST_F(Fragments, OrphanFragmentsAreDroppedNeverLeakedUntranslated) {
+  const auto frags = fragment(build_frame(big_udp()), 512);
+  p.rx(kInside, {frags[1], frags[2]});
+  p.advance(1000);
+  EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty());
+  EXPECT_EQ(drops(p, dp::kDropFragment), 0u) << "still waiting for the first fragment";
+  p.advance(1500);  // past the 2 s fragment timeout
+  EXPECT_EQ(drops(p, dp::kDropFragment), 2u);
+  // A first fragment now creates the session, but the dropped ones are gone.
+  p.rx(kInside, frags[0]);
+  const auto out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(ipstr(parse_frame(out[0]).src), "10.0.3.10");
+  for (uint16_t i : {kInside, kEndpoint, kInternet})
+    for (const auto& f : ipv4_only(p.out(i))) EXPECT_NE(ipstr(parse_frame(f).src), "192.168.10.2");
+}
+
+TEST(FragmentsNoNat, FragmentsOfASourceWithoutSnatAreForwardedAsTheyAre) {
+  // From the internet gateway's subnet to a client: no SNAT rule matches the source.
+  Pipeline p(std::string(kLabConfig) + "[[route]]\nprefix = \"192.168.0.0/16\"\nvia = \"10.0.1.1\"\n" +
+             "interface = \"inside\"\n");
+  lab_neighbours(p);
+  auto s = client(IPPROTO_UDP, "192.168.10.2", 53, 40000, "10.0.3.1");
+  s.src_mac = mac(kInternetGwMac);
+  s.dst_mac = our_mac(kInternet);
+  s.payload.resize(1200, 9);
+  const auto whole = build_frame(s);
+  const auto frags = fragment(whole, 512);
+  p.rx(kInternet, {frags[2], frags[0], frags[1]});
+  const auto out = ipv4_only(p.out(kInside));
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(reassemble(out), expected(whole, {.src_mac = our_mac(kInside), .dst_mac = mac(kTgwMac)}));
+}
+
+class FragmentsTwoWorkers : public Fragments {
+ protected:
+  FragmentsTwoWorkers() : Fragments(2) {}
+  // An inside host whose new flows are owned by worker `w`.
+  const char* host_owned_by(uint16_t w) {
+    static char buf[32];
+    for (int i = 2; i < 250; ++i) {
+      snprintf(buf, sizeof buf, "192.168.10.%d", i);
+      if (p.ctx.flow_owner(ip(buf)) == w) return buf;
+    }
+    ADD_FAILURE() << "no host for worker " << w;
+    return "192.168.10.2";
+  }
+};
+
+// Fragments of one datagram spread over both workers, in both orders, for hosts
+// owned by either worker: every fragment leaves translated.
+TEST_F(FragmentsTwoWorkers, FragmentsOnAnyWorkerFollowTheirFirst) {
+  uint16_t id = 0x100;
+  for (uint16_t owner : {0, 1}) {
+    const std::string host = host_owned_by(owner);
+    for (uint16_t first_on : {0, 1}) {
+      for (const bool first_first : {true, false}) {
+        const auto whole = build_frame(big_udp(host.c_str(), id++));
+        const auto frags = fragment(whole, 512);
+        const uint16_t later_on = static_cast<uint16_t>(1 - first_on);
+        if (first_first) p.rx(kInside, frags[0], first_on);
+        p.rx(kInside, {frags[1], frags[2]}, later_on);
+        if (!first_first) p.rx(kInside, frags[0], first_on);
+        const auto out = ipv4_only(p.out(kInternet));
+        ASSERT_EQ(out.size(), 3u) << host << " first on " << first_on << (first_first ? " first" : " last");
+        const auto r = reassemble(out);
+        ASSERT_FALSE(r.empty());
+        const Parsed pr = parse_frame(r);
+        EXPECT_EQ(ipstr(pr.src), "10.0.3.10");
+        EXPECT_EQ(r, expected(whole, to_internet(pr.sport)));
+      }
+    }
+  }
+  EXPECT_EQ(all_drops(p), 0u);
+}
+
+}  // namespace
+}  // namespace natgw::test
