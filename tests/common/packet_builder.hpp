@@ -132,7 +132,12 @@ inline std::vector<uint8_t> build_frame(const PacketSpec& s) {
 inline rte_mbuf* to_mbuf(rte_mempool* pool, const std::vector<uint8_t>& bytes) {
   rte_mbuf* m = rte_pktmbuf_alloc(pool);
   if (!m) return nullptr;
-  char* d = rte_pktmbuf_append(m, static_cast<uint16_t>(bytes.size()));
+  char* d = bytes.size() > UINT16_MAX ? nullptr : rte_pktmbuf_append(m, static_cast<uint16_t>(bytes.size()));
+  if (!d) {  // larger than one segment: the test must use smaller frames
+    ADD_FAILURE() << "a " << bytes.size() << "-byte frame does not fit one mbuf";
+    rte_pktmbuf_free(m);
+    return nullptr;
+  }
   std::memcpy(d, bytes.data(), bytes.size());
   return m;
 }

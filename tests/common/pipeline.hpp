@@ -92,7 +92,8 @@ class Pipeline {
   // Feed frames arriving on `iface` to worker `w`; returns nothing, read outputs with out().
   void rx(uint16_t iface, const std::vector<std::vector<uint8_t>>& frames, uint16_t w = 0) {
     std::vector<rte_mbuf*> ms;
-    for (auto& f : frames) ms.push_back(to_mbuf(pool, f));
+    for (auto& f : frames)
+      if (rte_mbuf* m = to_mbuf(pool, f)) ms.push_back(m);
     workers[w]->process(iface, ms.data(), static_cast<uint16_t>(ms.size()));
     workers[w]->flush();
     // Let the owning workers process what was handed over (new flows, fragments),
