@@ -127,7 +127,7 @@ class UdpStream:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate()
+        self.proc.communicate()
 
 
 def lockstep_udp(addr: str, port: int, n: int, tag: str) -> dict:
@@ -276,7 +276,7 @@ class Reload(ControlLab):
         warm_up([S3_ADDR, INET_ADDR])
 
     def test_three_reloads_lose_no_session(self):
-        """A 20 MB download (rate-limited to last ~7 s) and a 100 datagram/s UDP stream cross three reloads
+        """A 20 MB download (rate-limited to last ~10 s) and a 100 datagram/s UDP stream cross three reloads
         (SIGHUP, natgwctl, SIGHUP), each changing the config: all bytes arrive, no datagram is lost, and the
         server sees one outside address:port for the whole stream."""
         self.addCleanup(self.restore)
@@ -284,11 +284,11 @@ class Reload(ControlLab):
         out_file = Path(self.lab.logdir) / "reload-20M.download"
         gen0 = self.generation()
         dl = subprocess.Popen(["ip", "netns", "exec", CLIENT_NS, "curl", "-sS", "--max-time", "60",
-                               "--limit-rate", "3M", "-o", str(out_file), "-w", "%{http_code} %{size_download}",
+                               "--limit-rate", "2M", "-o", str(out_file), "-w", "%{http_code} %{size_download}",
                                f"http://{INET_ADDR}/20M"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, stdin=subprocess.DEVNULL)
-        self.addCleanup(lambda: dl.poll() is None and dl.kill())
-        stream = UdpStream(INET_ADDR, ECHO, rate=100, duration=6)
+        self.addCleanup(lambda: (dl.poll() is None and dl.kill(), dl.communicate()))
+        stream = UdpStream(INET_ADDR, ECHO, rate=100, duration=8)
         self.addCleanup(stream.kill)
         changes = [  # each reload changes something harmless, so each one really swaps the tables
             ("sighup", lambda c: c.setdefault("timeouts", {}).update(udp=301)),
@@ -304,6 +304,7 @@ class Reload(ControlLab):
             r = self.reload(how)
             self.assertTrue(r.ok, f"reload ({how}) failed: {r}")
             self.assertIsNone(dl.poll(), "the download ended before the reloads were over: make it longer")
+            self.assertIsNone(stream.proc.poll(), "the UDP stream ended before the reloads were over")
         res = stream.result()
         out, err = dl.communicate(timeout=60)
         L.log(f"udp stream across reloads: {res}; download: {out}")
@@ -312,7 +313,7 @@ class Reload(ControlLab):
         got = out_file.read_bytes()
         self.assertEqual(len(got), len(want), "download truncated")
         self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(want).hexdigest(), "download corrupted")
-        self.assertGreater(res["sent"], 500, res)
+        self.assertGreater(res["sent"], 700, res)
         self.assertLessEqual(res["lost"], 2, f"UDP datagrams lost across reloads: {res}")
         self.assertEqual(len(res["seen"]), 1, f"the server saw the stream from more than one source: {res}")
         name, ip, port = res["seen"][0].split(":")
@@ -440,12 +441,12 @@ class Reload(ControlLab):
             self.assertIn("reload rejected", r.output)
             self.assertIn(f"{p}:{line}:", r.output, "the error does not name file:line")
             self.assertIn("nowhere", r.output)
-        # 2. SIGHUP, a value out of range
-        p = self.write_config(extra="\n[timeouts]\nudp = -5\n")
-        line = len(p.read_text().splitlines())
-        r = self.reload("sighup")
-        self.assertFalse(r.ok, f"udp = -5 was accepted: {r}")
+        # 2. SIGHUP, a value out of range (the kernel stand-in does not validate values)
         if natgw:
+            p = self.write_config(extra="\n[timeouts]\nudp = -5\n")
+            line = len(p.read_text().splitlines())
+            r = self.reload("sighup")
+            self.assertFalse(r.ok, f"udp = -5 was accepted: {r}")
             self.assertIn(f"{p}:{line}:", r.output, "the error does not name file:line")
         # 3. natgwctl reload, not TOML at all
         p = self.write_config(extra="\n[[route]\nprefix = \n")
