@@ -1,0 +1,109 @@
+// Reload: new RuntimeTables (routes, SNAT rules, ACL) published while sessions
+// live. Established sessions keep their egress and translation; new flows follow
+// the new tables.
+#include <gtest/gtest.h>
+
+#include "packet/packet_test.hpp"
+
+namespace natgw::test {
+namespace {
+
+// Build and publish tables for `toml` as the control thread does. The workers
+// live on this thread, so they are taken offline for the grace period (a worker
+// thread would report a quiescent state instead), then pick up the new tables.
+void reload(Pipeline& p, const std::string& toml, uint64_t generation) {
+  auto r = config::load_string(toml, "reload.toml");
+  ASSERT_TRUE(r.ok()) << (r.errors.empty() ? "" : r.errors[0].str());
+  auto t = dp::build_tables(p.ctx, *r.config, generation);
+  for (auto& w : p.workers) rte_rcu_qsbr_thread_offline(p.ctx.qsbr, w->id());
+  dp::publish_tables(p.ctx, std::move(t));
+  for (auto& w : p.workers) {
+    rte_rcu_qsbr_thread_online(p.ctx.qsbr, w->id());
+    w->refresh_tables();
+  }
+  ASSERT_EQ(p.ctx.tables.load()->generation, generation);
+}
+
+// The internet's default route moved to the endpoint link.
+const std::string kMovedDefault =
+    with(kLabConfig, "via = \"10.0.3.1\"\ninterface = \"internet\"", "via = \"10.0.2.1\"\ninterface = \"endpoint\"");
+
+class Reload : public ::testing::Test {
+ protected:
+  Reload() : p(kLabConfig) { lab_neighbours(p); }
+  Parsed open(uint8_t proto, uint16_t sport, uint16_t iface = kInternet) {
+    p.rx(kInside, build_frame(client(proto, "203.0.113.10", sport, 443)));
+    auto out = ipv4_only(p.out(iface));
+    EXPECT_EQ(out.size(), 1u);
+    return out.empty() ? Parsed{} : parse_frame(out[0]);
+  }
+  bool reply_passes(const Parsed& o, uint16_t iface = kInternet) {
+    p.rx(iface, build_frame(reply_to(o, iface)));
+    auto back = ipv4_only(p.out(kInside));
+    return back.size() == 1 && parse_frame(back[0]).dst == ip("192.168.10.2");
+  }
+  Pipeline p;
+};
+
+TEST_F(Reload, ANewRouteTableKeepsEstablishedSessionsOnTheirEgress) {
+  const Parsed tcp = open(IPPROTO_TCP, 40000);
+  const Parsed udp = open(IPPROTO_UDP, 40001);
+  reload(p, kMovedDefault, 2);
+  // Established: same egress, same outside address and port, both directions.
+  for (const Parsed* o : {&tcp, &udp}) {
+    auto s = client(o->proto, "203.0.113.10", o->proto == IPPROTO_TCP ? 40000 : 40001, 443);
+    s.tcp_flags = RTE_TCP_ACK_FLAG;
+    p.rx(kInside, build_frame(s));
+    EXPECT_TRUE(ipv4_only(p.out(kEndpoint)).empty());
+    auto out = ipv4_only(p.out(kInternet));
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(parse_frame(out[0]).src, o->src);
+    EXPECT_EQ(parse_frame(out[0]).sport, o->sport);
+    EXPECT_TRUE(reply_passes(*o));
+  }
+  // A new flow follows the new default route, with the endpoint's address.
+  const Parsed fresh = open(IPPROTO_TCP, 40002, kEndpoint);
+  EXPECT_EQ(ipstr(fresh.src), "10.0.2.10");
+  EXPECT_TRUE(reply_passes(fresh, kEndpoint));
+  EXPECT_EQ(all_drops(p), 0u);
+}
+
+TEST_F(Reload, RemovingTheSnatRuleKeepsLiveSessionsTranslating) {
+  const Parsed o = open(IPPROTO_UDP, 40000);
+  reload(p, with(kLabConfig, "[[snat]]\nfrom = [\"192.168.0.0/16\"]", ""), 2);
+  EXPECT_TRUE(reply_passes(o));
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 443)));
+  auto out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(ipstr(parse_frame(out[0]).src), "10.0.3.10");
+  // A new flow from the same host is no longer translated.
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40009, 443)));
+  out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(ipstr(parse_frame(out[0]).src), "192.168.10.2");
+}
+
+TEST_F(Reload, ANewAclJudgesNewFlowsOnly) {
+  const Parsed o = open(IPPROTO_TCP, 40000);
+  reload(p, std::string(kLabConfig) + "[[acl]]\naction = \"deny\"\ndst = \"203.0.113.10/32\"\n", 2);
+  EXPECT_TRUE(reply_passes(o));
+  auto s = client(IPPROTO_TCP, "203.0.113.10", 40000, 443);
+  s.tcp_flags = RTE_TCP_ACK_FLAG;
+  p.rx(kInside, build_frame(s));
+  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 1u) << "the established flow goes on";
+  p.rx(kInside, build_frame(client(IPPROTO_TCP, "203.0.113.10", 40001, 443)));
+  EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty());
+  EXPECT_EQ(drops(p, dp::kDropAcl), 1u);
+}
+
+TEST_F(Reload, NewTimeoutsApplyToLiveSessions) {
+  const Parsed o = open(IPPROTO_UDP, 40000);
+  reload(p, std::string(kLabConfig) + "[timeouts]\nudp = 10\n", 2);
+  p.advance(11'000);
+  p.expire_all();
+  EXPECT_EQ(active_sessions(p), 0u);
+  EXPECT_FALSE(reply_passes(o));
+}
+
+}  // namespace
+}  // namespace natgw::test
