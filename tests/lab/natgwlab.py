@@ -1379,3 +1379,27 @@ def udp_exchange(ns: str, targets: list[tuple[str, int, str]], timeout: float = 
     if r.returncode != 0:
         raise RuntimeError(f"udp exchange failed: {r.stderr}")
     return json.loads(r.stdout)
+
+
+# ------------------------------------------------------------------------------------ shared test helpers
+def echo_source(text: str | None) -> tuple[str, str, int, str] | None:
+    """NsServer's UDP/TCP answer "<server>:<ip>:<port>:<payload>" -> (server, ip, port, payload)."""
+    if text is None:
+        return None
+    name, ip, port, payload = text.split(":", 3)
+    return name, ip, int(port), payload
+
+
+def warm_up(dsts) -> None:
+    """Let ARP settle on every hop before counting anything (first-packet ARP holds are not tested here)."""
+    for dst in dsts:
+        for _ in range(3):
+            if ping(CLIENT_NS, dst, count=1, wait=2).returncode == 0:
+                break
+
+
+def s3_filter_drops() -> int:
+    """Packets the S3-like endpoint (nat mode) dropped because their source was not 10.0.2.10."""
+    out = ns_exec(S3_NS, ["nft", "list", "table", "inet", "natgw_lab"], check=True).stdout
+    m = re.search(r"counter packets (\d+)", out)
+    return int(m.group(1)) if m else 0

@@ -25,6 +25,7 @@ from natgwlab import (  # noqa: E402
     CLIENT_ADDR, CLIENT_NS, INET_ADDR, INET_NS, NATGW_ENDPOINT, NATGW_INTERNET, S3_ADDR, S3_NS, curl, ping,
     ping_received, udp_request,
 )
+from natgwlab import echo_source, s3_filter_drops, warm_up  # noqa: E402
 
 SERVERS = {"s3": (S3_ADDR, NATGW_ENDPOINT), "inet": (INET_ADDR, NATGW_INTERNET)}
 HOLD_PORT = 9000              # NsServer TCP port that holds connections
@@ -32,12 +33,6 @@ ECHO_PORTS = (5007, 5008)     # NsServer UDP echo ports that report the source p
 STRAY_PORT = 5009             # an NsServer UDP port the client never sends to
 
 
-def warm_up(dsts) -> None:
-    """Let ARP settle on every hop before counting anything (first-packet ARP holds are not tested here)."""
-    for dst in dsts:
-        for _ in range(3):
-            if ping(CLIENT_NS, dst, count=1, wait=2).returncode == 0:
-                break
 
 
 def start_servers(cls, inet_tcp=(HOLD_PORT,), inet_udp=ECHO_PORTS + (STRAY_PORT,), s3_udp=ECHO_PORTS):
@@ -50,19 +45,8 @@ def start_servers(cls, inet_tcp=(HOLD_PORT,), inet_udp=ECHO_PORTS + (STRAY_PORT,
     cls.addClassCleanup(cls.s3_srv.stop)
 
 
-def s3_filter_drops() -> int:
-    """Packets the S3-like endpoint dropped because their source was not 10.0.2.10."""
-    out = L.ns_exec(S3_NS, ["nft", "list", "table", "inet", "natgw_lab"], check=True).stdout
-    m = re.search(r"counter packets (\d+)", out)
-    return int(m.group(1)) if m else 0
 
 
-def echo_source(text: str | None) -> tuple[str, str, int, str] | None:
-    """NsServer's UDP/TCP answer "<server>:<ip>:<port>:<payload>" -> (server, ip, port, payload)."""
-    if text is None:
-        return None
-    name, ip, port, payload = text.split(":", 3)
-    return name, ip, int(port), payload
 
 
 _CLOSED_PORT_PROBE = r"""
