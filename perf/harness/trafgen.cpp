@@ -27,6 +27,7 @@
 #include <rte_tcp.h>
 #include <rte_udp.h>
 #include <arpa/inet.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -63,6 +64,7 @@ struct Options {
   uint32_t expect_src_b = 0;  // nat: the DUT's outside address seen at port B (default dut_b)
   double arp_timeout = 10;
   double link_timeout = 15;
+  int measure_cpu = -1;  // report how busy this CPU was during the full-load trial (the DUT's CPU)
 };
 
 Options g_opt;
@@ -96,6 +98,8 @@ void usage() {
       "  --dut-a IP --dut-b IP     DUT addresses to resolve (default 10.0.1.10, 10.0.3.10)\n"
       "  --dut-mac-a MAC --dut-mac-b MAC   skip resolving\n"
       "  --expect-src-b IP         nat mode: source address expected at port B (default dut-b)\n"
+      "  --measure-cpu N           report CPU N's busy time (/proc/stat) during the full-load trial:\n"
+      "                            the DUT's CPU cost per packet when the kernel forwards (veth + nftables)\n"
       "  --json                    print a JSON summary on the last line");
 }
 
@@ -127,6 +131,7 @@ void parse_args(int argc, char** argv) {
     else if (a == "--search-steps") o.search_steps = static_cast<unsigned>(std::atoi(next()));
     else if (a == "--loss-tolerance") o.loss_tolerance = std::atof(next());
     else if (a == "--json") o.json = true;
+    else if (a == "--measure-cpu") o.measure_cpu = std::atoi(next());
     else if (a == "--gw-a") o.gw_a = parse_ip(next());
     else if (a == "--gw-b") o.gw_b = parse_ip(next());
     else if (a == "--dut-a") o.dut_a = parse_ip(next());
@@ -349,6 +354,32 @@ void handle_arp(uint16_t port, const rte_ether_addr& mac, uint32_t gw, uint32_t 
     rte_mbuf* r = arp_frame(mac, sha, RTE_ARP_OP_REPLY, gw, sha, sip);
     if (r && rte_eth_tx_burst(port, 0, &r, 1) != 1) rte_pktmbuf_free(r);
   }
+}
+
+// ---------------------------------------------------------------- CPU accounting
+
+// Busy and total time of one CPU from /proc/stat, in USER_HZ ticks (busy = all but idle
+// and iowait: user, nice, system, irq, softirq, steal).
+struct CpuTicks {
+  uint64_t busy = 0, total = 0;
+};
+CpuTicks cpu_ticks(int cpu) {
+  CpuTicks t;
+  FILE* f = std::fopen("/proc/stat", "r");
+  if (!f) return t;
+  char line[512];
+  const std::string want = "cpu" + std::to_string(cpu) + " ";
+  while (std::fgets(line, sizeof(line), f)) {
+    if (std::strncmp(line, want.c_str(), want.size()) != 0) continue;
+    unsigned long long v[10] = {};
+    std::sscanf(line + want.size(), "%llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]);
+    for (int i = 0; i < 8; ++i) t.total += v[i];  // guest time is already in user
+    t.busy = t.total - v[3] - v[4];
+    break;
+  }
+  std::fclose(f);
+  return t;
 }
 
 // ---------------------------------------------------------------- the loop
@@ -628,8 +659,21 @@ int main(int argc, char** argv) {
   Trial full;
   full.target = g_opt.rate;
   full.seconds = g_opt.duration;
+  const CpuTicks cpu0 = g_opt.measure_cpu >= 0 ? cpu_ticks(g_opt.measure_cpu) : CpuTicks{};
   full.c = run(g_opt.rate, g_opt.duration);
+  const CpuTicks cpu1 = g_opt.measure_cpu >= 0 ? cpu_ticks(g_opt.measure_cpu) : CpuTicks{};
   print_trial(g_opt.rate > 0 ? "fixed" : "full-load", full);
+  // Busy fraction of the DUT's CPU over the trial (including the 300 ms drain), and its
+  // busy time per packet forwarded (both directions).
+  double cpu_busy = -1, cpu_ns_per_pkt = -1;
+  if (g_opt.measure_cpu >= 0 && cpu1.total > cpu0.total) {
+    const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
+    cpu_busy = static_cast<double>(cpu1.busy - cpu0.busy) / static_cast<double>(cpu1.total - cpu0.total);
+    const uint64_t pkts = full.c.rx_b + full.c.rx_a;
+    if (pkts) cpu_ns_per_pkt = static_cast<double>(cpu1.busy - cpu0.busy) / hz * 1e9 / static_cast<double>(pkts);
+    std::printf("cpu%d       busy %.1f%% during the trial, %.0f ns of CPU per forwarded packet\n", g_opt.measure_cpu,
+                100 * cpu_busy, cpu_ns_per_pkt);
+  }
   Trial best;
   std::vector<Trial> steps;
   if (g_opt.search && !g_stop) {
@@ -661,6 +705,9 @@ int main(int argc, char** argv) {
                     g_opt.proto + "\",\"size\":" + std::to_string(g_opt.size) +
                     ",\"loss_tolerance\":" + std::to_string(g_opt.loss_tolerance) + ",\"warmup\":" + json_trial(warm) +
                     ",\"full\":" + json_trial(full);
+    if (cpu_busy >= 0)
+      j += ",\"dut_cpu\":" + std::to_string(g_opt.measure_cpu) + ",\"dut_cpu_busy\":" + std::to_string(cpu_busy) +
+           ",\"dut_cpu_ns_per_pkt\":" + std::to_string(cpu_ns_per_pkt);
     if (g_opt.search) j += ",\"loss_free\":" + (best.seconds > 0 ? json_trial(best) : std::string("null"));
     j += "}";
     std::printf("%s\n", j.c_str());

@@ -1,0 +1,419 @@
+#!/usr/bin/env bash
+# Whole-process throughput, side by side in one run (design §6; docs/benchmarking.md).
+#
+#   memif   natgw-trafgen (generator + reflector + sink, one lcore on CPU 0) <-> DUT (one worker on CPU 1):
+#             testpmd-io      dpdk-testpmd io forwarding on the same memif ports: the ceiling
+#             natgw-forward   natgw routing only (no [[snat]])
+#             natgw-nat-1k    natgw NAT, 1,000 active sessions
+#             natgw-nat-1M    natgw NAT, 1,000,000 active sessions
+#   veth    natgw-trafgen in namespace ngwb-gen <-> veth pairs <-> namespace ngwb-dut:
+#             nft-masquerade  Linux forwarding + nftables masquerade (kernel work steered to CPU 1 by RPS)
+#             natgw-afpacket  natgw on the same veths through af_packet
+#             natgw-afxdp     natgw on the same veths through af_xdp
+#
+# Systems are interleaved (A B C A B C ...), each run is one DUT start + one natgw-trafgen invocation
+# (warm-up pass over every flow, a full-load trial, then a bisection for the highest loss-free rate), and
+# the summary gives medians and min-max over the runs. Every run holds /tmp/natgw-busy.lock (unless an
+# ancestor process already holds it, e.g. `flock /tmp/natgw-busy.lock meson test ...`).
+#
+# Usage: scripts/bench-throughput.sh [options]
+#   --smoke            a few seconds at small scale, no hugepages; asserts that traffic passes, translated,
+#                      both directions (meson test 'throughput-smoke', suite perf). Exit 77 = skipped.
+#   --build DIR        build directory (default: build-perf, then build)
+#   --runs N           runs per system (default 5)
+#   --duration S       seconds per trial (default 2)
+#   --size BYTES       frame size with CRC (default 64)
+#   --only LIST        comma-separated systems to run (default: all that can run)
+#   --veth-flows N     flows for the veth comparison (default 1000)
+#   --results FILE     write the table into FILE between bench-throughput markers (e.g. perf/RESULTS.md)
+#   --no-prio          do not raise the benchmark's CPU share (autogroup nice -15) while a run holds the lock
+#   --keep DIR         keep configs, logs and raw JSON in DIR (default: a temporary directory, removed)
+set -uo pipefail
+
+LOCK=/tmp/natgw-busy.lock
+PY=/usr/bin/python3
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SMOKE=0 BUILD="" RUNS=5 DURATION=2 SIZE=64 ONLY="" VETH_FLOWS=1000 RESULTS="" PRIO=1 KEEP=""
+CMDLINE="scripts/bench-throughput.sh $*"
+
+log() { printf 'bench: %s %s\n' "$(date +%T)" "$*" >&2; }
+die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+skip() { printf 'bench: SKIP: %s\n' "$*" >&2; exit 77; }
+
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --smoke) SMOKE=1 ;;
+    --build) BUILD=$2; shift ;;
+    --runs) RUNS=$2; shift ;;
+    --duration) DURATION=$2; shift ;;
+    --size) SIZE=$2; shift ;;
+    --only) ONLY=$2; shift ;;
+    --veth-flows) VETH_FLOWS=$2; shift ;;
+    --results) RESULTS=$2; shift ;;
+    --no-prio) PRIO=0 ;;
+    --keep) KEEP=$2; shift ;;
+    -h|--help) sed -n '2,/^set -uo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option $1 (try --help)" ;;
+  esac
+  shift
+done
+
+# ---------------------------------------------------------------- preflight
+[[ $(id -u) -eq 0 ]] || skip "needs root (DPDK vdevs, namespaces)"
+PMDS=$(ls -d /usr/lib/*/dpdk/pmds-* 2>/dev/null | head -1)
+[[ -n $PMDS && -e $PMDS/librte_net_memif.so ]] || skip "DPDK memif PMD not installed"
+if [[ -z $BUILD ]]; then
+  for b in "$ROOT/build-perf" "$ROOT/build"; do [[ -x $b/perf/harness/natgw-trafgen ]] && { BUILD=$b; break; }; done
+fi
+NATGW=$BUILD/src/natgw/natgw
+TRAFGEN=$BUILD/perf/harness/natgw-trafgen
+[[ -x $NATGW && -x $TRAFGEN ]] || die "natgw or natgw-trafgen not built in '${BUILD:-?}' (--build DIR)"
+TESTPMD=$(command -v dpdk-testpmd || true)
+
+if [[ $SMOKE == 1 ]]; then
+  RUNS=1 DURATION=1 PRIO=0
+  DEFAULT_SYSTEMS="testpmd-io natgw-forward natgw-nat-1k"
+else
+  DEFAULT_SYSTEMS="testpmd-io natgw-forward natgw-nat-1k natgw-nat-1M nft-masquerade natgw-afpacket natgw-afxdp"
+fi
+SYSTEMS=${ONLY//,/ }
+SYSTEMS=${SYSTEMS:-$DEFAULT_SYSTEMS}
+if [[ -z $TESTPMD && " $SYSTEMS " == *" testpmd-io "* ]]; then
+  log "dpdk-testpmd not found (Debian package dpdk): no ceiling figure"
+  SYSTEMS=${SYSTEMS//testpmd-io/}
+fi
+
+if [[ -n $KEEP ]]; then WORK=$KEEP; mkdir -p "$WORK"; else WORK=$(mktemp -d /tmp/ngwb.XXXXXX); fi
+RAW=$WORK/runs.jsonl
+: > "$RAW"
+
+# Memory: hugepages for the real runs (design §7), --no-huge for the smoke and when none are free.
+FREE_HUGE_MB=$(( $(cat /sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages 2>/dev/null || echo 0) * 2 ))
+if [[ $SMOKE == 0 && $FREE_HUGE_MB -ge 2048 ]] && mountpoint -q /dev/hugepages; then
+  DUT_MEM=(--in-memory) GEN_MEM=(--in-memory) MEMNOTE="hugepages (2 MB)"
+else
+  [[ $SMOKE == 0 ]] && log "fewer than 2 GB of free 2 MB hugepages: running with --no-huge (slower; labelled)"
+  DUT_MEM=(--no-huge -m 1536 --no-shconf) GEN_MEM=(--no-huge -m 512 --no-shconf) MEMNOTE="--no-huge"
+fi
+[[ $SMOKE == 1 ]] && DUT_MEM=(--no-huge -m 768 --no-shconf)
+
+# ---------------------------------------------------------------- the busy lock
+# Held per run, never for the whole script (holds stay well under 5 minutes). If an ancestor (a `flock
+# LOCK meson test` around us) already holds it, taking it again would deadlock: run under theirs.
+lock_held_by_ancestor() {
+  [[ -e $LOCK ]] || return 1
+  local ino holders p
+  ino=$(stat -c %i "$LOCK")
+  holders=$(awk -v ino="$ino" '$2 == "FLOCK" { n = split($6, a, ":"); if (a[n] == ino) print $5 }' /proc/locks)
+  [[ -n $holders ]] || return 1
+  p=$$
+  while [[ $p -gt 1 ]]; do
+    for h in $holders; do [[ $h == "$p" ]] && return 0; done
+    p=$(ps -o ppid= -p "$p" 2>/dev/null | tr -d ' ')
+    [[ -n $p ]] || return 1
+  done
+  return 1
+}
+ANCESTOR_LOCK=0
+lock_held_by_ancestor && ANCESTOR_LOCK=1
+take_lock() {
+  [[ $ANCESTOR_LOCK == 1 ]] && return 0
+  exec {LOCK_FD}>"$LOCK"
+  flock -w 600 "$LOCK_FD" || die "could not take $LOCK within 10 minutes"
+}
+drop_lock() {
+  [[ $ANCESTOR_LOCK == 1 ]] && return 0
+  flock -u "$LOCK_FD"
+  exec {LOCK_FD}>&-
+}
+
+# ---------------------------------------------------------------- processes and cleanup
+DUT_PID=""
+stop_dut() {
+  [[ -n $DUT_PID ]] || return 0
+  kill -INT "$DUT_PID" 2>/dev/null
+  for _ in $(seq 50); do kill -0 "$DUT_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$DUT_PID" 2>/dev/null
+  wait "$DUT_PID" 2>/dev/null
+  DUT_PID=""
+}
+VETH_UP=0
+veth_down() {
+  ip netns del ngwb-gen 2>/dev/null
+  ip netns del ngwb-dut 2>/dev/null
+  VETH_UP=0
+}
+cleanup() {
+  stop_dut
+  [[ $VETH_UP == 1 ]] && veth_down
+  [[ -z $KEEP ]] && rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Run "$@" in a session of its own whose autogroup gets nice -15 (a larger CPU share against the other
+# users of this shared machine while we hold the lock; no real-time priority: EAL's control threads
+# must still run). Prints the pid of the session leader.
+start_bg() {  # $1: log file; rest: command
+  local logf=$1; shift
+  if [[ $PRIO == 1 ]]; then
+    setsid bash -c 'echo -15 > /proc/$$/autogroup 2>/dev/null; exec "$@"' _ "$@" > "$logf" 2>&1 < /dev/null &
+  else
+    setsid "$@" > "$logf" 2>&1 < /dev/null &
+  fi
+  DUT_PID=$!
+}
+run_fg() {  # the generator: same treatment, in the foreground
+  if [[ $PRIO == 1 ]]; then
+    setsid -w bash -c 'echo -15 > /proc/$$/autogroup 2>/dev/null; exec "$@"' _ "$@"
+  else
+    "$@"
+  fi
+}
+
+wait_for() {  # $1: seconds; rest: test command
+  local t=$1; shift
+  for _ in $(seq $((t * 10))); do "$@" && return 0; kill -0 "$DUT_PID" 2>/dev/null || return 1; sleep 0.1; done
+  return 1
+}
+
+# ---------------------------------------------------------------- DUT configurations
+# natgw: one worker pinned to CPU 1, the control thread on CPU 0 (it sleeps in poll()).
+natgw_config() {  # $1: file, $2: dev inside, $3: dev outside, $4: nat|forward, $5: max sessions, $6: netns
+  local eal_mem
+  eal_mem=$(printf '"%s", ' "${DUT_MEM[@]}")
+  cat > "$1" <<EOF
+[dataplane]
+workers = 1
+eal = [${eal_mem} "--no-pci", "--file-prefix", "ngwb-dut", "--lcores", "0@0,1@1", "--log-level", "error"]
+[[interface]]
+name = "inside"
+device = "$2"
+address = "10.0.1.10/24"
+[[interface]]
+name = "internet"
+device = "$3"
+address = "10.0.3.10/24"
+[[route]]
+prefix = "0.0.0.0/0"
+via = "10.0.3.1"
+interface = "internet"
+[[route]]
+prefix = "192.168.0.0/16"
+via = "10.0.1.1"
+interface = "inside"
+[nat]
+max_sessions = $5
+[control]
+socket = "$WORK/natgw-$6.sock"
+EOF
+  if [[ $4 == nat ]]; then printf '[[snat]]\nfrom = ["192.168.0.0/16"]\n' >> "$1"; fi
+}
+
+MEMIF_A="role=server,id=0,socket=$WORK/a.sock,socket-abstract=no"
+MEMIF_B="role=server,id=0,socket=$WORK/b.sock,socket-abstract=no"
+GEN_MEMIF=(--vdev="net_memif0,role=client,id=0,socket=$WORK/a.sock,socket-abstract=no"
+           --vdev="net_memif1,role=client,id=0,socket=$WORK/b.sock,socket-abstract=no")
+
+LAST_JSON=""
+# One run: start the DUT, run the generator, stop the DUT, append a JSON line to $RAW.
+run_one() {  # $1: system, $2: run number
+  local sys=$1 run=$2 flows=1000 mode=nat dut_cpu="" gen_ns=() gen_dev=() extra=() logf="$WORK/$1-$2.log"
+  local out rc load
+  rm -f "$WORK"/a.sock "$WORK"/b.sock
+  take_lock
+  load=$(cut -d' ' -f1 /proc/loadavg)
+  case $sys in
+    testpmd-io)
+      mode=io
+      start_bg "$logf" "$TESTPMD" -l 0,1 "${DUT_MEM[@]}" --no-pci --file-prefix ngwb-dut --log-level error \
+        --vdev="net_memif0,$MEMIF_A" --vdev="net_memif1,$MEMIF_B" -- --forward-mode=io --auto-start \
+        --nb-cores=1 --total-num-mbufs=16384 --stats-period 3600
+      gen_dev=("${GEN_MEMIF[@]}")
+      # Ports started (the memif sockets listen) once testpmd checks link status.
+      wait_for 20 grep -q 'Checking link statuses' "$logf" || { log "$sys: testpmd did not start (see $logf)"; stop_dut; drop_lock; return 1; } ;;
+    natgw-forward|natgw-nat-1k|natgw-nat-1M)
+      [[ $sys == natgw-forward ]] && mode=forward
+      [[ $sys == natgw-nat-1M ]] && flows=1000000
+      [[ $SMOKE == 1 ]] && flows=256
+      natgw_config "$WORK/$sys.toml" "net_memif0,$MEMIF_A" "net_memif1,$MEMIF_B" "$mode" \
+        $(( flows > 100000 ? 2 * flows : 65536 )) memif
+      start_bg "$logf" "$NATGW" --config "$WORK/$sys.toml"
+      gen_dev=("${GEN_MEMIF[@]}")
+      wait_for 60 grep -q 'natgw: running' "$logf" || { log "$sys: natgw did not start (see $logf)"; cat "$logf" >&2; stop_dut; drop_lock; return 1; } ;;
+    nft-masquerade|natgw-afpacket|natgw-afxdp)
+      flows=$VETH_FLOWS dut_cpu=1 gen_ns=(ip netns exec ngwb-gen)
+      gen_dev=(--vdev="net_af_packet0,iface=gen-a,qdisc_bypass=1" --vdev="net_af_packet1,iface=gen-b,qdisc_bypass=1")
+      veth_mode "$sys" || { drop_lock; return 1; }
+      if [[ $sys != nft-masquerade ]]; then
+        local da=net_af_packet0,iface=dut-a db=net_af_packet1,iface=dut-b
+        [[ $sys == natgw-afxdp ]] && da=net_af_xdp0,iface=dut-a,start_queue=0,queue_count=1 \
+                                  && db=net_af_xdp1,iface=dut-b,start_queue=0,queue_count=1
+        natgw_config "$WORK/$sys.toml" "$da" "$db" nat 65536 veth
+        start_bg "$logf" ip netns exec ngwb-dut "$NATGW" --config "$WORK/$sys.toml"
+        wait_for 60 grep -q 'natgw: running' "$logf" || { log "$sys: natgw did not start (see $logf)"; cat "$logf" >&2; stop_dut; drop_lock; return 1; }
+      fi ;;
+    *) die "unknown system $sys" ;;
+  esac
+  if [[ $SMOKE == 1 ]]; then
+    extra=(--rate 50000 --duration 1 --warmup-rate 100000)
+  else
+    extra=(--duration "$DURATION" --search --search-steps 6)
+  fi
+  [[ -n $dut_cpu ]] && extra+=(--measure-cpu "$dut_cpu")
+  out=$(run_fg "${gen_ns[@]}" "$TRAFGEN" "${GEN_MEM[@]}" --no-pci --file-prefix ngwb-gen --lcores 0@0 \
+          --log-level error "${gen_dev[@]}" -- --mode "$mode" --flows "$flows" --size "$SIZE" --json "${extra[@]}" \
+          2>"$WORK/$sys-$run.gen.log")
+  rc=$?
+  printf '%s\n' "$out" | grep -v '^{' | sed "s/^/  [$sys #$run] /" >&2
+  stop_dut
+  local sessions
+  sessions=$(grep -o 'sessions: active tcp [0-9]* udp [0-9]*' "$logf" | awk '{s = $4 + $6} END {print s + 0}')
+  drop_lock
+  LAST_JSON=$(printf '%s\n' "$out" | grep '^{' | tail -1)
+  if [[ $rc -ne 0 || -z $LAST_JSON ]]; then
+    log "$sys run $run: natgw-trafgen exited $rc (logs: $WORK/$sys-$run.gen.log, $logf)"
+    tail -5 "$WORK/$sys-$run.gen.log" >&2
+    printf '{"system":"%s","run":%d,"error":"trafgen exit %d","load":%s}\n' "$sys" "$run" "$rc" "$load" >> "$RAW"
+    return 1
+  fi
+  printf '{"system":"%s","run":%d,"load":%s,"sessions_at_stop":%s,"gen":%s}\n' \
+    "$sys" "$run" "$load" "${sessions:-0}" "$LAST_JSON" >> "$RAW"
+}
+
+# ---------------------------------------------------------------- veth topology
+#   ngwb-gen: gen-a, gen-b (natgw-trafgen, af_packet)    ngwb-dut: dut-a 10.0.1.10/24, dut-b 10.0.3.10/24
+# Kernel work of the DUT namespace is steered to CPU 1 (RPS), the generator's to CPU 0.
+veth_up() {
+  veth_down
+  VETH_UP=1
+  ip netns add ngwb-gen && ip netns add ngwb-dut || return 1
+  for s in a b; do
+    ip link add "gen-$s" netns ngwb-gen type veth peer name "dut-$s" netns ngwb-dut || return 1
+    ip -n ngwb-gen link set "gen-$s" up
+    ip -n ngwb-dut link set "dut-$s" up
+    ip netns exec ngwb-gen ethtool -K "gen-$s" tx off >/dev/null 2>&1
+    ip netns exec ngwb-dut ethtool -K "dut-$s" tx off >/dev/null 2>&1
+    ip netns exec ngwb-gen sh -c "echo 1 > /sys/class/net/gen-$s/queues/rx-0/rps_cpus"
+    ip netns exec ngwb-dut sh -c "echo 2 > /sys/class/net/dut-$s/queues/rx-0/rps_cpus"
+  done
+  ip -n ngwb-dut link set lo up
+}
+veth_mode() {  # $1: system
+  [[ $VETH_UP == 1 ]] || veth_up || { log "cannot create the veth namespaces"; return 1; }
+  ip netns exec ngwb-dut nft delete table ip ngwb 2>/dev/null
+  ip -n ngwb-dut addr flush dev dut-a
+  ip -n ngwb-dut addr flush dev dut-b
+  ip netns exec ngwb-dut sh -c 'echo 0 > /proc/sys/net/ipv4/ip_forward'
+  if [[ $1 == nft-masquerade ]]; then
+    ip -n ngwb-dut addr add 10.0.1.10/24 dev dut-a
+    ip -n ngwb-dut addr add 10.0.3.10/24 dev dut-b
+    ip -n ngwb-dut route add 192.168.0.0/16 via 10.0.1.1
+    ip -n ngwb-dut route add default via 10.0.3.1
+    ip netns exec ngwb-dut sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward
+      for f in /proc/sys/net/ipv4/conf/*/rp_filter; do echo 0 > $f; done'
+    ip netns exec ngwb-dut nft -f - <<'EOF' || return 1
+table ip ngwb {
+  chain post { type nat hook postrouting priority srcnat; oifname "dut-b" masquerade; }
+}
+EOF
+    # Forget the previous run's conntrack entries and neighbours.
+    ip netns exec ngwb-dut sh -c 'command -v conntrack >/dev/null && conntrack -F' >/dev/null 2>&1
+    ip -n ngwb-dut neigh flush all
+  fi
+  return 0
+}
+
+# ---------------------------------------------------------------- main
+log "build $BUILD, memory: $MEMNOTE, runs $RUNS, ${DURATION}s trials, ${SIZE}-byte frames, systems: $SYSTEMS"
+[[ $ANCESTOR_LOCK == 1 ]] && log "running under the busy lock held by a parent process"
+FAILED=0
+for run in $(seq "$RUNS"); do
+  for sys in $SYSTEMS; do
+    run_one "$sys" "$run" || FAILED=$((FAILED + 1))
+  done
+done
+[[ $VETH_UP == 1 ]] && veth_down
+
+MACHINE="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
+export RAW SMOKE RESULTS CMDLINE MACHINE MEMNOTE RUNS DURATION SIZE VETH_FLOWS
+$PY - <<'EOF'
+import json, os, statistics, datetime
+raw = [json.loads(l) for l in open(os.environ["RAW"]) if l.strip()]
+smoke = os.environ["SMOKE"] == "1"
+order = []
+for r in raw:
+    if r["system"] not in order: order.append(r["system"])
+def med(xs): return statistics.median(xs) if xs else None
+def fmt(x, nd=3): return "—" if x is None else f"{x:.{nd}f}"
+rows, stats = [], {}
+for s in order:
+    ok = [r for r in raw if r["system"] == s and "gen" in r]
+    bad = len([r for r in raw if r["system"] == s]) - len(ok)
+    full = [r["gen"]["full"]["forwarded_pps"] / 1e6 for r in ok]
+    lf = [(r["gen"].get("loss_free") or {}).get("forwarded_pps", 0) / 1e6 for r in ok if "loss_free" in r["gen"]]
+    cpu = [r["gen"]["dut_cpu_ns_per_pkt"] for r in ok if r["gen"].get("dut_cpu_ns_per_pkt", -1) > 0]
+    busy = [r["gen"]["dut_cpu_busy"] for r in ok if r["gen"].get("dut_cpu_busy", -1) >= 0]
+    sess = [r["sessions_at_stop"] for r in ok]
+    loads = [r["load"] for r in raw if r["system"] == s]
+    stats[s] = dict(full=med(full), lf=med(lf), cpu=med(cpu), busy=med(busy), n=len(ok), bad=bad,
+                    full_rng=(min(full), max(full)) if full else None, lf_rng=(min(lf), max(lf)) if lf else None,
+                    sess=med(sess), load=med(loads))
+ceiling = stats.get("testpmd-io", {}).get("full")
+ceiling_lf = stats.get("testpmd-io", {}).get("lf")
+nft = stats.get("nft-masquerade", {})
+lines = []
+lines.append(f"| system | runs | full load Mpps (median, min–max) | loss-free Mpps (median, min–max) | vs testpmd (full / loss-free) | vs nftables (per DUT CPU) | DUT CPU ns/pkt | sessions at stop | load avg |")
+lines.append("|---|---|---|---|---|---|---|---|---|")
+for s in order:
+    st = stats[s]
+    rng = lambda r: "" if not r else f" ({r[0]:.3f}–{r[1]:.3f})"
+    vs_t = "—"
+    if ceiling and st["full"] is not None and s.startswith(("natgw", "testpmd")) and s not in ("natgw-afpacket", "natgw-afxdp"):
+        vs_t = f"{100 * st['full'] / ceiling:.0f}%"
+        if ceiling_lf and st["lf"]: vs_t += f" / {100 * st['lf'] / ceiling_lf:.0f}%"
+    vs_n = "—"
+    if nft.get("cpu") and s in ("natgw-afpacket", "natgw-afxdp", "nft-masquerade") and st["cpu"]:
+        vs_n = f"{nft['cpu'] / st['cpu']:.2f}×"
+    runs = f"{st['n']}" + (f" (+{st['bad']} failed)" if st["bad"] else "")
+    cpu = fmt(st["cpu"], 0) + ("" if st["busy"] is None else " (%.0f%% busy)" % (100 * st["busy"]))
+    sess = "—" if st["sess"] is None else str(int(st["sess"]))
+    lines.append(f"| {s} | {runs} | {fmt(st['full'])}{rng(st['full_rng'])} | {fmt(st['lf'])}{rng(st['lf_rng'])} | "
+                 f"{vs_t} | {vs_n} | {cpu} | {sess} | {fmt(st['load'], 1)} |")
+table = "\n".join(lines)
+print(table)
+if smoke:
+    print("(smoke: one fixed-rate 50 kpps trial per system checks behaviour; these are not throughput figures)")
+    # The smoke asserts behaviour, not speed: every system forwarded in both directions, nothing
+    # arrived with an unexpected address, and at 50 kpps (far below any ceiling) loss stayed under 1%.
+    errs = []
+    for r in raw:
+        if "gen" not in r: errs.append(f"{r['system']}: {r.get('error')}"); continue
+        f = r["gen"]["full"]
+        if f["in2out_recv_pps"] <= 0 or f["out2in_recv_pps"] <= 0: errs.append(f"{r['system']}: nothing forwarded in one direction")
+        if f["bad"]: errs.append(f"{r['system']}: {f['bad']} packets with unexpected addresses")
+        if f["loss"] > 0.01: errs.append(f"{r['system']}: {100*f['loss']:.2f}% loss at 50 kpps")
+        if r["system"] == "natgw-nat-1k" and r["sessions_at_stop"] != 256: errs.append(f"natgw-nat-1k: {r['sessions_at_stop']} sessions at stop, expected 256")
+    for e in errs: print("FAIL:", e)
+    raise SystemExit(1 if errs else 0)
+res = os.environ.get("RESULTS")
+if res:
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    block = (f"<!-- bench-throughput:begin (generated by scripts/bench-throughput.sh; do not edit by hand) -->\n"
+             f"Command: `{os.environ['CMDLINE']}`  \nMachine: {os.environ['MACHINE']}  \nDate: {now}; memory: {os.environ['MEMNOTE']}; "
+             f"{os.environ['RUNS']} interleaved runs per system, {os.environ['DURATION']} s trials, {os.environ['SIZE']}-byte frames, "
+             f"UDP+TCP mix; veth systems use {os.environ['VETH_FLOWS']} flows.\n\n{table}\n"
+             f"<!-- bench-throughput:end -->")
+    text = open(res).read() if os.path.exists(res) else ""
+    b, e = text.find("<!-- bench-throughput:begin"), text.find("<!-- bench-throughput:end -->")
+    if b >= 0 and e > b:
+        text = text[:b] + block + text[e + len("<!-- bench-throughput:end -->"):]
+    else:
+        text = text + ("\n" if text else "") + block + "\n"
+    open(res, "w").write(text)
+    print(f"(written to {res})")
+EOF
+rc=$?
+[[ $rc -ne 0 ]] && exit "$rc"
+[[ $FAILED -gt 0 ]] && { log "$FAILED run(s) failed"; exit 1; }
+exit 0
