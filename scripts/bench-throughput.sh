@@ -210,10 +210,12 @@ EOF
   if [[ $4 == nat ]]; then printf '[[snat]]\nfrom = ["192.168.0.0/16"]\n' >> "$1"; fi
 }
 
-MEMIF_A="role=server,id=0,socket=$WORK/a.sock,socket-abstract=no"
-MEMIF_B="role=server,id=0,socket=$WORK/b.sock,socket-abstract=no"
-GEN_MEMIF=(--vdev="net_memif0,role=client,id=0,socket=$WORK/a.sock,socket-abstract=no"
-           --vdev="net_memif1,role=client,id=0,socket=$WORK/b.sock,socket-abstract=no")
+# memif rings of 2^12 slots (default 2^10): a DUT preempted for a millisecond on this shared machine
+# should not turn into loss at a few Mpps.
+MEMIF_A="role=server,id=0,rsize=12,socket=$WORK/a.sock,socket-abstract=no"
+MEMIF_B="role=server,id=0,rsize=12,socket=$WORK/b.sock,socket-abstract=no"
+GEN_MEMIF=(--vdev="net_memif0,role=client,id=0,rsize=12,socket=$WORK/a.sock,socket-abstract=no"
+           --vdev="net_memif1,role=client,id=0,rsize=12,socket=$WORK/b.sock,socket-abstract=no")
 
 LAST_JSON=""
 # One run: start the DUT, run the generator, stop the DUT, append a JSON line to $RAW.
@@ -245,6 +247,7 @@ run_one() {  # $1: system, $2: run number
       flows=$VETH_FLOWS dut_cpu=1 gen_ns=(ip netns exec ngwb-gen)
       gen_dev=(--vdev="net_af_packet0,iface=gen-a,qdisc_bypass=1" --vdev="net_af_packet1,iface=gen-b,qdisc_bypass=1")
       veth_mode "$sys" || { drop_lock; return 1; }
+      : > "$logf"
       if [[ $sys != nft-masquerade ]]; then
         local da=net_af_packet0,iface=dut-a db=net_af_packet1,iface=dut-b
         [[ $sys == natgw-afxdp ]] && da=net_af_xdp0,iface=dut-a,start_queue=0,queue_count=1 \
@@ -260,15 +263,28 @@ run_one() {  # $1: system, $2: run number
   else
     extra=(--duration "$DURATION" --search --search-steps 6)
   fi
-  [[ -n $dut_cpu ]] && extra+=(--measure-cpu "$dut_cpu")
+  [[ $sys == nft-masquerade ]] && extra+=(--measure-cpu "$dut_cpu")
+  local t_start
+  t_start=$(date +%s.%N)
   out=$(run_fg "${gen_ns[@]}" "$TRAFGEN" "${GEN_MEM[@]}" --no-pci --file-prefix ngwb-gen --lcores 0@0 \
           --log-level error "${gen_dev[@]}" -- --mode "$mode" --flows "$flows" --size "$SIZE" --json "${extra[@]}" \
           2>"$WORK/$sys-$run.gen.log")
   rc=$?
   printf '%s\n' "$out" | grep -v '^{' | sed "s/^/  [$sys #$run] /" >&2
+  local t_stop
+  t_stop=$(date +%s.%N)
   stop_dut
   local sessions
   sessions=$(grep -o 'sessions: active tcp [0-9]* udp [0-9]*' "$logf" | awk '{s = $4 + $6} END {print s + 0}')
+  # natgw's worker counts the cycles of polls that brought packets ("busy"): its busy time per packet
+  # handled over its whole life (warm-up, trials, search), the work a saturated worker would spend.
+  local busy_ns=-1
+  if [[ $sys == natgw-* ]]; then
+    busy_ns=$(awk -v t0="$t_start" -v t1="$t_stop" '
+      /^packets: forwarded/ { gsub(",", ""); pk = $3 + $5 + $7 }
+      /^worker 0:/ { for (i = 1; i <= NF; ++i) if ($i == "busy") { b = $(i + 1); sub("%,?", "", b) } }
+      END { if (pk > 0 && b != "") printf "%.0f", b / 100 * (t1 - t0) * 1e9 / pk; else print -1 }' "$logf")
+  fi
   drop_lock
   LAST_JSON=$(printf '%s\n' "$out" | grep '^{' | tail -1)
   if [[ $rc -ne 0 || -z $LAST_JSON ]]; then
@@ -277,8 +293,8 @@ run_one() {  # $1: system, $2: run number
     printf '{"system":"%s","run":%d,"error":"trafgen exit %d","load":%s}\n' "$sys" "$run" "$rc" "$load" >> "$RAW"
     return 1
   fi
-  printf '{"system":"%s","run":%d,"load":%s,"sessions_at_stop":%s,"gen":%s}\n' \
-    "$sys" "$run" "$load" "${sessions:-0}" "$LAST_JSON" >> "$RAW"
+  printf '{"system":"%s","run":%d,"load":%s,"sessions_at_stop":%s,"natgw_busy_ns_per_pkt":%s,"gen":%s}\n' \
+    "$sys" "$run" "$load" "${sessions:-0}" "${busy_ns:--1}" "$LAST_JSON" >> "$RAW"
 }
 
 # ---------------------------------------------------------------- veth topology
@@ -352,7 +368,9 @@ for s in order:
     bad = len([r for r in raw if r["system"] == s]) - len(ok)
     full = [r["gen"]["full"]["forwarded_pps"] / 1e6 for r in ok]
     lf = [(r["gen"].get("loss_free") or {}).get("forwarded_pps", 0) / 1e6 for r in ok if "loss_free" in r["gen"]]
-    cpu = [r["gen"]["dut_cpu_ns_per_pkt"] for r in ok if r["gen"].get("dut_cpu_ns_per_pkt", -1) > 0]
+    # DUT CPU per packet: the kernel's time on CPU 1 for nftables; natgw's busy-poll time for natgw.
+    cpu = [r["gen"]["dut_kernel_ns_per_pkt"] for r in ok if r["gen"].get("dut_kernel_ns_per_pkt", -1) > 0] + \
+          [r["natgw_busy_ns_per_pkt"] for r in ok if r.get("natgw_busy_ns_per_pkt", -1) > 0]
     busy = [r["gen"]["dut_cpu_busy"] for r in ok if r["gen"].get("dut_cpu_busy", -1) >= 0]
     sess = [r["sessions_at_stop"] for r in ok]
     loads = [r["load"] for r in raw if r["system"] == s]
