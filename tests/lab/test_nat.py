@@ -283,6 +283,10 @@ class ShortTimeouts(L.LabTestCase):
             cfg["snat"] = [{"from": ["192.168.0.0/16"], "to": [NATGW_INTERNET],
                             "ports": f"{cls.PORTS[0]}-{cls.PORTS[1]}"}]
             cfg["timeouts"] = {"udp": 2, "icmp": 2, "tcp_transitory": 2}
+            # The expiry scan visits 64 slots per worker millisecond: over the default 1M-slot table one
+            # sweep takes >= 16 s (more when the poller shares its CPU), longer than this test waits. A
+            # small table sweeps in a quarter second, so what is measured is the timeout itself.
+            cfg["nat"] = {"max_sessions": 16384}
         return str(L.derive_config("config/lab.toml", Path(cls.lab.logdir) / "lab-short-timeouts.toml",
                                    edit))
 
