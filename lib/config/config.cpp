@@ -33,7 +33,7 @@ constexpr size_t kUnixPathMax = 108;  // sizeof(sockaddr_un::sun_path), includin
 
 constexpr std::string_view kDataplaneKeys[] = {"workers", "eal", "mbufs"};
 constexpr std::string_view kInterfaceKeys[] = {"name",      "device",       "address",           "mtu",
-                                                 "mss_clamp", "xdp_steering", "xdp_host_addresses"};
+                                                 "mss_clamp", "one_armed", "xdp_steering", "xdp_host_addresses"};
 constexpr std::string_view kRouteKeys[] = {"prefix", "prefix_list", "via", "interface"};
 constexpr std::string_view kSnatKeys[] = {"from", "to", "ports"};
 constexpr std::string_view kTimeoutKeys[] = {"udp", "tcp_established", "tcp_transitory", "icmp",
@@ -511,6 +511,7 @@ class Loader {
       }
     }
 
+    read_bool(t, s, "one_armed", itf.one_armed);
     load_xdp_steering(t, s, itf, addr_ok);
 
     cfg_.interfaces.push_back(std::move(itf));

@@ -32,6 +32,10 @@ struct Interface {
   uint8_t prefix_len = 0;
   uint16_t mtu = 1500;
   uint16_t mss_clamp = 0;  // 0 = off; otherwise clamp TCP MSS on SYNs leaving this interface
+  // One-armed NAT (a single ENI): also source-NAT flows that leave by the interface they came in on,
+  // unless their destination is itself inside a [[snat]] `from` prefix. Off: only flows that cross
+  // to another interface are translated (same-interface traffic is routed untranslated).
+  bool one_armed = false;
   // AF_XDP mode sharing the interface with the kernel (device "net_af_xdp...,iface=X"): natgw loads its
   // XDP program (natgw_steer.bpf.o) on X, which passes what is addressed to the host's own addresses
   // (and ARP for them, DHCP replies) to the kernel and redirects the rest to natgw. MTU <= 3498.

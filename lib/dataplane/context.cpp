@@ -59,6 +59,7 @@ void init_context(Context& ctx, const config::Config& cfg) {
     f.net = i.addr & f.mask;
     f.mtu = i.mtu;
     f.mss_clamp = i.mss_clamp;
+    f.one_armed = i.one_armed;
     f.outside_idx = outside_index(i.addr);
     ctx.ifaces.push_back(f);
   }
@@ -125,7 +126,8 @@ std::unique_ptr<RuntimeTables> build_tables(const Context& ctx, const config::Co
   for (size_t i = 0; i < cfg.interfaces.size(); ++i) {
     const auto& c = cfg.interfaces[i];
     if (c.name != ctx.ifaces[i].name || rte_cpu_to_be_32(c.addr) != ctx.ifaces[i].addr ||
-        c.mtu != ctx.ifaces[i].mtu)
+        c.mtu != ctx.ifaces[i].mtu || c.mss_clamp != ctx.ifaces[i].mss_clamp ||
+        c.one_armed != ctx.ifaces[i].one_armed)
       throw std::runtime_error(c.loc.file + ":" + std::to_string(c.loc.line) + ": interface '" +
                                c.name + "' changed: interfaces need a restart");
   }

@@ -30,6 +30,7 @@ struct Iface {
   uint32_t net = 0, mask = 0;  // host order, for "is this on-link"
   uint16_t mtu = 1500;
   uint16_t mss_clamp = 0;
+  bool one_armed = false;    // SNAT also flows that leave by the interface they came in on
   rte_ether_addr mac{};
   uint8_t outside_idx = 0;   // this address in the outside-address list
 };

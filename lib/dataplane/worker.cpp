@@ -424,10 +424,13 @@ void Worker::out2in(rte_mbuf* m, Ipv4Packet& p, Session& s) {
     send_icmp_error(iface, m, p, 3, 0);  // net unreachable
     return drop(m, kDropNoRoute);
   }
-  // SNAT applies to flows from a configured source that leave by another interface.
+  // SNAT applies to flows from a configured source that leave by another interface, or by the
+  // same one on a one-armed interface when the destination is not itself an inside address.
   const SnatRule* rule = nullptr;
-  if (nh.iface != iface) {
+  const bool same_arm = nh.iface == iface;
+  if (!same_arm || ctx_.ifaces[iface].one_armed) {
     const uint32_t src = rte_be_to_cpu_32(p.ip->src_addr);
+    const uint32_t dst = rte_be_to_cpu_32(p.ip->dst_addr);
     for (const auto& r : t.snat) {
       for (const auto& [net, mask] : r.from)
         if ((src & mask) == net) {
@@ -436,6 +439,10 @@ void Worker::out2in(rte_mbuf* m, Ipv4Packet& p, Session& s) {
         }
       if (rule) break;
     }
+    if (rule && same_arm)
+      for (const auto& r : t.snat)
+        for (const auto& [net, mask] : r.from)
+          if ((dst & mask) == net) rule = nullptr;
   }
   if (!t.acl->empty()) {
     uint16_t sport = 0, dport = 0;
