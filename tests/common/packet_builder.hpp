@@ -138,7 +138,7 @@ inline rte_mbuf* to_mbuf(rte_mempool* pool, const std::vector<uint8_t>& bytes) {
     rte_pktmbuf_free(m);
     return nullptr;
   }
-  std::memcpy(d, bytes.data(), bytes.size());
+  if (!bytes.empty()) std::memcpy(d, bytes.data(), bytes.size());
   return m;
 }
 

@@ -17,35 +17,7 @@ constexpr uint16_t kInside = 0, kEndpoint = 1, kInternet = 2;
 constexpr uint8_t kTgwMac = 0x01, kEndpointGwMac = 0x21, kInternetGwMac = 0x31;
 inline rte_ether_addr our_mac(uint16_t iface) { return mac(static_cast<uint8_t>(0x10 + iface)); }
 
-// The lab without NAT (config/lab-forward.toml's shape): routes only.
-inline const char* kForwardConfig = R"(
-[[interface]]
-name = "inside"
-device = "net_null0"
-address = "10.0.1.10/24"
-[[interface]]
-name = "endpoint"
-device = "net_null1"
-address = "10.0.2.10/24"
-[[interface]]
-name = "internet"
-device = "net_null2"
-address = "10.0.3.10/24"
-[[route]]
-prefix = "0.0.0.0/0"
-via = "10.0.3.1"
-interface = "internet"
-[[route]]
-prefix = "198.51.100.0/24"
-via = "10.0.2.1"
-interface = "endpoint"
-[[route]]
-prefix = "192.168.0.0/16"
-via = "10.0.1.1"
-interface = "inside"
-)";
-
-// `base` with every occurrence of `from` replaced by `to` (fails the test if absent).
+// `base` with the first occurrence of `from` replaced by `to` (fails the test if absent).
 inline std::string with(std::string base, const std::string& from, const std::string& to) {
   const size_t at = base.find(from);
   if (at == std::string::npos) {
@@ -55,6 +27,12 @@ inline std::string with(std::string base, const std::string& from, const std::st
   base.replace(at, from.size(), to);
   return base;
 }
+
+// The lab without NAT (config/lab-forward.toml's shape): routes only, with a
+// route back to the clients instead of the SNAT rule.
+inline const std::string kForwardConfig =
+    with(kLabConfig, "[[snat]]\nfrom = [\"192.168.0.0/16\"]\n",
+         "[[route]]\nprefix = \"192.168.0.0/16\"\nvia = \"10.0.1.1\"\ninterface = \"inside\"\n");
 
 // Neighbours already resolved (as if ARP had run), so tests see frames, not ARP.
 inline void lab_neighbours(Pipeline& p) {

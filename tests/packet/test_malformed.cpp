@@ -170,7 +170,7 @@ const Case kCases[] = {
 class Malformed : public ::testing::TestWithParam<Case> {};
 
 TEST_P(Malformed, IsDroppedUnderItsReasonAndNothingLeaves) {
-  for (const char* cfg : {kForwardConfig, kLabConfig}) {
+  for (const std::string& cfg : {kForwardConfig, std::string(kLabConfig)}) {
     Pipeline p(cfg);
     lab_neighbours(p);
     const Case& c = GetParam();
