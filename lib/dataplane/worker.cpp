@@ -643,6 +643,9 @@ void Worker::remember_fragment(const Ipv4Packet& p, uint16_t table, uint32_t idx
   if (hit) {
     Session& s = ctx_.sessions[f.table]->session(f.session);
     if (f.dir == nat::kOutside) {
+      // Fragments to our address skip classify's TTL check: an expired one is dropped
+      // here (no ICMP error about a later fragment), not sent on with its TTL wrapped.
+      if (p.ip->time_to_live <= 1) [[unlikely]] return drop(m, kDropTtl);
       if (!fits_mtu(iface, s.in_iface, m, p)) return;
       out2in(m, p, s);
       counters_.fragments_translated.add();

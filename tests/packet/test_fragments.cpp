@@ -91,6 +91,23 @@ TEST_F(Fragments, RepliesInAnyOrderAreTranslatedBack) {
   EXPECT_EQ(reassemble(in), expected(whole2, back));
 }
 
+TEST_F(Fragments, ExpiredLaterFragmentsOfAReplyAreDropped) {
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53)));
+  const Parsed o = parse_frame(ipv4_only(p.out(kInternet)).at(0));
+  auto rs = reply_to(o, kInternet);
+  rs.payload.assign(1300, 0x3c);
+  auto frags = fragment(build_frame(rs), 512);
+  for (size_t i = 1; i < frags.size(); ++i) {  // TTL 1 on the later fragments only
+    frags[i][14 + 8] = static_cast<uint8_t>(i - 1);
+    fix_ip_csum(frags[i]);
+  }
+  p.rx(kInternet, frags);
+  const auto in = ipv4_only(p.out(kInside));
+  ASSERT_EQ(in.size(), 1u) << "only the first fragment (TTL 64) goes on";
+  EXPECT_EQ(parse_frame(in[0]).offset_bytes(), 0);
+  EXPECT_EQ(drops(p, dp::kDropTtl), 2u);
+}
+
 TEST_F(Fragments, OrphanFragmentsAreDroppedNeverLeakedUntranslated) {
   const auto frags = fragment(build_frame(big_udp()), 512);
   p.rx(kInside, {frags[1], frags[2]});
