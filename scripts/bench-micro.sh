@@ -66,7 +66,7 @@ if [[ $CALLGRIND == 1 ]] && command -v valgrind >/dev/null; then
       f="$OUT/callgrind.$dir.$n.out"
       locked valgrind --tool=callgrind --callgrind-out-file="$f" --toggle-collect='*pipeline_burst*' \
         "$MICRO" --no-huge --eal-mem=1024 --scales=1000,100000 --iterations=$ITER \
-        --benchmark_filter="^established/udp/$dir/sessions:$n\$" >/dev/null 2>&1
+        --benchmark_filter="^established/udp/$dir/sessions:$n/" >/dev/null 2>&1
       ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
       [[ -n $ir ]] && printf 'callgrind established/udp/%s/sessions:%s: %s instructions / %d packets = %.1f instructions/packet\n' \
         "$dir" "$n" "$ir" $((ITER * 32)) "$(echo "$ir / ($ITER * 32)" | bc -l)"
