@@ -627,7 +627,7 @@ void refresh_icmp_checksum(Ipv4Packet& p) {
 void Worker::remember_fragment(const Ipv4Packet& p, uint16_t table, uint32_t idx, uint8_t dir) {
   const rte_ipv4_hdr* ip = p.ip;
   FragEntry& f = frags_[frag_hash(ip->src_addr, ip->dst_addr, ip->packet_id, p.proto) % kFragSlots];
-  f = FragEntry{ip->src_addr, ip->dst_addr, ip->packet_id, p.proto, dir, table, idx,
+  f = FragEntry{ip->src_addr, ip->dst_addr, ip->packet_id, p.proto, dir, true, table, idx,
                 now_ms_ + tables_->fragment_timeout_ms};
   if (held_used_) release_held_fragments();
 }
@@ -638,8 +638,9 @@ void Worker::remember_fragment(const Ipv4Packet& p, uint16_t table, uint32_t idx
   const rte_ipv4_hdr* ip = p.ip;
   const FragEntry& f =
       frags_[frag_hash(ip->src_addr, ip->dst_addr, ip->packet_id, p.proto) % kFragSlots];
-  const bool hit = f.src == ip->src_addr && f.dst == ip->dst_addr && f.id == ip->packet_id &&
-                   f.proto == p.proto && static_cast<int32_t>(f.expires_ms - now_ms_) >= 0;
+  const bool hit = f.used && f.src == ip->src_addr && f.dst == ip->dst_addr &&
+                   f.id == ip->packet_id && f.proto == p.proto &&
+                   static_cast<int32_t>(f.expires_ms - now_ms_) >= 0;
   if (hit) {
     Session& s = ctx_.sessions[f.table]->session(f.session);
     if (f.dir == nat::kOutside) {
@@ -683,7 +684,7 @@ void Worker::release_held_fragments() {
     const auto* ip = rte_pktmbuf_mtod_offset(h.m, const rte_ipv4_hdr*, net::kEtherHdrLen);
     const FragEntry& f =
         frags_[frag_hash(ip->src_addr, ip->dst_addr, ip->packet_id, ip->next_proto_id) % kFragSlots];
-    if (f.src != ip->src_addr || f.dst != ip->dst_addr || f.id != ip->packet_id) continue;
+    if (!f.used || f.src != ip->src_addr || f.dst != ip->dst_addr || f.id != ip->packet_id) continue;
     rte_mbuf* m = h.m;
     h.m = nullptr;
     --held_used_;
@@ -978,6 +979,14 @@ void Worker::housekeeping() {
       route::NextHop nh;
       if (t.routes->lookup(gw, nh)) send_arp_request(nh.iface, gw);
     }
+  }
+  // Forget expired fragment entries, 16 slots a tick (all of them every 64 ms): the
+  // expiry test compares the millisecond clock modulo 2^32, so an entry left in
+  // place (or never used) would match again 24.8 days on, with a stale session.
+  for (unsigned n = 0; n < 16; ++n) {
+    FragEntry& f = frags_[frag_sweep_];
+    if (f.used && static_cast<int32_t>(f.expires_ms - now_ms_) < 0) f.used = false;
+    frag_sweep_ = frag_sweep_ + 1 == kFragSlots ? 0 : frag_sweep_ + 1;
   }
   if (held_used_) {
     for (auto& h : held_) {

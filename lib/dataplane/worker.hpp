@@ -67,6 +67,7 @@ class Worker {
     rte_be16_t id = 0;
     uint8_t proto = 0;
     uint8_t dir = 0;     // nat::Dir of the packet that created it
+    bool used = false;   // holds a first fragment's session (until swept after expiry)
     uint16_t table = 0;  // which worker's session table
     uint32_t session = 0;
     uint32_t expires_ms = 0;
@@ -138,6 +139,7 @@ class Worker {
   unsigned pending_used_ = 0;
   static constexpr unsigned kFragSlots = 1024;
   FragEntry frags_[kFragSlots];
+  unsigned frag_sweep_ = 0;  // housekeeping forgets expired entries from here, a few at a time
   static constexpr unsigned kHeldFrags = 64;
   HeldFrag held_[kHeldFrags];
   unsigned held_used_ = 0;

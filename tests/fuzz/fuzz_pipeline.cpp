@@ -14,6 +14,7 @@
 #include <rte_mempool.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 
@@ -84,8 +85,13 @@ void check_output(const std::vector<uint8_t>& f) {
   const uint8_t* ip = f.data() + 14;
   const size_t ihl = (ip[0] & 0xf) * 4u;
   const size_t total = static_cast<size_t>(ip[2] << 8 | ip[3]);
-  if ((ip[0] >> 4) != 4 || ihl < 20 || total < ihl || 14 + total != f.size()) std::abort();
-  if (ref_csum(ip, ihl) != 0) std::abort();
+  if ((ip[0] >> 4) != 4 || ihl < 20 || total < ihl || 14 + total != f.size() || ref_csum(ip, ihl) != 0) {
+    fprintf(stderr, "bad IPv4 output: frame %zu bytes, version %d, ihl %zu, total %zu, header checksum %s\n",
+            f.size(), ip[0] >> 4, ihl, total, ref_csum(ip, ihl) ? "bad" : "ok");
+    for (size_t i = 0; i < std::min<size_t>(f.size(), 80); ++i) fprintf(stderr, "%02x%s", f[i], i % 16 == 15 ? "\n" : " ");
+    fprintf(stderr, "\n");
+    std::abort();
+  }
 }
 
 }  // namespace

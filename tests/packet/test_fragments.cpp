@@ -108,6 +108,30 @@ TEST_F(Fragments, ExpiredLaterFragmentsOfAReplyAreDropped) {
   EXPECT_EQ(drops(p, dp::kDropTtl), 2u);
 }
 
+// The fragment table's expiry compares a 32-bit millisecond clock: an entry must
+// not match again once the clock has moved 2^31 ms (24.8 days) past it, and an
+// empty slot must never match (found by fuzz_pipeline).
+TEST_F(Fragments, EntriesDoNotComeBackWhenTheClockWraps) {
+  const auto frags = fragment(build_frame(big_udp()), 512);
+  p.rx(kInside, {frags[0], frags[1]});
+  ASSERT_EQ(ipv4_only(p.out(kInternet)).size(), 2u);
+  p.advance(3000);
+  p.expire_all();  // the session expires too (UDP 300 s is not reached: only the entry matters)
+  p.advance(0x80000000u);
+  p.rx(kInside, frags[2]);
+  EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty()) << "a stale entry translated a fragment";
+  // A later fragment whose addresses, id and protocol are all zero, as an empty slot holds.
+  PacketSpec z;
+  z.src_mac = mac(kTgwMac);
+  z.dst_mac = our_mac(kInside);
+  z.proto = 0;
+  z.ip_id = 0;
+  z.frag = 0x2000 | 100;
+  p.rx(kInside, build_frame(z));
+  for (const auto& f : ipv4_only(p.out(kInternet)))
+    EXPECT_NE(ipstr(parse_frame(f).src), "10.0.3.10") << "translated with a session it never had";
+}
+
 TEST_F(Fragments, OrphanFragmentsAreDroppedNeverLeakedUntranslated) {
   const auto frags = fragment(build_frame(big_udp()), 512);
   p.rx(kInside, {frags[1], frags[2]});
