@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# natgw: install dependencies, build, and run every test (unit, packet, lab, smoke
-# benchmarks), then the unit and packet tests again under ASan/UBSan.
+# natgw: install dependencies, build, and run every test (unit, packet, lab incl. AF_XDP steering, smoke
+# benchmarks), then the unit and packet tests again under ASan/UBSan, then each fuzz target briefly.
 # This is the README's test command and what CI runs (.ci/run).
 #   scripts/test.sh            everything
-#   scripts/test.sh --quick    skip the sanitizer build
+#   scripts/test.sh --quick    skip the sanitizer and fuzz builds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
@@ -36,6 +36,17 @@ if [[ $quick -eq 0 ]]; then
   ninja -C build-asan
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     run_suite build-asan sanitizers --num-processes 2 --suite unit --suite packet
+fi
+
+# Fuzz targets (clang libFuzzer, ASan/UBSan): each runs a few seconds from its seed corpus, so a parser
+# change that crashes on odd bytes fails here. Longer runs: scripts/fuzz.sh [SECONDS].
+if [[ $quick -eq 0 ]]; then
+  if [[ ! -f build-fuzz/build.ninja ]]; then
+    CC=clang CXX=clang++ meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false -Dperf=false
+  fi
+  ninja -C build-fuzz tests/fuzz/fuzz_parse_ipv4 tests/fuzz/fuzz_pipeline tests/fuzz/fuzz_config
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    run_suite build-fuzz fuzz --num-processes 1 --no-rebuild --suite fuzz
 fi
 
 # One closing line over every suite: "N passed, N failed, N skipped".
