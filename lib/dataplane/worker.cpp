@@ -23,7 +23,10 @@ constexpr uint32_t kArpRetryMs = 1000;
 constexpr uint32_t kArpGiveUpMs = 3000;
 constexpr uint32_t kGatewayRefreshMs = 15000;
 constexpr uint32_t kIcmpErrorsPerSec = 200;
-constexpr uint32_t kExpiryBudget = 64;
+// Expiry visits every session slot at least once per kExpiryPassMs (so a session outlives
+// its timeout by at most that), and never fewer than kExpiryMinBudget slots per millisecond.
+constexpr uint32_t kExpiryPassMs = 2000;
+constexpr uint32_t kExpiryMinBudget = 64;
 
 inline net::IcmpHdr* icmp_of(const Ipv4Packet& p) { return reinterpret_cast<net::IcmpHdr*>(p.l4); }
 
@@ -950,6 +953,8 @@ std::vector<rte_mbuf*> Worker::take_captured(uint16_t iface) {
 // ---------------------------------------------------------------- timers
 
 void Worker::housekeeping() {
+  // Milliseconds since the last call (a long burst or a pause can skip some), capped.
+  const uint32_t elapsed = std::min<uint32_t>(now_ms_ - last_housekeeping_ms_, 10);
   last_housekeeping_ms_ = now_ms_;
   const RuntimeTables& t = *tables_;
   if (pending_used_) {
@@ -999,7 +1004,8 @@ void Worker::housekeeping() {
   }
   if (!ctx_.sessions.empty()) {
     nat::SessionTable& st = *ctx_.sessions[id_];
-    st.expire_step(now_ms_, t.timeouts, kExpiryBudget);
+    const uint32_t per_ms = std::max(kExpiryMinBudget, (st.capacity() + kExpiryPassMs - 1) / kExpiryPassMs);
+    st.expire_step(now_ms_, t.timeouts, per_ms * std::max<uint32_t>(elapsed, 1));
     st.reclaim();
   }
 }
