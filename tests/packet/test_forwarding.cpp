@@ -283,13 +283,15 @@ TEST(Arp, UnansweredRequestsAreRetriedThenHeldPacketsDropped) {
 }
 
 // Forward-only mode with an ACL: the ACL judges a flow's first packet.
-const std::string kForwardAcl = std::string(kForwardConfig) +
-                                "[acl_default]\naction = \"deny\"\n"
-                                "[[acl]]\naction = \"allow\"\nsrc = \"192.168.0.0/16\"\nprotocol = \"tcp\"\n"
-                                "dst_ports = \"443\"\n";
+// A function, not a global: kForwardConfig is itself a dynamically initialized global.
+std::string forward_acl() {
+  return kForwardConfig +
+         "[acl_default]\naction = \"deny\"\n"
+         "[[acl]]\naction = \"allow\"\nsrc = \"192.168.0.0/16\"\nprotocol = \"tcp\"\ndst_ports = \"443\"\n";
+}
 
 TEST(ForwardingAcl, AllowedFlowsPassAndDeniedOnesDrop) {
-  Pipeline p(kForwardAcl);
+  Pipeline p(forward_acl());
   lab_neighbours(p);
   const auto syn = build_frame(client(IPPROTO_TCP, "203.0.113.10", 40000, 443));
   p.rx(kInside, syn);
@@ -306,7 +308,7 @@ TEST(ForwardingAcl, AllowedFlowsPassAndDeniedOnesDrop) {
 // replies of an allowed flow pass in forward-only mode too; today the ACL judges
 // every packet there, so a reply that matches no allow rule is dropped.
 TEST(ForwardingAcl, DISABLED_RepliesOfAllowedFlowsPass) {
-  Pipeline p(kForwardAcl);
+  Pipeline p(forward_acl());
   lab_neighbours(p);
   p.rx(kInside, build_frame(client(IPPROTO_TCP, "203.0.113.10", 40000, 443)));
   auto out = ipv4_only(p.out(kInternet));
