@@ -240,16 +240,19 @@ Worker::Lane Worker::classify(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, FlowKe
   }
   const RuntimeTables& t = *tables_;
   if (t.snat.empty() && !ctx_.nat_used.load(std::memory_order_relaxed)) {
-    // Forwarding only: stateless unless an ACL must judge the flow.
+    // Forwarding only: stateless unless an ACL must judge flows; then flows are
+    // tracked (pass-through sessions) so that the replies of allowed ones pass.
     if (t.acl->empty()) return forward(iface, m, p), Lane::kDone;
-    return new_flow(iface, m, p, FlowKey{}), Lane::kDone;
+    if (!(p.flags & net::PKT_FIRST_FRAGMENT) || !(p.flags & net::PKT_HAS_PORTS) || !inside_key(p, k))
+      return new_flow(iface, m, p, FlowKey{}), Lane::kDone;
+    return Lane::kInside;
   }
   if (!(p.flags & net::PKT_FIRST_FRAGMENT)) return handle_fragment(iface, m, p, false), Lane::kDone;
   if (p.proto == IPPROTO_ICMP && net::is_icmp_error(icmp_of(p)->type)) {
     if (!handle_icmp_error_in2out(iface, m, p)) forward(iface, m, p);
     return Lane::kDone;
   }
-  if (!(p.flags & net::PKT_HAS_PORTS) || !inside_key(p, k)) return new_flow(iface, m, p, k), Lane::kDone;
+  if (!(p.flags & net::PKT_HAS_PORTS) || !inside_key(p, k)) return new_flow(iface, m, p, FlowKey{}), Lane::kDone;
   return Lane::kInside;
 }
 
@@ -416,6 +419,16 @@ void Worker::out2in(rte_mbuf* m, Ipv4Packet& p, Session& s) {
 [[gnu::noinline]] void Worker::new_flow(uint16_t iface, rte_mbuf* m, Ipv4Packet& p,
                                         const FlowKey& key) {
   const RuntimeTables& t = *tables_;
+  // A reply of a flow routed untranslated under a stateful ACL: its pass-through
+  // session is found by the reply's outside-direction key (in any worker's table).
+  if (!t.acl->empty() && key.proto != 0) {
+    FlowKey ok;
+    uint32_t idx;
+    if (outside_key(p, ok)) {
+      const int table = find(ok, id_, idx);
+      if (table >= 0) return finish_out2in(iface, m, p, static_cast<uint16_t>(table), idx);
+    }
+  }
   if (ctx_.workers > 1 && !t.snat.empty()) {
     // Sessions of one inside host are all created by one worker: its mappings and
     // pooled address stay the same whichever queue RSS picked.
@@ -458,7 +471,22 @@ void Worker::out2in(rte_mbuf* m, Ipv4Packet& p, Session& s) {
                       sport, dport))
       return drop(m, kDropAcl);
   }
-  if (!rule) return forward(iface, m, p);
+  if (!rule) {
+    if (!t.acl->empty() && key.proto != 0) {
+      // Remember the allowed flow so its replies pass the ACL (design: ACLs are
+      // stateful, also for untranslated traffic). A full table only costs the replies.
+      nat::SessionTable::CreateArgs a{};
+      a.in = &key;
+      a.in_iface = static_cast<uint8_t>(iface);
+      a.out_iface = static_cast<uint8_t>(nh.iface);
+      a.out_nh = nh.gateway ? nh.gateway : p.ip->dst_addr;
+      a.in_mac = &rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr;
+      uint32_t idx;
+      if (ctx_.sessions[id_]->create_passthrough(a, now_ms_, idx) == nat::CreateResult::kOk)
+        return finish_in2out(iface, m, p, id_, idx);
+    }
+    return forward(iface, m, p);
+  }
   if (!(p.flags & net::PKT_HAS_PORTS) || nat::proto_class(p.proto) < 0 ||
       (p.proto == IPPROTO_ICMP && !net::is_icmp_query(icmp_of(p)->type)))
     return drop(m, kDropUnsupported);  // never leak an untranslated inside address

@@ -251,23 +251,44 @@ CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, 
     stats_.no_port.add();
     return CreateResult::kCollision;
   }
+  m.refs++;
+  return install(a, out, m.out_ip, m.out_port, m.out_addr, midx, now_ms, idx);
+}
 
+CreateResult SessionTable::create_passthrough(const CreateArgs& a, uint32_t now_ms, uint32_t& idx) {
+  const FlowKey& in = *a.in;
+  if (proto_class(in.proto) < 0) return CreateResult::kNoPort;
+  if (nfree_sessions_ == 0) {
+    stats_.table_full.add();
+    return CreateResult::kTableFull;
+  }
+  const FlowKey out = outside_key(in, in.src, in.sport);
+  if (lookup(out) >= 0) return CreateResult::kCollision;
+  return install(a, out, in.src, in.sport, 0, kNoMapping, now_ms, idx);
+}
+
+// Take a session slot, fill it and publish both keys (owner only).
+CreateResult SessionTable::install(const CreateArgs& a, const FlowKey& out, rte_be32_t out_ip,
+                                   rte_be16_t out_port, uint8_t out_addr, uint32_t midx, uint32_t now_ms,
+                                   uint32_t& idx) {
+  const FlowKey& in = *a.in;
+  const int pc = proto_class(in.proto);
   idx = free_sessions_[--nfree_sessions_];
   Session& s = sessions_[idx];
   s.in_ip = in.src;
-  s.out_ip = m.out_ip;
+  s.out_ip = out_ip;
   s.remote_ip = in.dst;
   s.in_port = in.sport;
-  s.out_port = m.out_port;
+  s.out_port = out_port;
   s.remote_port = in.dport;
   s.proto = in.proto;
   s.in_iface = a.in_iface;
   s.in_mac = *a.in_mac;
   s.out_iface = a.out_iface;
-  s.out_addr = m.out_addr;
+  s.out_addr = out_addr;
   s.out_nh = a.out_nh;
-  const uint32_t d_ip = net::csum_delta32(in.src, m.out_ip);
-  const uint32_t d_port = net::csum_delta16(in.sport, m.out_port);
+  const uint32_t d_ip = net::csum_delta32(in.src, out_ip);
+  const uint32_t d_port = net::csum_delta16(in.sport, out_port);
   s.l3_delta = net::csum_fold(d_ip);
   s.l4_delta = in.proto == IPPROTO_ICMP ? net::csum_fold(d_port) : net::csum_fold(d_ip + d_port);
   s.mapping = midx;
@@ -283,7 +304,6 @@ CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, 
   const int r2 = r1 < 0 ? r1
                         : rte_hash_add_key_data(hash_, &out,
                                                 reinterpret_cast<void*>(uintptr_t{idx | kOutsideBit}));
-  m.refs++;
   ++active_;
   stats_.active[pc].add();
   stats_.created[pc].add();
@@ -348,7 +368,7 @@ void SessionTable::release(const Deferred& d) {
   if (d.in_pos >= 0) rte_hash_free_key_with_position(hash_, d.in_pos);
   if (d.out_pos >= 0) rte_hash_free_key_with_position(hash_, d.out_pos);
   Session& s = sessions_[d.idx];
-  drop_mapping_ref(s.mapping);
+  if (s.mapping != kNoMapping) drop_mapping_ref(s.mapping);
   s.state = SessionState::kFree;
   free_sessions_[nfree_sessions_++] = d.idx;
 }

@@ -103,6 +103,11 @@ class SessionTable {
     bool port_overlapping;
   };
   CreateResult create_session(const CreateArgs& a, uint32_t now_ms, uint32_t& idx);
+  // A session that translates nothing (outside address:port = inside address:port, no
+  // port taken, no mapping): state for a flow routed untranslated, so that a stateful
+  // ACL lets its replies through. Only in_iface/out_iface/out_nh/in_mac of `a` are used.
+  CreateResult create_passthrough(const CreateArgs& a, uint32_t now_ms, uint32_t& idx);
+  static constexpr uint32_t kNoMapping = ~0u;
 
   // Expire idle sessions: examine up to `budget` slots from a rotating cursor.
   // Returns how many sessions were expired.
@@ -143,6 +148,8 @@ class SessionTable {
   void release(const Deferred& d);
   bool alloc_mapping(const CreateArgs& a, int pc, uint32_t rnd, uint32_t& midx);
   void drop_mapping_ref(uint32_t midx);
+  CreateResult install(const CreateArgs& a, const FlowKey& out, rte_be32_t out_ip, rte_be16_t out_port,
+                       uint8_t out_addr, uint32_t midx, uint32_t now_ms, uint32_t& idx);
   uint32_t next_rand();
 
   rte_hash* hash_ = nullptr;      // FlowKey -> session index (| kOutsideBit)

@@ -304,10 +304,10 @@ TEST(ForwardingAcl, AllowedFlowsPassAndDeniedOnesDrop) {
   EXPECT_EQ(drops(p, dp::kDropAcl), 2u);
 }
 
-// KNOWN GAP (disabled until the dataplane tracks flows without NAT): design §7 says
-// replies of an allowed flow pass in forward-only mode too; today the ACL judges
-// every packet there, so a reply that matches no allow rule is dropped.
-TEST(ForwardingAcl, DISABLED_RepliesOfAllowedFlowsPass) {
+// Design §7: ACLs are stateful in forward-only mode too: the flow an allow rule let
+// out is tracked (a pass-through session), so its replies pass though no rule
+// allows them, while unsolicited packets from outside still meet the default deny.
+TEST(ForwardingAcl, RepliesOfAllowedFlowsPass) {
   Pipeline p(forward_acl());
   lab_neighbours(p);
   p.rx(kInside, build_frame(client(IPPROTO_TCP, "203.0.113.10", 40000, 443)));
@@ -322,6 +322,34 @@ TEST(ForwardingAcl, DISABLED_RepliesOfAllowedFlowsPass) {
   reply.dport = 40002;  // no reply: stays out
   p.rx(kInternet, build_frame(reply));
   EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  EXPECT_EQ(drops(p, dp::kDropAcl), 1u);
+  // Later packets of the flow, both ways, keep passing (the session's fast path).
+  p.rx(kInside, build_frame(client(IPPROTO_TCP, "203.0.113.10", 40000, 443)));
+  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 1u);
+  p.rx(kInternet, r);
+  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 1u);
+  // Nothing was translated and no port was taken.
+  EXPECT_EQ(p.worker().counters().in2out.get() + p.worker().counters().out2in.get(), 4u);
+}
+
+// The same for untranslated traffic in a NAT config (a source outside every
+// `from`): replies of an allowed flow pass, the flow keeps its addresses.
+TEST(ForwardingAcl, UntranslatedFlowsInNatConfigsAreTrackedToo) {
+  Pipeline p(std::string(kLabConfig) +
+             "[[route]]\nprefix = \"172.16.0.0/12\"\nvia = \"10.0.1.1\"\ninterface = \"inside\"\n"
+             "[acl_default]\naction = \"deny\"\n"
+             "[[acl]]\naction = \"allow\"\nsrc = \"172.16.0.0/12\"\nprotocol = \"udp\"\n");
+  lab_neighbours(p);
+  const auto q = build_frame(client(IPPROTO_UDP, "203.0.113.10", 5353, 53, "172.16.1.2"));
+  p.rx(kInside, q);
+  auto out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(ipstr(parse_frame(out[0]).src), "172.16.1.2") << "not in any `from`: must stay untranslated";
+  const auto r = build_frame(reply_to(parse_frame(out[0]), kInternet));
+  p.rx(kInternet, r);
+  auto back = ipv4_only(p.out(kInside));
+  ASSERT_EQ(back.size(), 1u) << "the reply of an allowed untranslated flow was dropped";
+  EXPECT_EQ(back[0], expected(r, {.src_mac = our_mac(kInside), .dst_mac = mac(kTgwMac)}));
 }
 
 }  // namespace
