@@ -1,8 +1,12 @@
 // Route lookup (rte_lpm through route::RouteTable) with a realistic table, and ACL
-// classification (acl::AclTable, linear first match) at 10 and 1,000 rules.
+// classification (acl::AclTable: linear first match up to kLinearMaxRules, rte_acl above)
+// at 10 and 1,000 rules, and both classifiers forced across small rule counts (acl/crossover)
+// to place kLinearMaxRules.
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
+#include <string>
+#include <utility>
 #include <memory>
 
 #include "acl/acl_table.hpp"
@@ -124,11 +128,11 @@ struct AclSet {
 
 // match = false: the synthetic flows (no rule matches: every rule is scanned, default
 // action). match = true: each tuple matches a uniformly chosen rule (scan ~half).
-AclSet make_acl(unsigned rules, bool match) {
+AclSet make_acl(unsigned rules, bool match, acl::Classifier how) {
   AclSet s;
   config::Config c;
   c.acl = make_acl_rules(rules);
-  s.table = std::make_unique<acl::AclTable>(c);
+  s.table = std::make_unique<acl::AclTable>(c, how);
   Rng rng(1234);
   for (unsigned i = 0; i < kAddrs; ++i) {
     AclSet::Tuple t{};
@@ -152,9 +156,9 @@ AclSet make_acl(unsigned rules, bool match) {
   return s;
 }
 
-void bm_acl(benchmark::State& state, unsigned rules, bool match) {
+void bm_acl(benchmark::State& state, unsigned rules, bool match, acl::Classifier how = acl::Classifier::kAuto) {
   release_established();
-  AclSet s = make_acl(rules, match);
+  AclSet s = make_acl(rules, match, how);
   unsigned i = 0;
   uint64_t allowed = 0;
   for (auto _ : state) {
@@ -166,6 +170,7 @@ void bm_acl(benchmark::State& state, unsigned rules, bool match) {
   state.SetItemsProcessed(state.iterations());
   state.counters["ns/flow"] = benchmark::Counter(static_cast<double>(state.iterations()),
                                                  benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["rte_acl"] = s.table->uses_rte_acl() ? 1 : 0;
 }
 
 benchmark::internal::Benchmark* tune(benchmark::internal::Benchmark* b) {
@@ -196,6 +201,13 @@ void register_tables() {
     tune(benchmark::RegisterBenchmark(("acl/rules:" + std::to_string(rules) + "/match(random rule)").c_str(),
                                       [rules](benchmark::State& s) { bm_acl(s, rules, true); }));
   }
+  // Where the scan stops paying: the same rule sets through each classifier.
+  for (auto [how, name] : {std::pair{acl::Classifier::kLinear, "linear"}, std::pair{acl::Classifier::kRteAcl, "rte_acl"}})
+    for (unsigned rules : {4u, 8u, 16u, 32u, 64u, 128u, 256u, 1000u})
+      for (bool match : {false, true})
+        tune(benchmark::RegisterBenchmark(("acl/crossover/" + std::string(name) + "/rules:" + std::to_string(rules) +
+                                           (match ? "/match" : "/no-match")).c_str(),
+                                          [rules, match, how = how](benchmark::State& s) { bm_acl(s, rules, match, how); }));
 }
 
 }  // namespace natgw::perf
