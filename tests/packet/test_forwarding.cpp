@@ -354,3 +354,34 @@ TEST(ForwardingAcl, UntranslatedFlowsInNatConfigsAreTrackedToo) {
 
 }  // namespace
 }  // namespace natgw::test
+
+namespace natgw::test {
+namespace {
+
+// Above 32 rules the ACL classifies with rte_acl: the same first-match verdicts and
+// per-rule hits through the whole pipeline.
+TEST(ForwardingAcl, ManyRulesClassifyWithRteAclInThePipeline) {
+  std::string cfg = forward_acl();
+  for (int i = 0; i < 40; ++i)  // rules 1..40: denies for other destinations
+    cfg += "[[acl]]\naction = \"deny\"\ndst = \"10.99." + std::to_string(i) + ".0/24\"\n";
+  cfg += "[[acl]]\naction = \"allow\"\ndst = \"203.0.113.0/24\"\nprotocol = \"udp\"\n";  // rule 41
+  Pipeline p(cfg);
+  lab_neighbours(p);
+  const auto& acl = *p.ctx.tables.load()->acl;
+  ASSERT_TRUE(acl.uses_rte_acl());
+  p.rx(kInside, build_frame(client(IPPROTO_TCP, "203.0.113.10", 40000, 443)));  // rule 0 allows
+  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 1u);
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40001, 53)));  // rule 41 allows
+  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 1u);
+  p.rx(kInside, build_frame(client(IPPROTO_TCP, "203.0.113.10", 40002, 80)));  // default deny
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "10.99.7.1", 40003, 53)));     // rule 8 denies
+  EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty());
+  EXPECT_EQ(drops(p, dp::kDropAcl), 2u);
+  EXPECT_EQ(acl.hits(0), 1u);
+  EXPECT_EQ(acl.hits(8), 1u);
+  EXPECT_EQ(acl.hits(41), 1u);
+  EXPECT_EQ(acl.hits(acl.size()), 1u);
+}
+
+}  // namespace
+}  // namespace natgw::test
