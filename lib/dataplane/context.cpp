@@ -15,16 +15,20 @@ namespace {
 uint32_t mask_of(uint8_t len) { return len ? ~0u << (32 - len) : 0; }
 
 // Port range every outside address gets, from the SNAT rules that can use it.
-std::map<uint32_t, std::pair<uint16_t, uint16_t>> port_ranges(const config::Config& cfg) {
-  std::map<uint32_t, std::pair<uint16_t, uint16_t>> r;
+struct PortRangeUse {  // an outside address's port range and the [[snat]] rule that set it
+  uint16_t lo, hi;
+  config::Location loc;
+};
+
+std::map<uint32_t, PortRangeUse> port_ranges(const config::Config& cfg) {
+  std::map<uint32_t, PortRangeUse> r;
   auto set = [&](uint32_t a, uint16_t lo, uint16_t hi, const config::Location& loc) {
-    auto [it, fresh] = r.emplace(a, std::make_pair(lo, hi));
-    if (!fresh && it->second != std::make_pair(lo, hi))
+    auto [it, fresh] = r.emplace(a, PortRangeUse{lo, hi, loc});
+    if (!fresh && (it->second.lo != lo || it->second.hi != hi))
       throw std::runtime_error(loc.file + ":" + std::to_string(loc.line) + ": outside address " +
                                config::format_ipv4(a) + " is used with port ranges " +
-                               std::to_string(it->second.first) + "-" +
-                               std::to_string(it->second.second) + " and " + std::to_string(lo) +
-                               "-" + std::to_string(hi) + "; give it one range");
+                               std::to_string(it->second.lo) + "-" + std::to_string(it->second.hi) +
+                               " and " + std::to_string(lo) + "-" + std::to_string(hi) + "; give it one range");
   };
   for (const auto& s : cfg.snat) {
     if (s.to.empty()) {
@@ -45,7 +49,8 @@ void init_context(Context& ctx, const config::Config& cfg) {
     for (size_t i = 0; i < ctx.outside.size(); ++i)
       if (ctx.outside[i].addr == rte_cpu_to_be_32(a)) return static_cast<uint8_t>(i);
     auto it = ranges.find(a);
-    const auto pr = it == ranges.end() ? std::make_pair<uint16_t, uint16_t>(1024, 65535) : it->second;
+    const auto pr = it == ranges.end() ? std::make_pair<uint16_t, uint16_t>(1024, 65535)
+                                       : std::make_pair(it->second.lo, it->second.hi);
     ctx.outside.push_back(nat::OutsideAddress{rte_cpu_to_be_32(a), pr.first, pr.second});
     ctx.local.push_back(rte_cpu_to_be_32(a));
     return static_cast<uint8_t>(ctx.outside.size() - 1);
@@ -117,9 +122,10 @@ std::unique_ptr<RuntimeTables> build_tables(const Context& ctx, const config::Co
   }
   for (const auto& [a, pr] : ranges) {
     for (const auto& o : ctx.outside)
-      if (o.addr == rte_cpu_to_be_32(a) && (o.port_lo != pr.first || o.port_hi != pr.second))
-        throw std::runtime_error("port range of " + config::format_ipv4(a) +
-                                 " changed: that needs a restart");
+      if (o.addr == rte_cpu_to_be_32(a) && (o.port_lo != pr.lo || o.port_hi != pr.hi))
+        throw std::runtime_error(pr.loc.file + ":" + std::to_string(pr.loc.line) + ": port range of " +
+                                 config::format_ipv4(a) + " changed from " + std::to_string(o.port_lo) +
+                                 "-" + std::to_string(o.port_hi) + ": that needs a restart");
   }
   if (cfg.interfaces.size() != ctx.ifaces.size())
     throw std::runtime_error("interfaces changed: that needs a restart");

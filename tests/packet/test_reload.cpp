@@ -105,5 +105,26 @@ TEST_F(Reload, NewTimeoutsApplyToLiveSessions) {
   EXPECT_FALSE(reply_passes(o));
 }
 
+// What cannot change live is refused with the place in the file that asks for it,
+// and the running tables stay.
+TEST_F(Reload, ChangedPortRangeIsRefusedWithFileAndLine) {
+  const Parsed o = open(IPPROTO_UDP, 40000);
+  auto r = config::load_string(with(kLabConfig, "from = [\"192.168.0.0/16\"]",
+                                    "from = [\"192.168.0.0/16\"]\nports = \"2000-3000\""),
+                               "reload.toml");
+  ASSERT_TRUE(r.ok());
+  try {
+    dp::build_tables(p.ctx, *r.config, 2);
+    FAIL() << "a changed port range must need a restart";
+  } catch (const std::runtime_error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("reload.toml:"), std::string::npos) << m;
+    EXPECT_NE(m.find("1024-65535"), std::string::npos) << m;
+    EXPECT_NE(m.find("needs a restart"), std::string::npos) << m;
+  }
+  EXPECT_EQ(p.ctx.tables.load()->generation, 1u);
+  EXPECT_TRUE(reply_passes(o));
+}
+
 }  // namespace
 }  // namespace natgw::test
