@@ -11,14 +11,24 @@ host to the kernel and the rest to natgw. The endpoint side is a second interfac
                                                                              │  natgw endpoint 10.0.2.10
     xd-srv 10.0.2.1, serves 198.51.100.10 to 10.0.2.10 only ───────────── xd-ep ┘  (AF_XDP, natgw only)
 
-(natgw translates flows that leave by another interface than they came in on, so a one-armed single-ENI
-setup is not tested here: see docs/ec2-guide.md.)
+A second layout (XdpOneEniLab) is the small instance with a single ENI: natgw has only xd-eni, with
+xdp_steering and one_armed (config/ec2-af-xdp-one-eni.toml), and reaches the server through the VPC router,
+as on AWS where the subnet's route table sends S3/internet traffic on and the TGW brings on-prem traffic in:
+
+    xd-cli 192.168.10.2 ── xd-vpc (VPC router + TGW) ── 10.0.1.1 ──── xd-eni ── xd-host: host 10.0.1.5 (kernel)
+                           iif xd-vpc-cli: 0.0.0.0/0 via 10.0.1.10             natgw 10.0.1.10 (AF_XDP, one-armed)
+                           main: 198.51.100.10 via 10.0.2.2
+                                 └─ 10.0.2.1 ── xd-srv 10.0.2.2, serves 198.51.100.10 to 10.0.1.10 only
+                                                (routes back 10.0.1.0/24 only: no route to 192.168.0.0/16)
 
 Checked: SSH-like TCP to the host address and replies to connections the host makes (its ephemeral ports,
 like SSM/metadata) reach the kernel while ICMP, UDP and TCP from the client are translated by natgw; the
 program's counters agree; when natgw is killed the host keeps working (bpf_redirect_map falls back to the
 kernel) and transit stops (the host does not forward); natgw restarts over the stale program; a clean stop
-removes the program. Namespaces xd-*; every process and namespace is removed at the end, also on failure.
+removes the program. One ENI: the same, with client traffic entering and leaving natgw by xd-eni and
+source-NATed to 10.0.1.10. Both classes use the namespaces xd-* in turn (unittest runs one class after the
+other; each builds its own topology and removes it); every process and namespace is removed at the end,
+also on failure.
 
 Needs root, AF_XDP sockets and XDP on veth; exits 77 (skipped) with the reason otherwise.
 Environment (set by tests/xdp/meson.build): NATGW_BIN, NATGW_XDP_OBJECT, NATGW_XDP_TOOL, NATGW_LAB_LOGDIR.
@@ -80,6 +90,33 @@ interface = "endpoint"
 prefix = "192.168.0.0/16"
 via = "{VPC_ADDR}"
 interface = "inside"
+
+[[snat]]
+from = ["192.168.0.0/16"]
+
+[control]
+socket = "@SOCK@"
+"""
+
+# The single-ENI layout: natgw has xd-eni only; the server sits behind the VPC router.
+SRV_ROUTER_ADDR, SRV_HOST_ADDR = "10.0.2.1", "10.0.2.2"
+ONE_ENI_CONFIG = f"""
+[dataplane]
+workers = 1
+eal = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf", "--file-prefix", "natgw-xdp-lab-one-eni"]
+
+[[interface]]
+name = "eni"
+device = "net_af_xdp0,iface={ENI}"
+address = "{NATGW_ADDR}/24"
+mtu = 1500
+xdp_steering = true                     # the host keeps {HOST_ADDR}
+one_armed = true                        # translate flows that leave by {ENI}, where they came in
+
+[[route]]
+prefix = "0.0.0.0/0"
+via = "{VPC_ADDR}"
+interface = "eni"
 
 [[snat]]
 from = ["192.168.0.0/16"]
@@ -162,15 +199,20 @@ def topology_down() -> None:
         run(["ip", "netns", "del", ns])
 
 
-def topology_up() -> None:
-    topology_down()
+def namespaces_and_links(links) -> None:
+    """Fresh namespaces xd-* joined by the veth pairs (ns_a, a, ns_b, b)."""
     for ns in NAMESPACES:
         run(["ip", "netns", "add", ns], check=True)
         nsx(ns, "ip link set lo up; echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6", check=True)
-    links = [(HOST_NS, ENI, VPC_NS, "xd-vpc-eni"), (CLI_NS, "xd-cli0", VPC_NS, "xd-vpc-cli"),
-             (HOST_NS, EP, SRV_NS, "xd-srv0")]
     for ns_a, a, ns_b, b in links:
         run(["ip", "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b], check=True)
+
+
+def topology_up() -> None:
+    topology_down()
+    links = [(HOST_NS, ENI, VPC_NS, "xd-vpc-eni"), (CLI_NS, "xd-cli0", VPC_NS, "xd-vpc-cli"),
+             (HOST_NS, EP, SRV_NS, "xd-srv0")]
+    namespaces_and_links(links)
     sh = {
         HOST_NS: f"""ip addr add {HOST_ADDR}/24 dev {ENI}; ip link set {ENI} up; ip link set {EP} up
                      ip route add default via {VPC_ADDR}
@@ -193,6 +235,43 @@ table ip only_natgw {{
   }}
 }}
 EOF""",  # like the S3 endpoint: only natgw's address is served (and known)
+    }
+    for ns, script in sh.items():
+        nsx(ns, "set -e\n" + script, check=True)
+
+
+def one_eni_topology_up() -> None:
+    """The single-ENI layout (same namespaces as topology_up, so topology_down removes it)."""
+    topology_down()
+    links = [(HOST_NS, ENI, VPC_NS, "xd-vpc-eni"), (CLI_NS, "xd-cli0", VPC_NS, "xd-vpc-cli"),
+             (SRV_NS, "xd-srv0", VPC_NS, "xd-vpc-srv")]
+    namespaces_and_links(links)
+    sh = {
+        HOST_NS: f"""ip addr add {HOST_ADDR}/24 dev {ENI}; ip link set {ENI} up
+                     ip route add default via {VPC_ADDR}
+                     echo 0 > /proc/sys/net/ipv4/ip_forward""",
+        VPC_NS: f"""ip addr add {VPC_ADDR}/24 dev xd-vpc-eni; ip addr add 192.168.10.1/24 dev xd-vpc-cli
+                    ip addr add {SRV_ROUTER_ADDR}/24 dev xd-vpc-srv
+                    for i in xd-vpc-eni xd-vpc-cli xd-vpc-srv; do ip link set $i up; ethtool -K $i tx off >/dev/null; done
+                    echo 1 > /proc/sys/net/ipv4/ip_forward
+                    for i in all default xd-vpc-eni xd-vpc-cli xd-vpc-srv; do
+                      echo 0 > /proc/sys/net/ipv4/conf/$i/rp_filter; done
+                    ip route add {SERVER_ADDR}/32 via {SRV_HOST_ADDR}          # subnet route table
+                    ip rule add iif xd-vpc-cli lookup 100 pref 100
+                    ip route add default via {NATGW_ADDR} dev xd-vpc-eni table 100""",  # TGW route table
+        CLI_NS: f"""ip addr add {CLIENT_ADDR}/24 dev xd-cli0; ip link set xd-cli0 up; ethtool -K xd-cli0 tx off >/dev/null
+                    ip route add default via 192.168.10.1""",
+        SRV_NS: f"""ip addr add {SRV_HOST_ADDR}/24 dev xd-srv0; ip link set xd-srv0 up; ethtool -K xd-srv0 tx off >/dev/null
+                    ip addr add {SERVER_ADDR}/32 dev lo
+                    ip route add 10.0.1.0/24 via {SRV_ROUTER_ADDR}      # no route to 192.168.0.0/16, as in AWS
+                    nft -f - <<'EOF'
+table ip only_natgw {{
+  chain input {{ type filter hook input priority 0; policy drop;
+    iif lo accept
+    ip saddr {NATGW_ADDR} accept
+  }}
+}}
+EOF""",
     }
     for ns, script in sh.items():
         nsx(ns, "set -e\n" + script, check=True)
@@ -266,23 +345,26 @@ def skip_reason() -> str | None:
 
 
 # -------------------------------------------------------------------------------------------- tests
-class XdpSteeringLab(unittest.TestCase):
+class _XdpLab(unittest.TestCase):
+    """Topology, servers and helpers shared by the layouts; no tests of its own."""
     procs: list[Proc] = []
+    CONFIG, CONFIG_NAME, NAT_SOURCE = NATGW_CONFIG, "natgw-xdp", NATGW_EP_ADDR
+    TOPOLOGY = staticmethod(topology_up)
 
     @classmethod
     def setUpClass(cls) -> None:
         cls.logdir = Path(os.environ.get("NATGW_LAB_LOGDIR") or tempfile.mkdtemp(prefix="natgw-xdp-lab-"))
         cls.logdir.mkdir(parents=True, exist_ok=True)
-        cls.config = cls.logdir / "natgw-xdp.toml"
-        cls.config.write_text(NATGW_CONFIG.replace("@SOCK@", str(cls.logdir / "natgw.sock")))
-        topology_up()
+        cls.config = cls.logdir / f"{cls.CONFIG_NAME}.toml"
+        cls.config.write_text(cls.CONFIG.replace("@SOCK@", str(cls.logdir / f"{cls.CONFIG_NAME}.sock")))
         cls.procs = []
         try:
+            cls.TOPOLOGY()  # inside the try: a half-built topology is removed too
             servers = [(HOST_NS, [f"tcp:{HOST_ADDR}:{SSH_PORT}:host-ssh"]),
                        (VPC_NS, [f"tcp:{VPC_ADDR}:{SSM_PORT}:vpc-ssm", f"udp:{VPC_ADDR}:53:vpc-dns"]),
                        (SRV_NS, [f"tcp:{SERVER_ADDR}:{TCP_PORT}:srv-tcp", f"udp:{SERVER_ADDR}:{UDP_PORT}:srv-udp"])]
             for ns, specs in servers:
-                p = Proc(ns, ["/usr/bin/python3", "-c", SERVER, *specs], cls.logdir / f"server-{ns}.log")
+                p = Proc(ns, ["/usr/bin/python3", "-c", SERVER, *specs], cls.logdir / f"{cls.CONFIG_NAME}-server-{ns}.log")
                 cls.procs.append(p)
                 if not p.wait_for("ready", 10):
                     raise RuntimeError(f"server in {ns} did not start:\n{p.output()}")
@@ -298,7 +380,7 @@ class XdpSteeringLab(unittest.TestCase):
 
     # ---- helpers
     def start_natgw(self, name: str) -> Proc:
-        p = Proc(HOST_NS, [NATGW, "--config", self.config], self.logdir / f"{name}.log")
+        p = Proc(HOST_NS, [NATGW, "--config", self.config], self.logdir / f"{self.CONFIG_NAME}-{name}.log")
         self.procs.append(p)
         if not p.wait_for("natgw: running", 60):
             p.stop(signal.SIGKILL)
@@ -325,8 +407,12 @@ class XdpSteeringLab(unittest.TestCase):
 
     def assert_nat_works(self) -> None:
         self.assertEqual(pings(CLI_NS, SERVER_ADDR), 3, "ICMP through natgw")
-        self.assertEqual(request(CLI_NS, "udp", SERVER_ADDR, UDP_PORT), f"srv-udp {NATGW_EP_ADDR}")
-        self.assertEqual(request(CLI_NS, "tcp", SERVER_ADDR, TCP_PORT), f"srv-tcp {NATGW_EP_ADDR}")
+        self.assertEqual(request(CLI_NS, "udp", SERVER_ADDR, UDP_PORT), f"srv-udp {self.NAT_SOURCE}")
+        self.assertEqual(request(CLI_NS, "tcp", SERVER_ADDR, TCP_PORT), f"srv-tcp {self.NAT_SOURCE}")
+
+
+class XdpSteeringLab(_XdpLab):
+    """natgw on the shared xd-eni (inside) and its own xd-ep (endpoint)."""
 
     # ---- the test: one sequence, since each step builds on the state the previous one left
     def test_shared_interface_lifecycle(self) -> None:
@@ -383,9 +469,45 @@ class XdpSteeringLab(unittest.TestCase):
         self.assertEqual(pings(CLI_NS, SERVER_ADDR, count=1), 0)
 
 
+class XdpOneEniLab(_XdpLab):
+    """natgw on the shared xd-eni only, one-armed: client traffic comes in and leaves by the same ENI."""
+    CONFIG, CONFIG_NAME, NAT_SOURCE = ONE_ENI_CONFIG, "natgw-xdp-one-eni", NATGW_ADDR
+    TOPOLOGY = staticmethod(one_eni_topology_up)
+
+    def test_one_eni_one_armed(self) -> None:
+        # 0. Baseline: nobody owns 10.0.1.10 yet, so the client's traffic goes nowhere; the host works.
+        self.assertEqual(pings(CLI_NS, SERVER_ADDR, count=1), 0, "the client reached the server without natgw")
+        self.assert_host_reachable("host traffic before natgw started")
+
+        natgw = self.start_natgw("natgw")
+        self.assertIn(f"XDP steering on {ENI}", natgw.output())
+        self.assertRegex(natgw.output(), rf"to the kernel: {re.escape(HOST_ADDR)};")
+        self.assertIn("'natgw_steer'", self.attached())
+        before = self.stats()
+
+        # 1. ICMP, UDP and TCP from the client come in by xd-eni and leave by it, translated to 10.0.1.10
+        #    (the server accepts nothing else and has no route to 192.168.0.0/16); the host keeps working.
+        self.assert_nat_works()
+        self.assert_host_reachable("host traffic with natgw running")
+        self.assertEqual(pings(VPC_NS, NATGW_ADDR), 3, "natgw answers ping on its own address")
+        d = {k: v - before.get(k, 0) for k, v in self.stats().items()}
+        log(f"one-ENI steering counters while natgw runs: { {k: v for k, v in d.items() if v} }")
+        self.assertGreaterEqual(d["xsk_transit"], 3 + 1 + 3, "client->server packets went to natgw")
+        # replies from the server come back to natgw's address (3 pings, 1 UDP, >= 3 TCP), plus 3 pings
+        self.assertGreaterEqual(d["xsk_natgw"], 3 + 1 + 3 + 3, "replies to 10.0.1.10 went to natgw")
+        self.assertGreaterEqual(d["pass_host"], 3 + 3 + 3, "the host's traffic went to the kernel")
+        self.assertEqual(d["fallback"], 0, "nothing meant for natgw fell back to the kernel while it ran")
+
+        # 2. A clean stop removes the program: the host keeps its access, transit stops.
+        self.assertEqual(natgw.stop(signal.SIGTERM), 0, natgw.output()[-2000:])
+        self.assertIn("no XDP program attached", self.attached())
+        self.assert_host_reachable("host traffic after natgw stopped")
+        self.assertEqual(pings(CLI_NS, SERVER_ADDR, count=1), 0, "transit must not flow without natgw")
+
+
 def _on_signal(signum, frame) -> None:
     # meson's timeout: stop what we started and remove the namespaces before leaving.
-    for p in XdpSteeringLab.procs:
+    for p in XdpSteeringLab.procs + XdpOneEniLab.procs:
         if p.proc.poll() is None:
             p.proc.kill()
     topology_down()
