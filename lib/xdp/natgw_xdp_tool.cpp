@@ -73,18 +73,7 @@ std::string join(const std::vector<uint32_t>& v) {
 void print_stats(const XdpSteering& s, bool prometheus) {
   const auto st = s.stats();
   if (prometheus) {
-    std::cout << "# HELP natgw_xdp_steer_packets_total Frames judged by the XDP steering program, by verdict.\n"
-                 "# TYPE natgw_xdp_steer_packets_total counter\n";
-    for (unsigned i = 0; i < NATGW_STEER_NCOUNTERS; ++i)
-      std::cout << "natgw_xdp_steer_packets_total{interface=\"" << s.ifname() << "\",verdict=\""
-                << natgw::xdp::counter_name(i) << "\",to=\"" << natgw::xdp::counter_destination(i) << "\"} "
-                << st.packets[i] << "\n";
-    std::cout << "# HELP natgw_xdp_steer_bytes_total Bytes judged by the XDP steering program, by verdict.\n"
-                 "# TYPE natgw_xdp_steer_bytes_total counter\n";
-    for (unsigned i = 0; i < NATGW_STEER_NCOUNTERS; ++i)
-      std::cout << "natgw_xdp_steer_bytes_total{interface=\"" << s.ifname() << "\",verdict=\""
-                << natgw::xdp::counter_name(i) << "\",to=\"" << natgw::xdp::counter_destination(i) << "\"} "
-                << st.bytes[i] << "\n";
+    std::cout << natgw::xdp::prometheus_text({&s});
     return;
   }
   for (unsigned i = 0; i < NATGW_STEER_NCOUNTERS; ++i)

@@ -585,4 +585,23 @@ uint32_t XdpSteering::test_run(const void* frame, uint32_t len) {
   return o.retval;
 }
 
+std::string prometheus_text(const std::vector<const XdpSteering*>& steerings) {
+  if (steerings.empty()) return {};
+  std::vector<SteeringStats> stats;
+  for (const auto* s : steerings) stats.push_back(s->stats());
+  std::string o;
+  const auto family = [&](const char* name, const char* what, auto field) {
+    o += std::string("# HELP ") + name + " " + what + " judged by the XDP steering program, by verdict.\n# TYPE " +
+         name + " counter\n";
+    for (size_t k = 0; k < steerings.size(); ++k)
+      for (unsigned i = 0; i < NATGW_STEER_NCOUNTERS; ++i)
+        o += std::string(name) + "{interface=\"" + steerings[k]->ifname() + "\",verdict=\"" +
+             std::string(counter_name(i)) + "\",to=\"" + std::string(counter_destination(i)) + "\"} " +
+             std::to_string((stats[k].*field)[i]) + "\n";
+  };
+  family("natgw_xdp_steer_packets_total", "Frames", &SteeringStats::packets);
+  family("natgw_xdp_steer_bytes_total", "Bytes", &SteeringStats::bytes);
+  return o;
+}
+
 }  // namespace natgw::xdp

@@ -54,6 +54,11 @@ std::string_view counter_name(unsigned index);
 // Whether the counter counts frames handed to the kernel ("kernel") or to natgw ("natgw").
 std::string_view counter_destination(unsigned index);
 
+class XdpSteering;
+// Prometheus text for the steering counters of these interfaces: natgw_xdp_steer_{packets,bytes}_total
+// {interface, verdict, to}. Empty for no interfaces. (natgw's /metrics and `natgw-xdp stats --prometheus`.)
+std::string prometheus_text(const std::vector<const XdpSteering*>& steerings);
+
 enum class AttachMode { any, native, generic };
 
 // Where natgw_steer.bpf.o is: $NATGW_XDP_OBJECT if set, else the first that exists of: next to the running

@@ -136,6 +136,14 @@ class XdpHooks {
     }
   }
 
+  // The steering counters for /metrics (read from the maps on the control thread).
+  std::string prometheus() const {
+    std::vector<const xdp::XdpSteering*> v;
+    for (const auto& s : open_)
+      if (s) v.push_back(&*s);
+    return xdp::prometheus_text(v);
+  }
+
   // Before the ports stop: every frame to the kernel.
   void disable() noexcept {
     for (auto& s : open_)
@@ -156,6 +164,7 @@ class XdpHooks {
 struct XdpHooks {  // built without libbpf: refuse_unimplemented() rejects xdp_steering
   static std::string device(const config::Interface& itf) { return itf.device; }
   void configure(const config::Config&) {}
+  std::string prometheus() const { return {}; }
   void disable() noexcept {}
   void remove() noexcept {}
 };
@@ -310,7 +319,7 @@ control::Reply Daemon::command(const std::string& line) {
   if (verb == "routes") return {true, control::format_routes(ctx_)};
   if (verb == "arp") return {true, control::format_arp(ctx_)};
   if (verb == "acl") return {true, control::format_acl(ctx_)};
-  if (verb == "metrics") return {true, control::render_prometheus(snap(true), ctx_, reload_)};
+  if (verb == "metrics") return {true, control::render_prometheus(snap(true), ctx_, reload_) + xdp_.prometheus()};
   if (verb == "reload") return reload();
   if (verb == "version") return {true, std::string("natgw ") + NATGW_VERSION + "\n"};
   if (verb == "help" || verb.empty())
@@ -429,7 +438,7 @@ int Daemon::run(const char* argv0) {
   }
 
   const auto on_command = [this](const std::string& l) { return command(l); };
-  const auto on_metrics = [this] { return control::render_prometheus(snap(true), ctx_, reload_); };
+  const auto on_metrics = [this] { return control::render_prometheus(snap(true), ctx_, reload_) + xdp_.prometheus(); };
   uint64_t last_timer = rte_get_timer_cycles();
   while (!g_stop) {
     server_.poll_once(50, on_command, on_metrics);

@@ -53,6 +53,7 @@ SRC = Path(os.environ.get("NATGW_SRC") or Path(__file__).resolve().parents[2])
 NATGW = Path(os.environ.get("NATGW_BIN") or SRC / "build/src/natgw/natgw")
 OBJECT = Path(os.environ.get("NATGW_XDP_OBJECT") or SRC / "build/lib/xdp/natgw_steer.bpf.o")
 TOOL = Path(os.environ.get("NATGW_XDP_TOOL") or SRC / "build/lib/xdp/natgw-xdp")
+NATGWCTL = Path(os.environ.get("NATGWCTL_BIN") or NATGW.parent.parent / "natgwctl" / "natgwctl")
 SKIP = 77
 
 HOST_NS, VPC_NS, CLI_NS, SRV_NS = "xd-host", "xd-vpc", "xd-cli", "xd-srv"
@@ -444,6 +445,15 @@ class XdpSteeringLab(_XdpLab):
         # to the host: SSH-like TCP (>= 3), its own TCP and UDP replies (>= 2 + 1), 3 pings
         self.assertGreaterEqual(d["pass_host"], 3 + 3 + 3, "the host's traffic went to the kernel")
         self.assertEqual(d["fallback"], 0, "nothing meant for natgw fell back to the kernel while it ran")
+        # natgw's own metrics carry the same counters (read from the maps on its control thread): at least
+        # what the tool read just before (counters only grow), and the same verdicts.
+        r = run([NATGWCTL, "--socket", self.logdir / f"{self.CONFIG_NAME}.sock", "metrics"])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        scraped = {m.group(1): int(m.group(2)) for m in re.finditer(
+            rf'natgw_xdp_steer_packets_total\{{interface="{ENI}",verdict="(\w+)"[^}}]*\}} (\d+)', r.stdout)}
+        self.assertEqual(set(scraped), set(after), r.stdout[-2000:])
+        for k, v in after.items():
+            self.assertGreaterEqual(scraped[k], v, k)
 
         # 3. natgw is killed (no cleanup at all): the program stays, its sockets are gone, so frames for
         #    natgw fall back to the kernel; the host is unaffected and transit is not forwarded.
