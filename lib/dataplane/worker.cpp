@@ -442,23 +442,18 @@ void Worker::out2in(rte_mbuf* m, Ipv4Packet& p, Session& s) {
   }
   // SNAT applies to flows from a configured source that leave by another interface, or by the
   // same one on a one-armed interface when the destination is not itself an inside address.
+  const auto rule_from = [&t](rte_be32_t addr) -> const SnatRule* {  // first rule whose `from` holds addr
+    const uint32_t a = rte_be_to_cpu_32(addr);
+    for (const auto& r : t.snat)
+      for (const auto& [net, mask] : r.from)
+        if ((a & mask) == net) return &r;
+    return nullptr;
+  };
   const SnatRule* rule = nullptr;
   const bool same_arm = nh.iface == iface;
   if (!same_arm || ctx_.ifaces[iface].one_armed) {
-    const uint32_t src = rte_be_to_cpu_32(p.ip->src_addr);
-    const uint32_t dst = rte_be_to_cpu_32(p.ip->dst_addr);
-    for (const auto& r : t.snat) {
-      for (const auto& [net, mask] : r.from)
-        if ((src & mask) == net) {
-          rule = &r;
-          break;
-        }
-      if (rule) break;
-    }
-    if (rule && same_arm)
-      for (const auto& r : t.snat)
-        for (const auto& [net, mask] : r.from)
-          if ((dst & mask) == net) rule = nullptr;
+    rule = rule_from(p.ip->src_addr);
+    if (rule && same_arm && rule_from(p.ip->dst_addr)) rule = nullptr;
   }
   if (!t.acl->empty()) {
     uint16_t sport = 0, dport = 0;
