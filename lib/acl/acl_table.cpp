@@ -44,7 +44,7 @@ rte_acl_config field_layout() {
 }
 
 // Compiles rules (first match wins) into a new rte_acl context; userdata = index + 1.
-rte_acl_ctx* build_ctx(const std::vector<Rule>& rules, const std::vector<config::AclRule>& source) {
+rte_acl_ctx* build_ctx(const std::vector<Rule>& rules) {
   static std::atomic<uint64_t> seq{0};  // context names must be unique while both live (reload)
   const std::string name = "natgw_acl_" + std::to_string(seq.fetch_add(1));
   rte_acl_param p{};
@@ -65,9 +65,9 @@ rte_acl_ctx* build_ctx(const std::vector<Rule>& rules, const std::vector<config:
     a.field[kProto].value.u8 = r.proto;
     a.field[kProto].mask_range.u8 = r.proto ? 0xff : 0;
     a.field[kSrc].value.u32 = r.src;
-    a.field[kSrc].mask_range.u32 = source[i].src ? source[i].src->len : 0;
+    a.field[kSrc].mask_range.u32 = static_cast<uint32_t>(__builtin_popcount(r.src_mask));  // prefix length
     a.field[kDst].value.u32 = r.dst;
-    a.field[kDst].mask_range.u32 = source[i].dst ? source[i].dst->len : 0;
+    a.field[kDst].mask_range.u32 = static_cast<uint32_t>(__builtin_popcount(r.dst_mask));
     a.field[kSport].value.u16 = r.sport_lo;
     a.field[kSport].mask_range.u16 = r.sport_hi;
     a.field[kDport].value.u16 = r.dport_lo;
@@ -113,7 +113,7 @@ AclTable::AclTable(const config::Config& cfg, Classifier how)
     rules_.push_back(r);
   }
   const bool use_acl = how == Classifier::kRteAcl || (how == Classifier::kAuto && rules_.size() > kLinearMaxRules);
-  if (use_acl && !rules_.empty()) ctx_ = build_ctx(rules_, source_);
+  if (use_acl && !rules_.empty()) ctx_ = build_ctx(rules_);
 }
 
 AclTable::~AclTable() { rte_acl_free(ctx_); }
