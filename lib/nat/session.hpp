@@ -47,6 +47,7 @@ struct alignas(64) Session {
   // Owner only.
   SessionState state;
   uint8_t owner;
+  uint32_t next_closing;  // link in the owner's list of sessions waiting for a grace period
 };
 static_assert(sizeof(Session) == 64, "a session must fit one cache line");
 

@@ -4,6 +4,7 @@
 
 #include <rte_errno.h>
 #include <rte_hash_crc.h>
+#include <rte_cycles.h>
 
 #include <atomic>
 #include <stdexcept>
@@ -15,7 +16,7 @@ namespace {
 std::atomic<uint32_t> g_seq{0};
 
 std::string unique_name(const char* what, uint16_t worker) {
-  // rte_hash / ring names are global and at most 31 characters.
+  // rte_malloc names: short and unique per table.
   return std::string(what) + std::to_string(worker) + "_" + std::to_string(g_seq.fetch_add(1));
 }
 
@@ -25,71 +26,43 @@ uint32_t host_hash(rte_be32_t ip) { return rte_hash_crc_4byte(ip, 0x5bd1e995); }
 std::unique_ptr<SessionTable> SessionTable::create(const Params& p) {
   if (!p.qsbr) throw std::invalid_argument("SessionTable needs an rte_rcu_qsbr");
   if (p.outside.size() > 255) throw std::invalid_argument("at most 255 outside addresses");
+  if (p.max_sessions >= kOutsideBit) throw std::invalid_argument("max_sessions must be below 2^31");
   std::unique_ptr<SessionTable> t(new SessionTable());
   t->max_ = p.max_sessions < 64 ? 64 : p.max_sessions;
   t->worker_ = p.worker;
   t->workers_ = p.workers ? p.workers : 1;
   t->outside_ = p.outside;
+  t->qsbr_ = p.qsbr;
+  const uint32_t n = t->max_;
+  const uint64_t seed = rte_rdtsc() ^ (uint64_t{p.worker} << 48) ^ g_seq.fetch_add(1);
 
-  // Two keys per session; headroom keeps cuckoo insertion from failing near full.
-  const std::string hname = unique_name("ngw_sess", p.worker);
-  rte_hash_parameters hp{};
-  hp.name = hname.c_str();
-  hp.entries = t->max_ * 2 + t->max_ / 4;
-  hp.key_len = sizeof(FlowKey);
-  hp.hash_func = rte_hash_crc;
-  hp.socket_id = p.socket;
-  hp.extra_flag = RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY_LF;
-  t->hash_ = rte_hash_create(&hp);
-  if (!t->hash_)
-    throw std::runtime_error("rte_hash_create(sessions) failed: " +
-                             std::string(rte_strerror(rte_errno)));
-
-  const std::string mname = unique_name("ngw_map", p.worker);
-  rte_hash_parameters mp{};
-  mp.name = mname.c_str();
-  mp.entries = t->max_ + t->max_ / 4;
-  mp.key_len = sizeof(MapKey);
-  mp.hash_func = rte_hash_crc;
-  mp.socket_id = p.socket;
-  t->map_hash_ = rte_hash_create(&mp);
-  if (!t->map_hash_)
-    throw std::runtime_error("rte_hash_create(mappings) failed: " +
-                             std::string(rte_strerror(rte_errno)));
-
-  const std::string dname = unique_name("ngw_dq", p.worker);
-  rte_rcu_qsbr_dq_parameters dp{};
-  dp.name = dname.c_str();
-  dp.flags = RTE_RCU_QSBR_DQ_MT_UNSAFE;  // only the owner enqueues and reclaims
-  dp.size = t->max_ + 1;
-  dp.esize = sizeof(Deferred);
-  dp.trigger_reclaim_limit = 64;
-  dp.max_reclaim_size = 256;
-  dp.free_fn = &SessionTable::free_deferred;
-  dp.p = t.get();
-  dp.v = p.qsbr;
-  t->dq_ = rte_rcu_qsbr_dq_create(&dp);
-  if (!t->dq_)
-    throw std::runtime_error("rte_rcu_qsbr_dq_create failed: " +
-                             std::string(rte_strerror(rte_errno)));
-
-  t->sessions_.reset(new Session[t->max_]());
-  t->free_sessions_.reset(new uint32_t[t->max_]);
-  t->mappings_.reset(new Mapping[t->max_]());
-  t->free_mappings_.reset(new uint32_t[t->max_]);
+  // Two keys per session at <= 80% load (a hit then needs a second bucket ~18% of
+  // the time, a miss walks ~2 buckets); mappings (at most one per session) likewise.
+  t->flows_ = SigIndex(unique_name("ngw_flows", p.worker).c_str(), 2 * n, kIndexLoad, p.socket, seed);
+  t->maps_ = SigIndex(unique_name("ngw_maps", p.worker).c_str(), n, kIndexLoad, p.socket, ~seed);
+  t->session_mem_ = TableMemory("ngw_sessions", size_t{n} * sizeof(Session), p.socket);
+  t->free_session_mem_ = TableMemory("ngw_free_sessions", size_t{n} * 4, p.socket);
+  t->mapping_mem_ = TableMemory("ngw_mappings", size_t{n} * sizeof(Mapping), p.socket);
+  t->free_mapping_mem_ = TableMemory("ngw_free_mappings", size_t{n} * 4, p.socket);
+  t->sessions_ = static_cast<Session*>(t->session_mem_.get());
+  t->free_sessions_ = static_cast<uint32_t*>(t->free_session_mem_.get());
+  t->mappings_ = static_cast<Mapping*>(t->mapping_mem_.get());
+  t->free_mappings_ = static_cast<uint32_t*>(t->free_mapping_mem_.get());
   // Hand out low indexes first: a lightly loaded table stays in few cache lines.
-  for (uint32_t i = 0; i < t->max_; ++i) {
-    t->free_sessions_[i] = t->max_ - 1 - i;
-    t->free_mappings_[i] = t->max_ - 1 - i;
+  for (uint32_t i = 0; i < n; ++i) {
+    new (&t->sessions_[i]) Session();
+    new (&t->mappings_[i]) Mapping();
+    t->free_sessions_[i] = n - 1 - i;
+    t->free_mappings_[i] = n - 1 - i;
   }
-  t->nfree_sessions_ = t->max_;
-  t->nfree_mappings_ = t->max_;
+  t->nfree_sessions_ = n;
+  t->nfree_mappings_ = n;
 
   for (const auto& o : t->outside_) {
     const uint32_t size = static_cast<uint32_t>(o.port_hi - o.port_lo) + 1;
-    const uint32_t w = t->worker_, n = t->workers_;
-    const uint32_t lo = o.port_lo + (size * w + n - 1) / n;
-    const uint32_t hi = o.port_lo + (size * (w + 1) + n - 1) / n - 1;
+    const uint32_t w = t->worker_, nw = t->workers_;
+    const uint32_t lo = o.port_lo + (size * w + nw - 1) / nw;
+    const uint32_t hi = o.port_lo + (size * (w + 1) + nw - 1) / nw - 1;
     if (hi < lo) throw std::invalid_argument("port range smaller than the number of workers");
     for (int c = 0; c < kProtoClasses; ++c)
       t->allocs_.push_back(
@@ -97,28 +70,38 @@ std::unique_ptr<SessionTable> SessionTable::create(const Params& p) {
   }
   t->rng_ ^= static_cast<uint32_t>(rte_rdtsc()) | 1;
 
-  const size_t hash_bytes = static_cast<size_t>(hp.entries) * (sizeof(FlowKey) + 8) +
-                            static_cast<size_t>(rte_align32pow2(hp.entries)) / 8 * 64;
-  t->memory_bytes_ = hash_bytes + static_cast<size_t>(t->max_) * sizeof(Session) +
-                     static_cast<size_t>(t->max_) * (sizeof(Mapping) + 8) +
-                     static_cast<size_t>(mp.entries) * (sizeof(MapKey) + 8) +
-                     static_cast<size_t>(dp.size) * (sizeof(Deferred) + 8);
+  t->memory_bytes_ = t->flows_.memory_bytes() + t->maps_.memory_bytes() + t->session_mem_.size() +
+                     t->free_session_mem_.size() + t->mapping_mem_.size() + t->free_mapping_mem_.size();
   return t;
 }
 
-SessionTable::~SessionTable() {
-  if (dq_) rte_rcu_qsbr_dq_delete(dq_);  // reclaims what is left once readers allow
-  if (hash_) rte_hash_free(hash_);
-  if (map_hash_) rte_hash_free(map_hash_);
+SessionTable::~SessionTable() = default;  // TableMemory frees; no reader may outlive the table
+
+FlowKey SessionTable::key_of(uint32_t v) const {
+  const Session& s = sessions_[v & ~kOutsideBit];
+  if (v & kOutsideBit)
+    return make_key(s.remote_ip, s.out_ip, s.proto == IPPROTO_ICMP ? 0 : s.remote_port, s.out_port, s.proto,
+                    kOutside);
+  return make_key(s.in_ip, s.remote_ip, s.in_port, s.remote_port, s.proto, kInside);
 }
 
 void SessionTable::lookup_bulk(const FlowKey** keys, unsigned n, uint64_t& hit_mask,
                                int64_t* vals) const {
-  void* data[RTE_HASH_LOOKUP_BULK_MAX];
+  uint64_t h[64];
+  if (n > 64) n = 64;
+  for (unsigned i = 0; i < n; ++i) {
+    h[i] = hash_of(*keys[i]);
+    flows_.prefetch(h[i]);
+  }
+  for (unsigned i = 0; i < n; ++i) {
+    const int64_t guess = flows_.peek(h[i]);
+    if (guess >= 0) rte_prefetch0(&sessions_[static_cast<uint32_t>(guess) & ~kOutsideBit]);
+  }
   hit_mask = 0;
-  rte_hash_lookup_bulk_data(hash_, reinterpret_cast<const void**>(keys), n, &hit_mask, data);
-  for (unsigned i = 0; i < n; ++i)
-    vals[i] = (hit_mask >> i) & 1 ? static_cast<int64_t>(reinterpret_cast<uintptr_t>(data[i])) : -1;
+  for (unsigned i = 0; i < n; ++i) {
+    vals[i] = flows_.find(h[i], Matches{this, keys[i]});
+    if (vals[i] >= 0) hit_mask |= uint64_t{1} << i;
+  }
 }
 
 uint16_t SessionTable::owner_of(uint32_t a, uint16_t port) const {
@@ -198,12 +181,11 @@ bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t rnd, uint
   midx = free_mappings_[--nfree_mappings_];
   Mapping& m = mappings_[midx];
   m.key = MapKey{in.src, in.sport, in.proto, a.pool_id};
-  m.out_ip = out_ip;
   m.out_port = rte_cpu_to_be_16(port);
   m.out_addr = addr_idx;
   m.pc = static_cast<uint8_t>(pc);
   m.refs = 0;
-  if (rte_hash_add_key_data(map_hash_, &m.key, reinterpret_cast<void*>(uintptr_t{midx})) < 0) {
+  if (!maps_.insert(hash_of(m.key), midx)) {
     pa.release(port);
     free_mappings_[nfree_mappings_++] = midx;
     return false;
@@ -216,7 +198,7 @@ void SessionTable::drop_mapping_ref(uint32_t midx) {
   Mapping& m = mappings_[midx];
   if (m.refs > 0 && --m.refs > 0) return;
   allocs_[m.out_addr * kProtoClasses + m.pc]->release(rte_be_to_cpu_16(m.out_port));
-  rte_hash_del_key(map_hash_, &m.key);
+  maps_.erase(hash_of(m.key), midx);
   free_mappings_[nfree_mappings_++] = midx;
   stats_.mappings.sub();
 }
@@ -225,17 +207,17 @@ CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, 
   const FlowKey& in = *a.in;
   const int pc = proto_class(in.proto);
   if (pc < 0 || a.pool_len == 0) return CreateResult::kNoPort;
+  if (nfree_sessions_ == 0 || nfree_mappings_ == 0) reclaim();
   if (nfree_sessions_ == 0 || nfree_mappings_ == 0) {
     stats_.table_full.add();
     return CreateResult::kTableFull;
   }
   // Endpoint-independent mapping: reuse the inside endpoint's outside address:port.
   const MapKey mk{in.src, in.sport, in.proto, a.pool_id};
-  void* mdata;
   uint32_t midx;
   bool new_mapping = false;
-  if (rte_hash_lookup_data(map_hash_, &mk, &mdata) >= 0) {
-    midx = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(mdata));
+  if (const int64_t found = maps_.find(hash_of(mk), MapMatches{this, &mk}); found >= 0) {
+    midx = static_cast<uint32_t>(found);
   } else {
     if (!alloc_mapping(a, pc, next_rand(), midx)) {
       stats_.no_port.add();
@@ -244,7 +226,8 @@ CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, 
     new_mapping = true;
   }
   Mapping& m = mappings_[midx];
-  const FlowKey out = outside_key(in, m.out_ip, m.out_port);
+  const rte_be32_t out_ip = outside_[m.out_addr].addr;
+  const FlowKey out = outside_key(in, out_ip, m.out_port);
   if (lookup(out) >= 0) {  // this outside 5-tuple is taken by a sharer of the port
     if (new_mapping) drop_mapping_ref(midx);
     stats_.collisions.add();
@@ -252,12 +235,13 @@ CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, 
     return CreateResult::kCollision;
   }
   m.refs++;
-  return install(a, out, m.out_ip, m.out_port, m.out_addr, midx, now_ms, idx);
+  return install(a, out, out_ip, m.out_port, m.out_addr, midx, now_ms, idx);
 }
 
 CreateResult SessionTable::create_passthrough(const CreateArgs& a, uint32_t now_ms, uint32_t& idx) {
   const FlowKey& in = *a.in;
   if (proto_class(in.proto) < 0) return CreateResult::kNoPort;
+  if (nfree_sessions_ == 0) reclaim();
   if (nfree_sessions_ == 0) {
     stats_.table_full.add();
     return CreateResult::kTableFull;
@@ -298,42 +282,49 @@ CreateResult SessionTable::install(const CreateArgs& a, const FlowKey& out, rte_
   s.state = SessionState::kActive;
   s.owner = static_cast<uint8_t>(worker_);
 
-  // Publish: rte_hash's add has release semantics, so readers that find a key see
-  // the session fields written above.
-  const int r1 = rte_hash_add_key_data(hash_, &in, reinterpret_cast<void*>(uintptr_t{idx}));
-  const int r2 = r1 < 0 ? r1
-                        : rte_hash_add_key_data(hash_, &out,
-                                                reinterpret_cast<void*>(uintptr_t{idx | kOutsideBit}));
-  ++active_;
-  stats_.active[pc].add();
-  stats_.created[pc].add();
-  if (r2 < 0) {  // hash full: undo through the normal removal path (readers may have seen key 1)
-    remove(idx);
-    stats_.expired[pc].sub();
-    stats_.created[pc].sub();
+  s.next_closing = kNil;
+
+  // Publish: SigIndex::insert stores with release semantics, so readers that find
+  // a key see the session fields written above.
+  const uint32_t v_out = idx | kOutsideBit;
+  const bool ok_in = flows_.insert(hash_of(in), idx);
+  const bool ok_out = ok_in && flows_.insert(hash_of(out), v_out);
+  if (!ok_out) [[unlikely]] {  // cannot happen below the sized load; undo what was published
+    if (ok_in) flows_.erase(hash_of(in), idx);
+    s.state = SessionState::kClosing;
+    queue_closing(idx);
     stats_.table_full.add();
     return CreateResult::kTableFull;
   }
+  ++active_;
+  stats_.active[pc].add();
+  stats_.created[pc].add();
   return CreateResult::kOk;
 }
 
 void SessionTable::remove(uint32_t idx) {
   Session& s = sessions_[idx];
   if (s.state != SessionState::kActive) return;
-  const FlowKey in = s.proto == IPPROTO_ICMP
-                         ? make_key(s.in_ip, s.remote_ip, s.in_port, 0, s.proto, kInside)
-                         : make_key(s.in_ip, s.remote_ip, s.in_port, s.remote_port, s.proto, kInside);
-  const FlowKey out = outside_key(in, s.out_ip, s.out_port);
-  Deferred d{rte_hash_del_key(hash_, &in), rte_hash_del_key(hash_, &out), idx};
+  flows_.erase(hash_of(key_of(idx)), idx);
+  flows_.erase(hash_of(key_of(idx | kOutsideBit)), idx | kOutsideBit);
   s.state = SessionState::kClosing;
   --active_;
   const int pc = proto_class(s.proto);
   stats_.active[pc].sub();
   stats_.expired[pc].add();
-  if (rte_rcu_qsbr_dq_enqueue(dq_, &d) != 0) {
-    // Cannot happen (the queue holds every session); leaking one slot beats a crash.
-    stats_.table_full.add();
-  }
+  queue_closing(idx);
+}
+
+// A removed session joins the open batch; reclaim() gives the batch its token.
+void SessionTable::queue_closing(uint32_t idx) {
+  sessions_[idx].next_closing = kNil;
+  if (open_.count == 0)
+    open_.head = idx;
+  else
+    sessions_[open_.tail].next_closing = idx;
+  open_.tail = idx;
+  ++open_.count;
+  ++closing_;
 }
 
 uint32_t SessionTable::expire_step(uint32_t now_ms, const Timeouts& t, uint32_t budget) {
@@ -354,23 +345,34 @@ uint32_t SessionTable::expire_step(uint32_t now_ms, const Timeouts& t, uint32_t 
 }
 
 void SessionTable::reclaim() {
-  unsigned freed, pending, available;
-  rte_rcu_qsbr_dq_reclaim(dq_, 256, &freed, &pending, &available);
+  // Seal the open batch with a token: readers that may hold its sessions are the
+  // ones that have not reported quiescent since now. A full ring keeps the batch
+  // open (it only waits longer).
+  if (open_.count > 0 && batch_count_ < kBatches) {
+    open_.token = rte_rcu_qsbr_start(qsbr_);
+    batches_[(batch_head_ + batch_count_) % kBatches] = open_;
+    ++batch_count_;
+    open_ = ClosingBatch{kNil, kNil, 0, 0};
+  }
+  while (batch_count_ > 0) {
+    ClosingBatch& b = batches_[batch_head_];
+    if (rte_rcu_qsbr_check(qsbr_, b.token, false) != 1) break;  // oldest first: the rest are newer
+    for (uint32_t i = b.head, n = 0; n < b.count; ++n) {
+      const uint32_t next = sessions_[i].next_closing;
+      release(i);
+      i = next;
+    }
+    batch_head_ = (batch_head_ + 1) % kBatches;
+    --batch_count_;
+  }
 }
 
-void SessionTable::free_deferred(void* self, void* elems, unsigned n) {
-  auto* t = static_cast<SessionTable*>(self);
-  const auto* d = static_cast<const Deferred*>(elems);
-  for (unsigned i = 0; i < n; ++i) t->release(d[i]);
-}
-
-void SessionTable::release(const Deferred& d) {
-  if (d.in_pos >= 0) rte_hash_free_key_with_position(hash_, d.in_pos);
-  if (d.out_pos >= 0) rte_hash_free_key_with_position(hash_, d.out_pos);
-  Session& s = sessions_[d.idx];
+void SessionTable::release(uint32_t idx) {
+  Session& s = sessions_[idx];
   if (s.mapping != kNoMapping) drop_mapping_ref(s.mapping);
   s.state = SessionState::kFree;
-  free_sessions_[nfree_sessions_++] = d.idx;
+  free_sessions_[nfree_sessions_++] = idx;
+  --closing_;
 }
 
 }  // namespace natgw::nat

@@ -2,15 +2,22 @@
 // endpoint-independent mappings and the worker's slice of every outside port range.
 //
 // Concurrency (design §7): the owning worker is the only writer; every worker may
-// look up any table lock-free (rte_hash with RW_CONCURRENCY_LF). Deleted keys,
-// sessions, mappings and ports are reclaimed only after all workers have passed a
-// quiescent state (rte_rcu_qsbr defer queue), so a reader never sees a reused slot.
+// look up any table lock-free (SigIndex: signature + index slots, the keys are
+// checked against the session itself). A removed session leaves the index at once;
+// its slot, mapping and port are reused only after all workers have passed a
+// quiescent state (rte_rcu_qsbr tokens, one per batch of removals), so a reader
+// never sees a reused session.
+//
+// Memory per session (design §7, issue 5: <= 128 B with both keys): the 64-byte
+// session, two 8-byte index slots at <= 80% load (~23 B), a 4-byte free-list entry,
+// and a 16-byte mapping with its own index slot and free-list entry (~31 B): ~122 B.
 // An outside packet names its owner by port: each worker owns a slice of every
 // outside address's port range.
 #pragma once
 
-#include <rte_hash.h>
 #include <rte_rcu_qsbr.h>
+
+#include <cstring>
 
 #include <cstdint>
 #include <memory>
@@ -21,6 +28,8 @@
 #include "nat/flow_key.hpp"
 #include "nat/port_allocator.hpp"
 #include "nat/session.hpp"
+#include "nat/sig_index.hpp"
+#include "nat/table_memory.hpp"
 
 namespace natgw::nat {
 
@@ -70,12 +79,10 @@ class SessionTable {
 
   // --- any worker, lock-free ---
   // Returns the session index (bit 31 set for an outside-key hit) or -1.
-  int64_t lookup(const FlowKey& k) const {
-    void* data;
-    if (rte_hash_lookup_data(hash_, &k, &data) < 0) return -1;
-    return static_cast<int64_t>(reinterpret_cast<uintptr_t>(data));
-  }
-  // Bulk lookup of up to 64 keys: hit_mask bit i set when keys[i] hit; vals[i] as lookup().
+  int64_t lookup(const FlowKey& k) const { return flows_.find(hash_of(k), Matches{this, &k}); }
+  // Bulk lookup of up to 64 keys: hit_mask bit i set when keys[i] hit; vals[i] as
+  // lookup(). Pipelined across the keys: index buckets, then the candidate sessions,
+  // are prefetched for all keys before any is compared, so the misses overlap.
   void lookup_bulk(const FlowKey** keys, unsigned n, uint64_t& hit_mask, int64_t* vals) const;
   Session& session(uint32_t idx) { return sessions_[idx]; }
   const Session& session(uint32_t idx) const { return sessions_[idx]; }
@@ -114,8 +121,11 @@ class SessionTable {
   uint32_t expire_step(uint32_t now_ms, const Timeouts& t, uint32_t budget);
   // Remove one session now (owner only), e.g. for tests or a flush command.
   void remove(uint32_t idx);
-  // Free whatever the grace period has released. Never blocks.
+  // Free whatever the grace period has released, and start the grace period of the
+  // sessions removed since the last call (one RCU token for all of them). Never blocks.
   void reclaim();
+  // Sessions removed but not yet reusable (waiting for the grace period).
+  uint32_t closing() const { return closing_; }
 
   uint32_t active() const { return active_; }
   uint32_t capacity() const { return max_; }
@@ -131,36 +141,69 @@ class SessionTable {
 
  private:
   SessionTable() = default;
-  struct Mapping {
+  struct Mapping {  // 16 bytes
     MapKey key;
-    rte_be32_t out_ip;
     rte_be16_t out_port;
     uint8_t out_addr;
     uint8_t pc;
     uint32_t refs;
   };
-  struct Deferred {  // what a deleted session leaves for reclaim
-    int32_t in_pos;
-    int32_t out_pos;
-    uint32_t idx;
+  static_assert(sizeof(Mapping) == 16);
+  // A reader's key check: does the session named by `v` carry key *k?
+  struct Matches {
+    const SessionTable* t;
+    const FlowKey* k;
+    bool operator()(uint32_t v) const { return t->key_of(v) == *k; }
   };
-  static void free_deferred(void* self, void* elems, unsigned n);
-  void release(const Deferred& d);
+  struct MapMatches {
+    const SessionTable* t;
+    const MapKey* k;
+    bool operator()(uint32_t v) const { return t->mappings_[v].key == *k; }
+  };
+  // Removed sessions wait in batches, one RCU token per batch (a token per session
+  // would cost 8 bytes each); the sessions of a batch are linked through next_closing.
+  struct ClosingBatch {
+    uint32_t head, tail, count;
+    uint64_t token;
+  };
+  static constexpr uint32_t kBatches = 64;
+  static constexpr double kIndexLoad = 0.8;
+  static constexpr uint32_t kNil = ~0u;
+
+  uint64_t hash_of(const FlowKey& k) const {
+    uint64_t w[2];
+    std::memcpy(w, &k, sizeof w);
+    return flows_.hash(w[0], w[1]);
+  }
+  uint64_t hash_of(const MapKey& k) const {
+    uint64_t w;
+    std::memcpy(&w, &k, sizeof w);
+    return maps_.hash(w, 0x5bd1e995);
+  }
+  // The key under which index value v (session index | kOutsideBit) was published.
+  FlowKey key_of(uint32_t v) const;
+  void release(uint32_t idx);
+  void queue_closing(uint32_t idx);
   bool alloc_mapping(const CreateArgs& a, int pc, uint32_t rnd, uint32_t& midx);
   void drop_mapping_ref(uint32_t midx);
   CreateResult install(const CreateArgs& a, const FlowKey& out, rte_be32_t out_ip, rte_be16_t out_port,
                        uint8_t out_addr, uint32_t midx, uint32_t now_ms, uint32_t& idx);
   uint32_t next_rand();
 
-  rte_hash* hash_ = nullptr;      // FlowKey -> session index (| kOutsideBit)
-  rte_hash* map_hash_ = nullptr;  // MapKey -> mapping index (owner only)
-  rte_rcu_qsbr_dq* dq_ = nullptr;
-  std::unique_ptr<Session[]> sessions_;
-  std::unique_ptr<uint32_t[]> free_sessions_;
+  SigIndex flows_;  // both keys of every session -> session index (| kOutsideBit)
+  SigIndex maps_;   // MapKey -> mapping index (owner only)
+  rte_rcu_qsbr* qsbr_ = nullptr;
+  TableMemory session_mem_, free_session_mem_, mapping_mem_, free_mapping_mem_;
+  Session* sessions_ = nullptr;
+  uint32_t* free_sessions_ = nullptr;
   uint32_t nfree_sessions_ = 0;
-  std::unique_ptr<Mapping[]> mappings_;
-  std::unique_ptr<uint32_t[]> free_mappings_;
+  Mapping* mappings_ = nullptr;
+  uint32_t* free_mappings_ = nullptr;
   uint32_t nfree_mappings_ = 0;
+  ClosingBatch open_{kNil, kNil, 0, 0};  // removals not yet given a token
+  ClosingBatch batches_[kBatches] = {};  // sealed, oldest first (ring)
+  uint32_t batch_head_ = 0, batch_count_ = 0;
+  uint32_t closing_ = 0;
   std::vector<std::unique_ptr<PortAllocator>> allocs_;  // [addr * 3 + class]
   std::vector<OutsideAddress> outside_;
   uint32_t max_ = 0;

@@ -446,6 +446,40 @@ TEST_F(SessionTableTest, RemoveHidesBothKeysAtOnce) {
   EXPECT_EQ(t.stats().expired[kTcp].get(), 1u);
 }
 
+// Issue 5's memory target: <= 128 bytes per session, both directions' keys, the
+// mapping and the free lists included (what the table allocates, per slot).
+TEST_F(SessionTableTest, AtMost128BytesPerSession) {
+  for (uint32_t n : {100'000u, 1'000'000u}) {
+    SessionTable& t = make({{out1, 1024, 65535}}, n);
+    const double per = static_cast<double>(t.memory_bytes()) / n;
+    EXPECT_LE(per, 128.0) << n << " sessions";
+    EXPECT_GE(per, 64.0 + 2 * 8) << "the session and two index slots are the least it can take";
+  }
+}
+
+// Fill a large table to capacity and check every session is found by both keys:
+// the index holds up at its full sized load.
+TEST_F(SessionTableTest, FullTableFindsEverySessionByBothKeys) {
+  constexpr uint32_t kN = 60'000;
+  SessionTable& t = make({{out1, 1024, 65535}}, kN);
+  std::vector<FlowKey> keys;
+  for (uint32_t i = 0; i < kN; ++i) {
+    keys.push_back(in_key(ip_n(0xc0a80000 + i / 50), static_cast<uint16_t>(10000 + i % 50), ip("203.0.113.10"),
+                          443, IPPROTO_TCP));
+    uint32_t idx;
+    ASSERT_EQ(create(t, keys.back(), 1, idx), CreateResult::kOk) << i;
+  }
+  uint32_t x;
+  EXPECT_EQ(create(t, in_key(ip("192.168.250.1"), 1, ip("203.0.113.10"), 443, IPPROTO_TCP), 1, x),
+            CreateResult::kTableFull);
+  for (uint32_t i = 0; i < kN; ++i) {
+    const int64_t v = t.lookup(keys[i]);
+    ASSERT_GE(v, 0) << i;
+    const Session& s = t.session(static_cast<uint32_t>(v));
+    ASSERT_EQ(t.lookup(out_key_of(s)), v | SessionTable::kOutsideBit) << i;
+  }
+}
+
 // Grace period: with one registered reader not yet quiescent, nothing a deleted
 // session held (its slot, its port) may be handed out again.
 TEST_F(SessionTableTest, ReclaimWaitsForEveryReader) {
@@ -465,6 +499,8 @@ TEST_F(SessionTableTest, ReclaimWaitsForEveryReader) {
   const Session& r1 = t.session(idx1);
   const Fields before{r1.in_ip, r1.remote_ip, r1.in_port, r1.out_port, r1.remote_port};
   t.remove(idx1);
+  t.reclaim();  // gives the removal its token: the grace period starts here
+  EXPECT_EQ(t.closing(), 1u);
 
   rte_rcu_qsbr_quiescent(qsbr, 1);  // reader 1 is done; reader 2 may still hold idx1
   for (int i = 0; i < 3; ++i) t.reclaim();
@@ -495,6 +531,7 @@ TEST_F(SessionTableTest, ReclaimWaitsForEveryReader) {
 
   rte_rcu_qsbr_quiescent(qsbr, 2);
   t.reclaim();
+  EXPECT_EQ(t.closing(), 0u);
   EXPECT_EQ(t.allocator(0, kUdp).refs(1024), 0) << "port not released after the grace period";
   uint32_t z;
   ASSERT_EQ(create(t, in_key(ip("192.168.1.2"), 5000, ip("203.0.113.10"), 53), 3, z, {0}, false, false),

@@ -1,0 +1,113 @@
+// A compact hash index from a key to a 32-bit value, for one writer and any number
+// of lock-free readers. It stores no keys: each slot is a 32-bit signature and the
+// value, and the caller checks a candidate against the object the value names
+// (for sessions: the session itself, which the packet needs next anyway). That is
+// 8 bytes per entry instead of rte_hash's key + data + bucket (~40 B), and one
+// cache line per lookup instead of two (bucket, then key store).
+//
+// Layout: 64-byte buckets of 7 slots and an overflow count. An entry lives in its
+// home bucket or, when that is full, in the next bucket with room (linear probing
+// over buckets); `overflow` counts the entries that went past a bucket, so a lookup
+// stops at the first bucket whose count is zero. Entries never move, so a reader
+// needs no retry: it may miss an entry being inserted, or find one being erased,
+// both only during the race itself. The caller reclaims what a value names only
+// after a grace period (RCU), so a reader that found an erased value reads it intact.
+//
+// Hash: one 64x64->128 multiply of the two key words with per-table random seeds
+// (a flood of chosen outside ports cannot aim at one bucket without the seeds).
+// The low half picks the bucket (multiply-shift range reduction: any bucket count,
+// no power-of-two waste), the high half is the signature.
+#pragma once
+
+#include <rte_prefetch.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "nat/table_memory.hpp"
+
+namespace natgw::nat {
+
+class SigIndex {
+ public:
+  static constexpr unsigned kSlots = 7;
+  struct alignas(64) Bucket {
+    std::atomic<uint64_t> slot[kSlots];  // signature << 32 | value; 0 = empty
+    std::atomic<uint32_t> overflow;      // entries homed at or before here, stored after
+    uint32_t used;                       // writer only: bitmap of occupied slots
+  };
+  static_assert(sizeof(Bucket) == 64);
+
+  SigIndex() = default;
+  // Room for `entries` at a load of at most `load` (throws on allocation failure).
+  SigIndex(const char* what, uint32_t entries, double load, int socket, uint64_t seed);
+
+  uint64_t hash(uint64_t a, uint64_t b) const {
+    const __uint128_t m = static_cast<__uint128_t>(a ^ seed_[0]) * (b ^ seed_[1]);
+    const uint64_t x = static_cast<uint64_t>(m) ^ static_cast<uint64_t>(m >> 64);
+    // Second round: the first alone leaves the low bits weak when one key word is
+    // nearly constant (e.g. one outside address).
+    const __uint128_t n = static_cast<__uint128_t>(x ^ seed_[2]) * 0x9E3779B97F4A7C15ull;
+    return static_cast<uint64_t>(n) ^ static_cast<uint64_t>(n >> 64);
+  }
+  void prefetch(uint64_t h) const { rte_prefetch0(&buckets_[home(h)]); }
+
+  // First value in the home bucket whose signature matches, or -1: a guess to
+  // prefetch what it names before find() confirms it.
+  int64_t peek(uint64_t h) const {
+    const Bucket& b = buckets_[home(h)];
+    const uint64_t sig = sig_of(h);
+    for (unsigned i = 0; i < kSlots; ++i) {
+      const uint64_t v = b.slot[i].load(std::memory_order_acquire);
+      if ((v >> 32) == sig) return static_cast<uint32_t>(v);
+    }
+    return -1;
+  }
+
+  // The value whose signature matches and for which match(value) holds, or -1.
+  template <class Match>
+  int64_t find(uint64_t h, Match&& match) const {
+    uint32_t b = home(h);
+    const uint64_t sig = sig_of(h);
+    for (uint32_t probes = 0; probes < nbuckets_; ++probes) {
+      const Bucket& bk = buckets_[b];
+      for (unsigned i = 0; i < kSlots; ++i) {
+        const uint64_t v = bk.slot[i].load(std::memory_order_acquire);
+        if ((v >> 32) == sig && match(static_cast<uint32_t>(v))) return static_cast<uint32_t>(v);
+      }
+      if (bk.overflow.load(std::memory_order_acquire) == 0) return -1;
+      b = b + 1 == nbuckets_ ? 0 : b + 1;
+    }
+    return -1;
+  }
+
+  // --- the writer only ---
+  // Publishes the value (release: readers that see it see what it names, written
+  // before). False when every bucket is full.
+  bool insert(uint64_t h, uint32_t value);
+  // Removes the entry (h, value); false when absent.
+  bool erase(uint64_t h, uint32_t value);
+
+  uint32_t size() const { return size_; }
+  uint32_t buckets() const { return nbuckets_; }
+  size_t memory_bytes() const { return mem_.size(); }
+  // Longest run of consecutive buckets with entries overflowing past them: what the
+  // slowest miss walks. A health figure for tests and benchmarks.
+  uint32_t longest_run() const;
+  // The bucket a hash starts at (tests check the spread).
+  uint32_t home(uint64_t h) const {
+    return static_cast<uint32_t>((static_cast<uint64_t>(static_cast<uint32_t>(h)) * nbuckets_) >> 32);
+  }
+
+ private:
+  // Never 0, so a used slot is never 0.
+  static uint64_t sig_of(uint64_t h) { return (h >> 32) | 1; }
+
+  TableMemory mem_;
+  Bucket* buckets_ = nullptr;
+  uint32_t nbuckets_ = 0;
+  uint32_t size_ = 0;
+  uint64_t seed_[3] = {};
+};
+
+}  // namespace natgw::nat
