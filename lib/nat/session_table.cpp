@@ -94,12 +94,15 @@ void SessionTable::lookup_bulk(const FlowKey** keys, unsigned n, uint64_t& hit_m
     flows_.prefetch(h[i]);
   }
   for (unsigned i = 0; i < n; ++i) {
-    const int64_t guess = flows_.peek(h[i]);
-    if (guess >= 0) rte_prefetch0(&sessions_[static_cast<uint32_t>(guess) & ~kOutsideBit]);
+    vals[i] = flows_.peek(h[i]);
+    if (vals[i] >= 0) rte_prefetch0(&sessions_[static_cast<uint32_t>(vals[i]) & ~kOutsideBit]);
   }
   hit_mask = 0;
   for (unsigned i = 0; i < n; ++i) {
-    vals[i] = flows_.find(h[i], Matches{this, keys[i]});
+    // The guess is right nearly always; a miss, or a signature shared in the
+    // bucket, takes the full walk.
+    const Matches match{this, keys[i]};
+    if (vals[i] < 0 || !match(static_cast<uint32_t>(vals[i]))) vals[i] = flows_.find(h[i], match);
     if (vals[i] >= 0) hit_mask |= uint64_t{1} << i;
   }
 }

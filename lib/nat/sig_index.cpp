@@ -32,13 +32,17 @@ bool SigIndex::insert(uint64_t h, uint32_t value) {
   for (uint32_t probes = 0; probes < nbuckets_; ++probes) {
     Bucket& bk = buckets_[b];
     if (bk.used != (1u << kSlots) - 1) {
-      // Count the entry on every bucket it passes before publishing it.
+      // Count the entry on every bucket it passes before publishing it; a count
+      // that would wrap means the index is hopelessly overloaded: refuse.
       for (uint32_t p = first; p != b; p = p + 1 == nbuckets_ ? 0 : p + 1)
-        buckets_[p].overflow.store(buckets_[p].overflow.load(std::memory_order_relaxed) + 1,
+        if (buckets_[p].overflow.load(std::memory_order_relaxed) == UINT16_MAX) return false;
+      for (uint32_t p = first; p != b; p = p + 1 == nbuckets_ ? 0 : p + 1)
+        buckets_[p].overflow.store(static_cast<uint16_t>(buckets_[p].overflow.load(std::memory_order_relaxed) + 1),
                                    std::memory_order_relaxed);
       const unsigned i = static_cast<unsigned>(__builtin_ctz(~bk.used));
-      bk.used |= 1u << i;
-      bk.slot[i].store(sig_of(h) << 32 | value, std::memory_order_release);
+      bk.used = static_cast<uint8_t>(bk.used | 1u << i);
+      bk.val[i].store(value, std::memory_order_relaxed);
+      bk.sig[i].store(sig_of(h), std::memory_order_release);
       ++size_;
       return true;
     }
@@ -49,16 +53,17 @@ bool SigIndex::insert(uint64_t h, uint32_t value) {
 
 bool SigIndex::erase(uint64_t h, uint32_t value) {
   const uint32_t first = home(h);
-  const uint64_t want = sig_of(h) << 32 | value;
+  const uint32_t sig = sig_of(h);
   uint32_t b = first;
   for (uint32_t probes = 0; probes < nbuckets_; ++probes) {
     Bucket& bk = buckets_[b];
     for (unsigned i = 0; i < kSlots; ++i) {
-      if (bk.slot[i].load(std::memory_order_relaxed) != want) continue;
-      bk.slot[i].store(0, std::memory_order_release);
-      bk.used &= ~(1u << i);
+      if (bk.sig[i].load(std::memory_order_relaxed) != sig || bk.val[i].load(std::memory_order_relaxed) != value)
+        continue;
+      bk.sig[i].store(0, std::memory_order_release);
+      bk.used = static_cast<uint8_t>(bk.used & ~(1u << i));
       for (uint32_t p = first; p != b; p = p + 1 == nbuckets_ ? 0 : p + 1)
-        buckets_[p].overflow.store(buckets_[p].overflow.load(std::memory_order_relaxed) - 1,
+        buckets_[p].overflow.store(static_cast<uint16_t>(buckets_[p].overflow.load(std::memory_order_relaxed) - 1),
                                    std::memory_order_release);
       --size_;
       return true;

@@ -5,7 +5,7 @@
 // 8 bytes per entry instead of rte_hash's key + data + bucket (~40 B), and one
 // cache line per lookup instead of two (bucket, then key store).
 //
-// Layout: 64-byte buckets of 7 slots and an overflow count. An entry lives in its
+// Layout: 64-byte buckets of 7 slots (signatures, then values) and an overflow count. An entry lives in its
 // home bucket or, when that is full, in the next bucket with room (linear probing
 // over buckets); `overflow` counts the entries that went past a bucket, so a lookup
 // stops at the first bucket whose count is zero. Entries never move, so a reader
@@ -13,13 +13,17 @@
 // both only during the race itself. The caller reclaims what a value names only
 // after a grace period (RCU), so a reader that found an erased value reads it intact.
 //
-// Hash: one 64x64->128 multiply of the two key words with per-table random seeds
-// (a flood of chosen outside ports cannot aim at one bucket without the seeds).
+// Hash: one 64x64->128 multiply of the two key words with per-table random seeds,
+// folded (a flood of chosen outside ports cannot aim at one bucket without the seeds).
 // The low half picks the bucket (multiply-shift range reduction: any bucket count,
 // no power-of-two waste), the high half is the signature.
 #pragma once
 
 #include <rte_prefetch.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include <atomic>
 #include <cstdint>
@@ -31,10 +35,14 @@ namespace natgw::nat {
 class SigIndex {
  public:
   static constexpr unsigned kSlots = 7;
+  // Signatures apart from values, so one bucket's 7 signatures are compared in two
+  // 16-byte vector steps; sig[7] stays 0 and never matches (signatures are odd).
   struct alignas(64) Bucket {
-    std::atomic<uint64_t> slot[kSlots];  // signature << 32 | value; 0 = empty
-    std::atomic<uint32_t> overflow;      // entries homed at or before here, stored after
-    uint32_t used;                       // writer only: bitmap of occupied slots
+    std::atomic<uint32_t> sig[kSlots + 1];  // 0 = empty
+    std::atomic<uint32_t> val[kSlots];
+    std::atomic<uint16_t> overflow;  // entries homed at or before here, stored after
+    uint8_t used;                    // writer only: bitmap of occupied slots
+    uint8_t pad;
   };
   static_assert(sizeof(Bucket) == 64);
 
@@ -44,36 +52,47 @@ class SigIndex {
 
   uint64_t hash(uint64_t a, uint64_t b) const {
     const __uint128_t m = static_cast<__uint128_t>(a ^ seed_[0]) * (b ^ seed_[1]);
-    const uint64_t x = static_cast<uint64_t>(m) ^ static_cast<uint64_t>(m >> 64);
-    // Second round: the first alone leaves the low bits weak when one key word is
-    // nearly constant (e.g. one outside address).
-    const __uint128_t n = static_cast<__uint128_t>(x ^ seed_[2]) * 0x9E3779B97F4A7C15ull;
-    return static_cast<uint64_t>(n) ^ static_cast<uint64_t>(n >> 64);
+    return static_cast<uint64_t>(m) ^ static_cast<uint64_t>(m >> 64);
   }
   void prefetch(uint64_t h) const { rte_prefetch0(&buckets_[home(h)]); }
+
+  // Bit i set when slot i of bucket b carries signature sig.
+  static unsigned matches(const Bucket& b, uint32_t sig) {
+#if defined(__SSE2__)
+    const __m128i s = _mm_set1_epi32(static_cast<int>(sig));
+    const __m128i lo = _mm_load_si128(reinterpret_cast<const __m128i*>(&b.sig[0]));
+    const __m128i hi = _mm_load_si128(reinterpret_cast<const __m128i*>(&b.sig[4]));
+    const unsigned m = static_cast<unsigned>(_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(lo, s)))) |
+                       static_cast<unsigned>(_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(hi, s)))) << 4;
+    std::atomic_thread_fence(std::memory_order_acquire);  // values after signatures
+    return m;
+#else
+    unsigned m = 0;
+    for (unsigned i = 0; i < kSlots; ++i) m |= (b.sig[i].load(std::memory_order_acquire) == sig) << i;
+    return m;
+#endif
+  }
 
   // First value in the home bucket whose signature matches, or -1: a guess to
   // prefetch what it names before find() confirms it.
   int64_t peek(uint64_t h) const {
     const Bucket& b = buckets_[home(h)];
-    const uint64_t sig = sig_of(h);
-    for (unsigned i = 0; i < kSlots; ++i) {
-      const uint64_t v = b.slot[i].load(std::memory_order_acquire);
-      if ((v >> 32) == sig) return static_cast<uint32_t>(v);
-    }
-    return -1;
+    const unsigned m = matches(b, sig_of(h));
+    return m ? int64_t{b.val[__builtin_ctz(m)].load(std::memory_order_relaxed)} : -1;
   }
 
-  // The value whose signature matches and for which match(value) holds, or -1.
+  // The value whose signature matches and for which match(value) holds, or -1. A
+  // reader racing an erase + insert into the same slot may read the new value under
+  // the old signature: match() then fails, as for any key not (yet) present.
   template <class Match>
   int64_t find(uint64_t h, Match&& match) const {
     uint32_t b = home(h);
-    const uint64_t sig = sig_of(h);
+    const uint32_t sig = sig_of(h);
     for (uint32_t probes = 0; probes < nbuckets_; ++probes) {
       const Bucket& bk = buckets_[b];
-      for (unsigned i = 0; i < kSlots; ++i) {
-        const uint64_t v = bk.slot[i].load(std::memory_order_acquire);
-        if ((v >> 32) == sig && match(static_cast<uint32_t>(v))) return static_cast<uint32_t>(v);
+      for (unsigned m = matches(bk, sig); m; m &= m - 1) {
+        const uint32_t v = bk.val[__builtin_ctz(m)].load(std::memory_order_relaxed);
+        if (match(v)) return v;
       }
       if (bk.overflow.load(std::memory_order_acquire) == 0) return -1;
       b = b + 1 == nbuckets_ ? 0 : b + 1;
@@ -100,8 +119,8 @@ class SigIndex {
   }
 
  private:
-  // Never 0, so a used slot is never 0.
-  static uint64_t sig_of(uint64_t h) { return (h >> 32) | 1; }
+  // Odd, so never 0 (empty).
+  static uint32_t sig_of(uint64_t h) { return static_cast<uint32_t>(h >> 32) | 1; }
 
   TableMemory mem_;
   Bucket* buckets_ = nullptr;

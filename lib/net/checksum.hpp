@@ -49,6 +49,21 @@ constexpr uint16_t udp_csum_apply(uint16_t csum, uint32_t delta) {
 // Plain one's-complement sum over a buffer (network order words), not inverted.
 uint32_t csum_partial(const void* data, size_t len, uint32_t sum = 0);
 
+// True when a 20-byte IPv4 header (no options) sums to 0xFFFF: five 32-bit words
+// in a 64-bit accumulator, inline (the common header, verified per packet).
+inline bool ipv4_hdr20_csum_ok(const void* hdr) {
+  const auto* p = static_cast<const uint8_t*>(hdr);
+  uint64_t a, b;
+  uint32_t c;
+  __builtin_memcpy(&a, p, 8);
+  __builtin_memcpy(&b, p + 8, 8);
+  __builtin_memcpy(&c, p + 16, 4);
+  uint64_t s = (a & 0xffffffffu) + (a >> 32) + (b & 0xffffffffu) + (b >> 32) + c;
+  s = (s & 0xffffffffu) + (s >> 32);
+  s = (s & 0xffffffffu) + (s >> 32);
+  return csum_fold(static_cast<uint32_t>(s)) == 0xffff;
+}
+
 // Finished checksum over a buffer (what goes in the header field).
 inline uint16_t csum_buffer(const void* data, size_t len) {
   return static_cast<uint16_t>(~csum_fold(csum_partial(data, len)));

@@ -77,7 +77,7 @@ ParseError parse_ipv4(uint8_t* l3, uint32_t avail, Ipv4Packet& out, bool csum_ve
   return ParseError::none;
 }
 
-ParseError parse_ipv4_mbuf(rte_mbuf* m, Ipv4Packet& out) {
+ParseError parse_ipv4_mbuf_full(rte_mbuf* m, Ipv4Packet& out) {
   if (m->nb_segs != 1) return ParseError::truncated;  // ports are configured for single segments
   if (m->data_len < kEtherHdrLen) return ParseError::truncated;
   uint8_t* l3 = rte_pktmbuf_mtod_offset(m, uint8_t*, kEtherHdrLen);

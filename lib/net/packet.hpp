@@ -16,6 +16,8 @@
 
 #include <cstdint>
 
+#include "net/checksum.hpp"
+
 namespace natgw::net {
 
 enum class ParseError : uint8_t {
@@ -57,7 +59,8 @@ ParseError parse_ipv4(uint8_t* l3, uint32_t avail, Ipv4Packet& out, bool csum_ve
 
 // Parse an mbuf holding Ethernet + IPv4 (single segment). Trims Ethernet padding
 // beyond the IPv4 total length.
-ParseError parse_ipv4_mbuf(rte_mbuf* m, Ipv4Packet& out);
+ParseError parse_ipv4_mbuf_full(rte_mbuf* m, Ipv4Packet& out);
+inline ParseError parse_ipv4_mbuf(rte_mbuf* m, Ipv4Packet& out);
 
 inline bool is_icmp_query(uint8_t type) {
   return type == RTE_IP_ICMP_ECHO_REQUEST || type == RTE_IP_ICMP_ECHO_REPLY || type == 13 ||
@@ -76,5 +79,47 @@ struct IcmpHdr {
   rte_be16_t seq;  // or next-hop MTU (frag-needed) in the low half
 };
 static_assert(sizeof(IcmpHdr) == 8);
+
+// The common packet inline (single segment, 20-byte header, not a fragment, TCP or
+// UDP with consistent lengths, checksum good); anything else, and every error,
+// takes the full parser, which gives the same result for these packets.
+inline ParseError parse_ipv4_mbuf(rte_mbuf* m, Ipv4Packet& out) {
+  constexpr uint32_t kMin = kEtherHdrLen + sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr);
+  if (m->nb_segs != 1 || m->data_len < kMin) [[unlikely]]
+    return parse_ipv4_mbuf_full(m, out);
+  uint8_t* l3 = rte_pktmbuf_mtod_offset(m, uint8_t*, kEtherHdrLen);
+  auto* ip = reinterpret_cast<rte_ipv4_hdr*>(l3);
+  const uint16_t total = rte_be_to_cpu_16(ip->total_length);
+  const uint8_t proto = ip->next_proto_id;
+  const uint64_t ck = m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK;
+  if (ip->version_ihl != 0x45 || (ip->fragment_offset & ~rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG)) != 0 ||
+      total > m->data_len - kEtherHdrLen || total < sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr) ||
+      ck == RTE_MBUF_F_RX_IP_CKSUM_BAD || (proto != IPPROTO_UDP && proto != IPPROTO_TCP)) [[unlikely]]
+    return parse_ipv4_mbuf_full(m, out);
+  const uint16_t l4_len = static_cast<uint16_t>(total - sizeof(rte_ipv4_hdr));
+  uint8_t* l4 = l3 + sizeof(rte_ipv4_hdr);
+  const bool l4_ok = proto == IPPROTO_UDP
+                         ? rte_be_to_cpu_16(reinterpret_cast<const rte_udp_hdr*>(l4)->dgram_len) - 8u <=
+                               l4_len - 8u
+                         : l4_len >= sizeof(rte_tcp_hdr) &&
+                               (reinterpret_cast<const rte_tcp_hdr*>(l4)->data_off >> 4) * 4u - 20u <=
+                                   l4_len - 20u;
+  if (!l4_ok || (ck != RTE_MBUF_F_RX_IP_CKSUM_GOOD && !ipv4_hdr20_csum_ok(ip))) [[unlikely]]
+    return parse_ipv4_mbuf_full(m, out);
+  out.ip = ip;
+  out.l4 = l4;
+  out.ip_hdr_len = sizeof(rte_ipv4_hdr);
+  out.total_len = total;
+  out.l4_len = l4_len;
+  out.proto = proto;
+  out.flags = static_cast<uint8_t>(PKT_FIRST_FRAGMENT | PKT_HAS_PORTS |
+                                   ((ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG)) ? PKT_DF : 0));
+  const uint32_t frame = kEtherHdrLen + total;
+  if (m->data_len > frame) [[unlikely]] {  // Ethernet padding of short frames
+    m->data_len = static_cast<uint16_t>(frame);
+    m->pkt_len = frame;
+  }
+  return ParseError::none;
+}
 
 }  // namespace natgw::net

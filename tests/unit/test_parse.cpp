@@ -3,7 +3,9 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "common/eal_env.hpp"
@@ -337,6 +339,50 @@ TEST(ParseMbuf, MultiSegmentIsRejected) {
   Ipv4Packet out;
   EXPECT_EQ(parse_ipv4_mbuf(m, out), ParseError::truncated);
   rte_pktmbuf_free(m);
+}
+
+// The inline fast path of parse_ipv4_mbuf must agree with the full parser on
+// every input: random header mutations of valid TCP/UDP packets (lengths, IHL,
+// flags, checksum, data offsets, padding, RX checksum verdicts), compared field by field.
+TEST(ParseMbuf, FastPathAgreesWithTheFullParser) {
+  std::mt19937 rng(5);
+  unsigned fast_ok = 0;
+  for (int iter = 0; iter < 20000; ++iter) {
+    const uint8_t proto = rng() % 2 ? IPPROTO_UDP : IPPROTO_TCP;
+    Ip p = make_ip(proto, 20 + rng() % 40);
+    const unsigned mutations = rng() % 3;
+    for (unsigned k = 0; k < mutations; ++k) {
+      const size_t at = rng() % std::min<size_t>(p.b.size(), 40);
+      p.b[at] = static_cast<uint8_t>(rng() % 4 ? p.b[at] ^ (1u << (rng() % 8)) : rng());
+      if (rng() % 2) p.fix();  // mostly keep the checksum right so deeper checks run
+    }
+    const uint16_t pad = rng() % 3 ? 0 : static_cast<uint16_t>(rng() % 20);
+    rte_mbuf* a = mbuf_of(p.b, static_cast<uint16_t>(14 + p.b.size() + pad));
+    rte_mbuf* b = mbuf_of(p.b, static_cast<uint16_t>(14 + p.b.size() + pad));
+    const uint64_t verdicts[] = {RTE_MBUF_F_RX_IP_CKSUM_UNKNOWN, RTE_MBUF_F_RX_IP_CKSUM_GOOD,
+                                 RTE_MBUF_F_RX_IP_CKSUM_BAD, RTE_MBUF_F_RX_IP_CKSUM_NONE};
+    a->ol_flags = b->ol_flags = verdicts[rng() % 4];
+    Ipv4Packet fa, fb;
+    const ParseError ea = parse_ipv4_mbuf(a, fa);
+    const ParseError eb = parse_ipv4_mbuf_full(b, fb);
+    ASSERT_EQ(ea, eb) << iter;
+    ASSERT_EQ(a->data_len, b->data_len) << iter;
+    ASSERT_EQ(a->pkt_len, b->pkt_len) << iter;
+    if (ea == ParseError::none) {
+      ++fast_ok;
+      ASSERT_EQ(reinterpret_cast<uint8_t*>(fa.ip) - rte_pktmbuf_mtod(a, uint8_t*),
+                reinterpret_cast<uint8_t*>(fb.ip) - rte_pktmbuf_mtod(b, uint8_t*));
+      ASSERT_EQ(fa.l4 - reinterpret_cast<uint8_t*>(fa.ip), fb.l4 - reinterpret_cast<uint8_t*>(fb.ip));
+      ASSERT_EQ(fa.ip_hdr_len, fb.ip_hdr_len);
+      ASSERT_EQ(fa.total_len, fb.total_len);
+      ASSERT_EQ(fa.l4_len, fb.l4_len);
+      ASSERT_EQ(fa.proto, fb.proto);
+      ASSERT_EQ(fa.flags, fb.flags) << iter;
+    }
+    rte_pktmbuf_free(a);
+    rte_pktmbuf_free(b);
+  }
+  EXPECT_GT(fast_ok, 5000u) << "too few valid packets: the comparison says little";
 }
 
 TEST(Parse, ErrorNamesAreDistinct) {
