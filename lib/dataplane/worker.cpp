@@ -187,7 +187,7 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
       else
         finish_in2out(iface, ms[j], ps[j], id_, idx);
     } else {
-      resolve(iface, ms[j], ps[j], keys[j], lanes[j]);  // other tables, or a new flow
+      resolve(iface, ms[j], ps[j], keys[j], lanes[j], true);  // other tables, or a new flow
     }
   }
 }
@@ -197,7 +197,7 @@ void Worker::handle(uint16_t iface, rte_mbuf* m) {
   Ipv4Packet p;
   FlowKey k{};
   const Lane lane = classify(iface, m, p, k);
-  if (lane != Lane::kDone) resolve(iface, m, p, k, lane);
+  if (lane != Lane::kDone) resolve(iface, m, p, k, lane, false);
 }
 
 Worker::Lane Worker::classify(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, FlowKey& k) {
@@ -258,14 +258,15 @@ Worker::Lane Worker::classify(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, FlowKe
 
 // A key this worker's table did not hold: another worker's table (the outside
 // port names the owner), else a new flow (inside) or nothing (outside).
-void Worker::resolve(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, const FlowKey& k, Lane lane) {
+void Worker::resolve(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, const FlowKey& k, Lane lane,
+                     bool own_checked) {
   uint16_t hint = id_;
   if (lane == Lane::kOutside && ctx_.workers > 1) {
     const int a = ctx_.sessions[0]->outside_index(p.ip->dst_addr);
     if (a >= 0) hint = ctx_.sessions[0]->owner_of(static_cast<uint32_t>(a), rte_be_to_cpu_16(k.dport));
   }
   uint32_t idx;
-  const int table = find(k, hint, idx);
+  const int table = find(k, hint, idx, own_checked ? id_ : -1);
   if (lane == Lane::kOutside) {
     if (table < 0) return drop(m, kDropNoSession);
     return finish_out2in(iface, m, p, static_cast<uint16_t>(table), idx);
@@ -322,14 +323,16 @@ unsigned Worker::drain_handoff() {
 
 // ---------------------------------------------------------------- sessions
 
-int Worker::find(const FlowKey& k, uint16_t hint, uint32_t& idx) const {
-  const int64_t v = ctx_.sessions[hint]->lookup(k);
-  if (v >= 0) {
-    idx = static_cast<uint32_t>(v) & ~nat::SessionTable::kOutsideBit;
-    return hint;
+int Worker::find(const FlowKey& k, uint16_t hint, uint32_t& idx, int skip) const {
+  if (hint != skip) {
+    const int64_t v = ctx_.sessions[hint]->lookup(k);
+    if (v >= 0) {
+      idx = static_cast<uint32_t>(v) & ~nat::SessionTable::kOutsideBit;
+      return hint;
+    }
   }
   for (uint16_t w = 0; w < ctx_.workers; ++w) {
-    if (w == hint) continue;
+    if (w == hint || w == skip) continue;
     const int64_t r = ctx_.sessions[w]->lookup(k);
     if (r >= 0) {
       idx = static_cast<uint32_t>(r) & ~nat::SessionTable::kOutsideBit;

@@ -81,7 +81,9 @@ class Worker {
   enum class Lane : uint8_t { kDone, kInside, kOutside };  // after classify()
   void process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n);
   Lane classify(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, nat::FlowKey& k);
-  void resolve(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& k, Lane lane);
+  // own_checked: this worker's table already missed k (the burst's bulk lookup).
+  void resolve(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& k, Lane lane,
+               bool own_checked);
   void finish_in2out(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, uint16_t table, uint32_t idx);
   void finish_out2in(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, uint16_t table, uint32_t idx);
   void echo_reply(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
@@ -94,7 +96,8 @@ class Worker {
   void forward(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
 
   // Session lookup across tables: `hint` first, then the others. Returns the table or -1.
-  int find(const nat::FlowKey& k, uint16_t hint, uint32_t& idx) const;
+  // The table holding k (hint first), or -1; `skip` names a table already searched.
+  int find(const nat::FlowKey& k, uint16_t hint, uint32_t& idx, int skip = -1) const;
   void out2in(rte_mbuf* m, net::Ipv4Packet& p, nat::Session& s);
   void in2out(rte_mbuf* m, net::Ipv4Packet& p, nat::Session& s);
   void touch(nat::Session& s, const net::Ipv4Packet& p, bool from_inside);
