@@ -151,9 +151,9 @@ void Worker::process(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
 }
 
 // The burst in three passes (l3fwd / VPP style): classify every packet and pull
-// its session key; look all keys up at once in this worker's table (rte_hash
-// pipelines the bucket fetches) and prefetch the sessions found; then rewrite and
-// queue. Packets that are not plain session traffic leave at the first pass.
+// its session key; look all keys up at once in this worker's table (the index
+// buckets, then the candidate sessions, are prefetched for the whole burst before
+// any key is compared); then rewrite and queue. Packets that are not plain session traffic leave at the first pass.
 void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
   FlowKey keys[kBurst];
   const FlowKey* kp[kBurst];

@@ -3,8 +3,8 @@
 //   inside  (dir 0): src = inside host, dst = remote,     sport = inside port,  dport = remote port
 //   outside (dir 1): src = remote,      dst = NAT address, sport = remote port, dport = outside port
 // ICMP queries put the identifier where NAT maps it: sport on the inside key,
-// dport on the outside key (the other port is 0). 16 bytes: rte_hash's CRC covers
-// it in two 8-byte steps and comparisons are two loads.
+// dport on the outside key (the other port is 0). 16 bytes: hashed as two 8-byte
+// words, compared in two loads.
 #pragma once
 
 #include <rte_byteorder.h>
@@ -17,7 +17,7 @@ namespace natgw::nat {
 
 enum Dir : uint8_t { kInside = 0, kOutside = 1 };
 
-// 8-byte aligned: rte_hash's CRC reads keys 8 bytes at a time.
+// 8-byte aligned: hashed and compared as two 64-bit words.
 struct alignas(8) FlowKey {
   rte_be32_t src;
   rte_be32_t dst;
