@@ -4,6 +4,7 @@
 #include <rte_ether.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "nat/flow_key.hpp"
@@ -24,12 +25,15 @@ enum class SessionState : uint8_t { kFree = 0, kActive = 1, kClosing = 2 };
 
 struct alignas(64) Session {
   // Written once by the owner before the keys are published; read-only after.
+  // Ordered so both lookup keys can be read back as words (SessionTable::has_key):
+  // inside key = {in_ip, remote_ip} + {in_port, remote_port}, outside key =
+  // {remote_ip, out_ip} + {remote_port, out_port}, each followed by proto.
   rte_be32_t in_ip;
-  rte_be32_t out_ip;
   rte_be32_t remote_ip;
-  rte_be16_t in_port;   // ICMP: inside identifier
-  rte_be16_t out_port;  // ICMP: outside identifier
-  rte_be16_t remote_port;
+  rte_be32_t out_ip;
+  rte_be16_t in_port;      // ICMP: inside identifier
+  rte_be16_t remote_port;  // ICMP: 0
+  rte_be16_t out_port;     // ICMP: outside identifier
   uint8_t proto;
   uint8_t in_iface;   // where the inside host is: replies go back out here...
   rte_ether_addr in_mac;  // ...to the previous hop it came from
@@ -50,5 +54,9 @@ struct alignas(64) Session {
   uint32_t next_closing;  // link in the owner's list of sessions waiting for a grace period
 };
 static_assert(sizeof(Session) == 64, "a session must fit one cache line");
+static_assert(offsetof(Session, remote_ip) == 4 && offsetof(Session, out_ip) == 8 &&
+                  offsetof(Session, in_port) == 12 && offsetof(Session, remote_port) == 14 &&
+                  offsetof(Session, out_port) == 16 && offsetof(Session, proto) == 18,
+              "SessionTable::has_key reads the keys back by these offsets");
 
 }  // namespace natgw::nat

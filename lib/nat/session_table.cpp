@@ -80,8 +80,7 @@ SessionTable::~SessionTable() = default;  // TableMemory frees; no reader may ou
 FlowKey SessionTable::key_of(uint32_t v) const {
   const Session& s = sessions_[v & ~kOutsideBit];
   if (v & kOutsideBit)
-    return make_key(s.remote_ip, s.out_ip, s.proto == IPPROTO_ICMP ? 0 : s.remote_port, s.out_port, s.proto,
-                    kOutside);
+    return make_key(s.remote_ip, s.out_ip, s.remote_port, s.out_port, s.proto, kOutside);
   return make_key(s.in_ip, s.remote_ip, s.in_port, s.remote_port, s.proto, kInside);
 }
 
@@ -210,6 +209,7 @@ CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, 
   const FlowKey& in = *a.in;
   const int pc = proto_class(in.proto);
   if (pc < 0 || a.pool_len == 0) return CreateResult::kNoPort;
+  if (in.proto == IPPROTO_ICMP && in.dport != 0) return CreateResult::kNoPort;  // query keys carry the id in sport only
   if (nfree_sessions_ == 0 || nfree_mappings_ == 0) reclaim();
   if (nfree_sessions_ == 0 || nfree_mappings_ == 0) {
     stats_.table_full.add();
@@ -243,7 +243,7 @@ CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, 
 
 CreateResult SessionTable::create_passthrough(const CreateArgs& a, uint32_t now_ms, uint32_t& idx) {
   const FlowKey& in = *a.in;
-  if (proto_class(in.proto) < 0) return CreateResult::kNoPort;
+  if (proto_class(in.proto) < 0 || (in.proto == IPPROTO_ICMP && in.dport != 0)) return CreateResult::kNoPort;
   if (nfree_sessions_ == 0) reclaim();
   if (nfree_sessions_ == 0) {
     stats_.table_full.add();

@@ -153,7 +153,7 @@ class SessionTable {
   struct Matches {
     const SessionTable* t;
     const FlowKey* k;
-    bool operator()(uint32_t v) const { return t->key_of(v) == *k; }
+    bool operator()(uint32_t v) const { return t->has_key(v, *k); }
   };
   struct MapMatches {
     const SessionTable* t;
@@ -182,6 +182,18 @@ class SessionTable {
   }
   // The key under which index value v (session index | kOutsideBit) was published.
   FlowKey key_of(uint32_t v) const;
+  // key_of(v) == k, reading the session's key fields as two words (see Session's layout).
+  bool has_key(uint32_t v, const FlowKey& k) const {
+    const uint64_t out = v >> 31;
+    const auto* b = reinterpret_cast<const uint8_t*>(&sessions_[v & ~kOutsideBit]);
+    uint64_t kw[2], addrs;
+    uint32_t ports;
+    std::memcpy(kw, &k, sizeof kw);
+    std::memcpy(&addrs, b + 4 * out, 8);       // {in_ip, remote_ip} or {remote_ip, out_ip}
+    std::memcpy(&ports, b + 12 + 2 * out, 4);  // {in_port, remote_port} or {remote_port, out_port}
+    const uint64_t rest = ports | uint64_t{b[offsetof(Session, proto)]} << 32 | out << 40;
+    return addrs == kw[0] && rest == kw[1];
+  }
   void release(uint32_t idx);
   void queue_closing(uint32_t idx);
   bool alloc_mapping(const CreateArgs& a, int pc, uint32_t rnd, uint32_t& midx);
