@@ -60,7 +60,7 @@ ParseError parse_ipv4(uint8_t* l3, uint32_t avail, Ipv4Packet& out, bool csum_ve
 // Parse an mbuf holding Ethernet + IPv4 (single segment). Trims Ethernet padding
 // beyond the IPv4 total length.
 ParseError parse_ipv4_mbuf_full(rte_mbuf* m, Ipv4Packet& out);
-inline ParseError parse_ipv4_mbuf(rte_mbuf* m, Ipv4Packet& out);
+[[gnu::always_inline]] inline ParseError parse_ipv4_mbuf(rte_mbuf* m, Ipv4Packet& out);
 
 inline bool is_icmp_query(uint8_t type) {
   return type == RTE_IP_ICMP_ECHO_REQUEST || type == RTE_IP_ICMP_ECHO_REPLY || type == 13 ||
@@ -83,7 +83,7 @@ static_assert(sizeof(IcmpHdr) == 8);
 // The common packet inline (single segment, 20-byte header, not a fragment, TCP or
 // UDP with consistent lengths, checksum good); anything else, and every error,
 // takes the full parser, which gives the same result for these packets.
-inline ParseError parse_ipv4_mbuf(rte_mbuf* m, Ipv4Packet& out) {
+[[gnu::always_inline]] inline ParseError parse_ipv4_mbuf(rte_mbuf* m, Ipv4Packet& out) {
   constexpr uint32_t kMin = kEtherHdrLen + sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr);
   if (m->nb_segs != 1 || m->data_len < kMin) [[unlikely]]
     return parse_ipv4_mbuf_full(m, out);
