@@ -41,7 +41,7 @@ bool SigIndex::insert(uint64_t h, uint32_t value) {
                                    std::memory_order_relaxed);
       const unsigned i = static_cast<unsigned>(__builtin_ctz(~bk.used));
       bk.used = static_cast<uint8_t>(bk.used | 1u << i);
-      bk.val[i].store(value, std::memory_order_relaxed);
+      bk.val[i].store(value, std::memory_order_release);  // a reader may pair it with an older signature
       bk.sig[i].store(sig_of(h), std::memory_order_release);
       ++size_;
       return true;

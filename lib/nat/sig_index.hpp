@@ -64,7 +64,9 @@ class SigIndex {
     const __m128i hi = _mm_load_si128(reinterpret_cast<const __m128i*>(&b.sig[4]));
     const unsigned m = static_cast<unsigned>(_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(lo, s)))) |
                        static_cast<unsigned>(_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(hi, s)))) << 4;
-    std::atomic_thread_fence(std::memory_order_acquire);  // values after signatures
+    // Aligned 16-byte loads read each 32-bit lane atomically on x86; the fence
+    // keeps the value loads after the signature loads.
+    std::atomic_thread_fence(std::memory_order_acquire);
     return m;
 #else
     unsigned m = 0;
@@ -78,7 +80,7 @@ class SigIndex {
   int64_t peek(uint64_t h) const {
     const Bucket& b = buckets_[home(h)];
     const unsigned m = matches(b, sig_of(h));
-    return m ? int64_t{b.val[__builtin_ctz(m)].load(std::memory_order_relaxed)} : -1;
+    return m ? int64_t{b.val[__builtin_ctz(m)].load(std::memory_order_acquire)} : -1;
   }
 
   // The value whose signature matches and for which match(value) holds, or -1. A
@@ -91,7 +93,7 @@ class SigIndex {
     for (uint32_t probes = 0; probes < nbuckets_; ++probes) {
       const Bucket& bk = buckets_[b];
       for (unsigned m = matches(bk, sig); m; m &= m - 1) {
-        const uint32_t v = bk.val[__builtin_ctz(m)].load(std::memory_order_relaxed);
+        const uint32_t v = bk.val[__builtin_ctz(m)].load(std::memory_order_acquire);
         if (match(v)) return v;
       }
       if (bk.overflow.load(std::memory_order_acquire) == 0) return -1;
