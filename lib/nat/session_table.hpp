@@ -134,6 +134,7 @@ class SessionTable {
     return *allocs_[addr_idx * kProtoClasses + pc];
   }
   size_t memory_bytes() const { return memory_bytes_; }
+  bool in_hugepages() const { return session_mem_.hugepages(); }
   uint16_t worker() const { return worker_; }
 
   // Session timeout for its protocol and TCP state.

@@ -395,6 +395,16 @@ int Daemon::run(const char* argv0) {
       rte_eth_dev_callback_register(ctx_.ifaces[i].port_id, RTE_ETH_EVENT_INTR_RESET, on_reset_event,
                                     &ctx_);
     dp::init_sessions(ctx_, static_cast<int>(rte_socket_id()));
+    if (!ctx_.sessions.empty()) {
+      const nat::SessionTable& st = *ctx_.sessions[0];
+      std::cout << "natgw: sessions: " << ctx_.sessions.size() << " table(s) of " << st.capacity() << " slots, "
+                << (st.memory_bytes() + (1u << 19)) / (1u << 20) << " MB each ("
+                << (st.in_hugepages()            ? "hugepages"
+                    : rte_eal_has_hugepages() ? "ordinary memory: no room left in the EAL's hugepages"
+                                              : "ordinary memory: the EAL runs without hugepages")
+                << ")"
+                << std::endl;
+    }
     dp::publish_tables(ctx_, dp::build_tables(ctx_, cfg_, generation_++));
     xdp_.configure(cfg_);
   } catch (const std::exception& e) {
