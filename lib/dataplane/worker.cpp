@@ -175,6 +175,7 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
   nat::SessionTable& own = *ctx_.sessions[id_];
   int64_t vals[kBurst];
   uint64_t hits = 0;
+  const uint32_t inserts = own.inserts();
   own.lookup_bulk(kp, k, hits, vals);
   for (unsigned j = 0; j < k; ++j)
     if ((hits >> j) & 1)
@@ -187,7 +188,9 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
       else
         finish_in2out(iface, ms[j], ps[j], id_, idx);
     } else {
-      resolve(iface, ms[j], ps[j], keys[j], lanes[j], true);  // other tables, or a new flow
+      // Other tables, or a new flow. The own table's miss stands only while no packet
+      // of this burst created a session (a flow's second packet in the same burst).
+      resolve(iface, ms[j], ps[j], keys[j], lanes[j], own.inserts() == inserts);
     }
   }
 }
@@ -657,7 +660,7 @@ void Worker::remember_fragment(const Ipv4Packet& p, uint16_t table, uint32_t idx
   const rte_ipv4_hdr* ip = p.ip;
   FragEntry& f = frags_[frag_hash(ip->src_addr, ip->dst_addr, ip->packet_id, p.proto) % kFragSlots];
   f = FragEntry{ip->src_addr, ip->dst_addr, ip->packet_id, p.proto, dir, true, table, idx,
-                now_ms_ + tables_->fragment_timeout_ms};
+                now_ms_ + tables_->fragment_timeout_ms, ctx_.sessions[table]->session(idx).created_ms};
   if (held_used_) release_held_fragments();
 }
 
@@ -672,6 +675,12 @@ void Worker::remember_fragment(const Ipv4Packet& p, uint16_t table, uint32_t idx
                    static_cast<int32_t>(f.expires_ms - now_ms_) >= 0;
   if (hit) {
     Session& s = ctx_.sessions[f.table]->session(f.session);
+    // The entry outlives quiescent states, so its session may have expired and its
+    // slot been reused since (timeouts shorter than the fragment timeout, a flush).
+    const bool same = s.created_ms == f.created_ms && s.proto == p.proto &&
+                      (f.dir == nat::kOutside ? s.remote_ip == ip->src_addr && s.out_ip == ip->dst_addr
+                                              : s.in_ip == ip->src_addr && s.remote_ip == ip->dst_addr);
+    if (!same) [[unlikely]] return drop(m, kDropFragment);
     if (f.dir == nat::kOutside) {
       // Fragments to our address skip classify's TTL check: an expired one is dropped
       // here (no ICMP error about a later fragment), not sent on with its TTL wrapped.

@@ -71,6 +71,7 @@ class Worker {
     uint16_t table = 0;  // which worker's session table
     uint32_t session = 0;
     uint32_t expires_ms = 0;
+    uint32_t created_ms = 0;  // the session's: tells a reused slot from the session itself
   };
   struct HeldFrag {  // a later fragment that arrived before its first
     rte_mbuf* m = nullptr;

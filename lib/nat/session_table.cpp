@@ -300,6 +300,7 @@ CreateResult SessionTable::install(const CreateArgs& a, const FlowKey& out, rte_
     return CreateResult::kTableFull;
   }
   ++active_;
+  ++inserts_;
   stats_.active[pc].add();
   stats_.created[pc].add();
   return CreateResult::kOk;

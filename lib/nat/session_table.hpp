@@ -128,6 +128,9 @@ class SessionTable {
   uint32_t closing() const { return closing_; }
 
   uint32_t active() const { return active_; }
+  // Sessions published so far (wraps): a caller that looked keys up earlier can
+  // tell whether its misses may have become hits since.
+  uint32_t inserts() const { return inserts_; }
   uint32_t capacity() const { return max_; }
   const SessionStats& stats() const { return stats_; }
   const PortAllocator& allocator(uint32_t addr_idx, int pc) const {
@@ -222,6 +225,7 @@ class SessionTable {
   uint32_t max_ = 0;
   uint32_t cursor_ = 0;
   uint32_t active_ = 0;
+  uint32_t inserts_ = 0;
   uint32_t rng_ = 0x9e3779b9;
   uint16_t worker_ = 0;
   uint16_t workers_ = 1;

@@ -332,6 +332,18 @@ TEST(ForwardingAcl, RepliesOfAllowedFlowsPass) {
   EXPECT_EQ(p.worker().counters().in2out.get() + p.worker().counters().out2in.get(), 4u);
 }
 
+// A tracked flow's packets arriving together in its first burst: one pass-through
+// session, every packet counted on it (none re-judged as a new flow).
+TEST(ForwardingAcl, NewFlowTwiceInOneBurstIsTrackedOnce) {
+  Pipeline p(forward_acl());
+  lab_neighbours(p);
+  const auto syn = build_frame(client(IPPROTO_TCP, "203.0.113.10", 40000, 443));
+  p.rx(kInside, {syn, syn, syn});
+  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 3u);
+  EXPECT_EQ(active_sessions(p), 1u);
+  EXPECT_EQ(p.worker().counters().in2out.get(), 3u) << "later packets bypassed the session";
+}
+
 // The same for untranslated traffic in a NAT config (a source outside every
 // `from`): replies of an allowed flow pass, the flow keeps its addresses.
 TEST(ForwardingAcl, UntranslatedFlowsInNatConfigsAreTrackedToo) {

@@ -132,6 +132,31 @@ TEST_F(Fragments, EntriesDoNotComeBackWhenTheClockWraps) {
     EXPECT_NE(ipstr(parse_frame(f).src), "10.0.3.10") << "translated with a session it never had";
 }
 
+// A fragment entry outlives its session's grace period: when the session is gone
+// and its slot holds another flow, later fragments are dropped, never rewritten
+// with the other flow's addresses.
+TEST_F(Fragments, LaterFragmentsDoNotFollowAReusedSessionSlot) {
+  const auto whole = build_frame(big_udp());
+  const auto frags = fragment(whole, 512);
+  p.rx(kInside, frags[0]);
+  ASSERT_EQ(ipv4_only(p.out(kInternet)).size(), 1u);
+  nat::SessionTable& st = *p.ctx.sessions[0];
+  const int64_t first = st.lookup(nat::make_key(ip("192.168.10.2"), ip("203.0.113.10"), rte_cpu_to_be_16(40000),
+                                                rte_cpu_to_be_16(53), IPPROTO_UDP, nat::kInside));
+  ASSERT_GE(first, 0);
+  st.remove(static_cast<uint32_t>(first));
+  p.advance(1);  // grace period over: the slot is free again
+  EXPECT_EQ(st.closing(), 0u);
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.20", 41000, 53, "192.168.10.3")));
+  ASSERT_EQ(ipv4_only(p.out(kInternet)).size(), 1u);
+  const int64_t second = st.lookup(nat::make_key(ip("192.168.10.3"), ip("203.0.113.20"), rte_cpu_to_be_16(41000),
+                                                 rte_cpu_to_be_16(53), IPPROTO_UDP, nat::kInside));
+  ASSERT_EQ(second, first) << "the test needs the slot reused (free list is last-in first-out)";
+  p.rx(kInside, {frags[1], frags[2]});
+  EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty()) << "fragments followed another flow's session";
+  EXPECT_EQ(drops(p, dp::kDropFragment), 2u);
+}
+
 TEST_F(Fragments, OrphanFragmentsAreDroppedNeverLeakedUntranslated) {
   const auto frags = fragment(build_frame(big_udp()), 512);
   p.rx(kInside, {frags[1], frags[2]});

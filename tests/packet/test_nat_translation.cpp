@@ -358,6 +358,27 @@ TEST(NatTableFull, AFullTableDropsNewFlowsAndKeepsOldOnes) {
   }
 }
 
+// Several packets of one new flow in one burst: the first creates the session, the
+// others must find it (the burst's bulk lookup ran before it existed), not try to
+// create it again and collide.
+TEST_F(Nat, NewFlowTwiceInOneBurstUsesOneSession) {
+  auto u = client(IPPROTO_UDP, "203.0.113.10", 40000, 53);
+  auto t = client(IPPROTO_TCP, "203.0.113.11", 40001, 443);
+  auto e = client(IPPROTO_ICMP, "203.0.113.12", 7, 0);
+  const auto fu = build_frame(u), ft = build_frame(t), fe = build_frame(e);
+  p.rx(kInside, {fu, ft, fu, fe, ft, fu, fe});
+  const auto out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 7u);
+  for (size_t i : {0u, 2u, 5u}) EXPECT_EQ(out[i], expected(fu, outbound(40000))) << i;
+  for (size_t i : {1u, 4u}) EXPECT_EQ(out[i], expected(ft, outbound(40001))) << i;
+  EXPECT_EQ(out[3], out[6]);  // the same echo request, translated the same way
+  EXPECT_EQ(active_sessions(p), 3u);
+  const auto& st = p.ctx.sessions[0]->stats();
+  EXPECT_EQ(st.collisions.get(), 0u);
+  EXPECT_EQ(st.no_port.get(), 0u);
+  EXPECT_EQ(total(p, &dp::WorkerCounters::in2out), 7u);
+}
+
 // Default deny; TCP 443 and ICMP allowed from the clients.
 const std::string kAcl = std::string(kLabConfig) +
                          "[acl_default]\naction = \"deny\"\n"
