@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Two builds of natgw-micro side by side on this (shared, noisy) machine: the established path and
+# session setup, old and new alternating process by process for several rounds, then a table of
+# medians and new/old ratios, plus callgrind instructions per packet (stable where wall time is not).
+# docs/benchmarking.md; perf/RESULTS.md "Session 2" was measured this way.
+#
+# Usage: scripts/bench-compare.sh --old DIR --new DIR [--rounds N] [--scales LIST] [--no-callgrind] [--no-setup]
+#   --old DIR / --new DIR   build directories holding perf/natgw-micro (e.g. a worktree of an older commit:
+#                           git worktree add /tmp/old <commit> && meson setup /tmp/old/build-perf ... )
+#   --rounds N              alternations (default 2); each run keeps the median of 3 repetitions
+#   --scales LIST           established-path session counts (default 1000,1000000)
+# Every run holds /tmp/natgw-busy.lock. Hugepages help (10M sessions need them).
+set -uo pipefail
+OLD="" NEW="" ROUNDS=2 SCALES=1000,1000000 CALLGRIND=1 SETUP=1
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --old) OLD=$2; shift ;;
+    --new) NEW=$2; shift ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --scales) SCALES=$2; shift ;;
+    --no-callgrind) CALLGRIND=0 ;;
+    --no-setup) SETUP=0 ;;
+    -h|--help) sed -n '2,/^set -uo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench-compare: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+for b in "$OLD" "$NEW"; do
+  [[ -n $b && -x $b/perf/natgw-micro ]] || { echo "bench-compare: need --old and --new build dirs with perf/natgw-micro" >&2; exit 2; }
+done
+LOCK=/tmp/natgw-busy.lock
+OUT=$(mktemp -d /tmp/natgw-compare.XXXX)
+name_of() { case $1 in *000000) echo $(($1 / 1000000))M ;; *000) echo $(($1 / 1000))k ;; *) echo "$1" ;; esac; }
+
+run() {  # run TAG BUILD FILTER EXTRA...: appends "bench<TAB>value" lines (median ns/pkt or items/s) to $OUT/TAG
+  local tag=$1 build=$2 filter=$3; shift 3
+  flock -w 900 "$LOCK" "$build/perf/natgw-micro" "$@" --benchmark_filter="$filter" --benchmark_repetitions=3 \
+    --benchmark_report_aggregates_only=true --benchmark_format=json 2>/dev/null |
+    /usr/bin/python3 -c '
+import json, sys
+for b in json.load(sys.stdin)["benchmarks"]:
+    if b.get("aggregate_name") != "median": continue
+    if "ns/pkt" in b: print(b["run_name"] + "\t" + repr(b["ns/pkt"] * 1e9))  # JSON holds seconds
+    elif "items_per_second" in b: print(b["run_name"] + "\t" + repr(b["items_per_second"]))
+' >> "$OUT/$tag"
+}
+
+IFS=, read -ra sc <<< "$SCALES"
+for round in $(seq "$ROUNDS"); do
+  for n in "${sc[@]}"; do
+    for tag in old new; do
+      b=$([[ $tag == old ]] && echo "$OLD" || echo "$NEW")
+      echo "bench-compare: round $round $tag established sessions:$(name_of "$n")" >&2
+      run "$tag" "$b" "^(established|baseline)/udp/.*/sessions:$(name_of "$n")\$" --scales="$n"
+    done
+  done
+  if [[ $SETUP == 1 ]]; then
+    for tag in old new; do
+      b=$([[ $tag == old ]] && echo "$OLD" || echo "$NEW")
+      echo "bench-compare: round $round $tag setup" >&2
+      run "$tag" "$b" '^setup/' --scales=1000
+    done
+  fi
+done
+
+echo
+echo "natgw-micro, $ROUNDS rounds alternating old/new (medians of each run's median; ns/pkt, setup in sessions/s)"
+/usr/bin/python3 - "$OUT/old" "$OUT/new" <<'EOF'
+import statistics, sys
+def load(path):
+    d = {}
+    for line in open(path):
+        k, v = line.rstrip("\n").split("\t")
+        d.setdefault(k, []).append(float(v))
+    return d
+old, new = load(sys.argv[1]), load(sys.argv[2])
+print(f"| benchmark | old | new | new/old |\n|---|---|---|---|")
+for k in old:
+    if k not in new: continue
+    o, n = statistics.median(old[k]), statistics.median(new[k])
+    unit = "/s" if k.startswith("setup/") else " ns"
+    fmt = (lambda x: f"{x/1e6:.2f} M{unit}") if unit == "/s" else (lambda x: f"{x:.1f}{unit}")
+    print(f"| {k} | {fmt(o)} | {fmt(n)} | {n/o:.2f} |")
+# The pipeline's own cost: established - baseline (the refill + TX loop alone).
+for k in old:
+    if not k.startswith("established/") or k not in new: continue
+    b = "baseline/" + k[len("established/"):]
+    if b not in old or b not in new: continue
+    o = statistics.median(old[k]) - statistics.median(old[b])
+    n = statistics.median(new[k]) - statistics.median(new[b])
+    if o > 0 and n > 0:
+        print(f"| pipeline {k[len('established/'):]} | {o:.1f} ns | {n:.1f} ns | {n/o:.2f} |")
+EOF
+
+if [[ $CALLGRIND == 1 ]] && command -v valgrind >/dev/null; then
+  echo
+  echo "callgrind instructions per packet (1k sessions, 3,000 bursts of 32, pipeline only)"
+  for dir in in2out out2in; do
+    for tag in old new; do
+      b=$([[ $tag == old ]] && echo "$OLD" || echo "$NEW")
+      f="$OUT/callgrind.$tag.$dir"
+      flock -w 900 "$LOCK" valgrind --tool=callgrind --callgrind-out-file="$f" --toggle-collect='*pipeline_burst*' \
+        "$b/perf/natgw-micro" --no-huge --eal-mem=1024 --scales=1000 --iterations=3000 \
+        --benchmark_filter="^established/udp/$dir/sessions:1k/" >/dev/null 2>&1
+      ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+      [[ -n $ir ]] && printf '%s %s: %.1f\n' "$tag" "$dir" "$(echo "$ir / 96000" | bc -l)"
+    done
+  done
+fi
+echo
+echo "raw results: $OUT"
