@@ -176,10 +176,7 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
   int64_t vals[kBurst];
   uint64_t hits = 0;
   const uint32_t inserts = own.inserts();
-  own.lookup_bulk(kp, k, hits, vals);
-  for (unsigned j = 0; j < k; ++j)
-    if ((hits >> j) & 1)
-      rte_prefetch0(&own.session(static_cast<uint32_t>(vals[j]) & ~nat::SessionTable::kOutsideBit));
+  own.lookup_bulk(kp, k, hits, vals);  // the sessions it found are in cache: it checked their keys
   for (unsigned j = 0; j < k; ++j) {
     if ((hits >> j) & 1) {
       const uint32_t idx = static_cast<uint32_t>(vals[j]) & ~nat::SessionTable::kOutsideBit;
