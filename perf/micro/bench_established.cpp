@@ -211,6 +211,45 @@ void bm_baseline(benchmark::State& state, uint32_t n, uint8_t proto, Dir dir) {
   set_rate_counters(state);
 }
 
+// The session index alone: bulk lookups of bursts of 32 random established keys
+// (keys built from the flow number, no packet memory). What the established path's
+// table misses cost on this machine, the floor under "established" at this scale.
+void bm_lookup(benchmark::State& state, uint32_t n, uint8_t proto, Dir dir) {
+  Population* pop = population(n, proto, true);
+  if (!pop->error.empty()) {
+    state.SkipWithError(pop->error.c_str());
+    return;
+  }
+  const nat::SessionTable& st = pop->p->sessions();
+  Rng rng(0x12345u + n);
+  nat::FlowKey keys[kBurst];
+  const nat::FlowKey* kp[kBurst];
+  for (unsigned i = 0; i < kBurst; ++i) kp[i] = &keys[i];
+  uint64_t hits = 0, misses = 0;
+  for (auto _ : state) {
+    for (unsigned i = 0; i < kBurst; ++i) {
+      const uint32_t f = rng.below(pop->n);
+      keys[i] = dir == Dir::kIn2Out
+                    ? nat::make_key(Flows::in_src(f), Flows::remote(f), Flows::in_sport(f),
+                                    Flows::remote_port(f), proto, nat::kInside)
+                    : nat::make_key(Flows::remote(f), pop->out_ip, Flows::remote_port(f), pop->out_port[f],
+                                    proto, nat::kOutside);
+    }
+    uint64_t mask = 0;
+    int64_t vals[kBurst];
+    st.lookup_bulk(kp, kBurst, mask, vals);
+    benchmark::DoNotOptimize(vals);
+    hits += static_cast<uint64_t>(__builtin_popcountll(mask));
+    misses += kBurst - static_cast<uint64_t>(__builtin_popcountll(mask));
+  }
+  if (misses) {
+    state.SkipWithError("a lookup of an established key missed");
+    return;
+  }
+  set_rate_counters(state);
+  state.counters["sessions"] = n;
+}
+
 // Rough memory a population needs (measured: see perf/RESULTS.md), to skip cleanly.
 bool fits(uint32_t n, std::string& why) {
   const Options& o = options();
@@ -278,6 +317,11 @@ void register_established() {
                                       [n, proto](benchmark::State& s) { bm_pipeline(s, n, proto, Dir::kOut2In, true); }));
     tune(benchmark::RegisterBenchmark(("baseline/" + pn + "/out2in" + sn).c_str(),
                                       [n, proto](benchmark::State& s) { bm_baseline(s, n, proto, Dir::kOut2In); }));
+    if (proto != IPPROTO_UDP) continue;
+    tune(benchmark::RegisterBenchmark(("lookup/" + pn + "/in2out" + sn).c_str(),
+                                      [n, proto](benchmark::State& s) { bm_lookup(s, n, proto, Dir::kIn2Out); }));
+    tune(benchmark::RegisterBenchmark(("lookup/" + pn + "/out2in" + sn).c_str(),
+                                      [n, proto](benchmark::State& s) { bm_lookup(s, n, proto, Dir::kOut2In); }));
   }
 }
 
