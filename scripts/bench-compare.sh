@@ -51,7 +51,7 @@ for round in $(seq "$ROUNDS"); do
     for tag in old new; do
       b=$([[ $tag == old ]] && echo "$OLD" || echo "$NEW")
       echo "bench-compare: round $round $tag established sessions:$(name_of "$n")" >&2
-      run "$tag" "$b" "^(established|baseline)/udp/.*/sessions:$(name_of "$n")\$" --scales="$n"
+      run "$tag" "$b" "^(established|baseline|lookup)/udp/.*/sessions:$(name_of "$n")\$" --scales="$n"
     done
   done
   if [[ $SETUP == 1 ]]; then

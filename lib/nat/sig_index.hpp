@@ -75,13 +75,23 @@ class SigIndex {
 #endif
   }
 
-  // First value in the home bucket whose signature matches, or -1: a guess to
-  // prefetch what it names before find() confirms it.
-  int64_t peek(uint64_t h) const {
-    const Bucket& b = buckets_[home(h)];
-    const unsigned m = matches(b, sig_of(h));
-    return m ? int64_t{b.val[__builtin_ctz(m)].load(std::memory_order_acquire)} : -1;
+  static constexpr uint32_t kNoBucket = ~0u;
+  // First value in bucket `b` whose signature matches, or -1: a guess to prefetch
+  // what it names before find() confirms it. With no match in a bucket that entries
+  // overflowed past, `next` names the bucket to peek next (else kNoBucket): at 80%
+  // load ~9% of the entries live there, and a bulk lookup prefetches it instead of
+  // walking to it with two serial misses (bucket, session).
+  int64_t peek(uint32_t b, uint64_t h, uint32_t& next) const {
+    const Bucket& bk = buckets_[b];
+    const unsigned m = matches(bk, sig_of(h));
+    if (m) {
+      next = kNoBucket;
+      return bk.val[__builtin_ctz(m)].load(std::memory_order_acquire);
+    }
+    next = bk.overflow.load(std::memory_order_relaxed) ? (b + 1 == nbuckets_ ? 0 : b + 1) : kNoBucket;
+    return -1;
   }
+  void prefetch_bucket(uint32_t b) const { rte_prefetch0(&buckets_[b]); }
 
   // The value whose signature matches and for which match(value) holds, or -1. A
   // reader racing an erase + insert into the same slot may read the new value under
