@@ -55,7 +55,9 @@ bool ArpTable::update(rte_be32_t ip, uint16_t iface, const rte_ether_addr& mac, 
     }
     if (k != ip) continue;
     slots_[i].updated_ms.store(now_ms, std::memory_order_relaxed);
-    slots_[i].mac_iface.store(pack(mac, iface), std::memory_order_release);
+    const uint64_t v = pack(mac, iface);
+    if (slots_[i].mac_iface.exchange(v, std::memory_order_acq_rel) != v)
+      gen_.fetch_add(1, std::memory_order_release);
     return true;
   }
   return false;

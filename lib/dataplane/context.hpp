@@ -70,10 +70,10 @@ struct Context {
   uint16_t workers = 1;
   uint32_t max_sessions = 1u << 16;
   std::atomic<bool> stop{false};
-  std::atomic<bool> nat_used{false};
+  std::atomic<bool> nat_used{false};  // a session was ever created: in2out must look up
   // Set by the control thread around a port reset (ENA's RTE_ETH_EVENT_INTR_RESET):
   // workers neither poll nor transmit on a paused port.
-  std::atomic<bool> port_paused[kMaxIfaces] = {};  // a session was ever created: in2out must look up
+  std::atomic<bool> port_paused[kMaxIfaces] = {};
 
   // Which worker creates sessions for inside host `src` (network order).
   uint16_t flow_owner(rte_be32_t src) const {

@@ -141,6 +141,7 @@ void Worker::poll_once() {
 }
 
 void Worker::process(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
+  check_l2_hops();
   IfaceCounters& ic = counters_.iface[iface];
   uint64_t bytes = 0;
   for (uint16_t i = 0; i < n; ++i) bytes += pkts[i]->pkt_len;
@@ -317,6 +318,7 @@ unsigned Worker::drain_handoff() {
   rte_mbuf* pkts[kBurst];
   const unsigned n = rte_ring_sc_dequeue_burst(ctx_.handoff[id_], reinterpret_cast<void**>(pkts),
                                                kBurst, nullptr);
+  if (n) check_l2_hops();
   for (unsigned i = 0; i < n; ++i) handle(ctx_.port_to_iface[pkts[i]->port], pkts[i]);
   return n;
 }
@@ -755,10 +757,12 @@ void Worker::release_held_fragments() {
     if (for_us || known) {
       if (!known || !rte_is_same_ether_addr(&old.mac, &arp->arp_data.arp_sha) ||
           now_ms_ - old.updated_ms > 1000) {
-        if (ctx_.arp.update(sip, iface, arp->arp_data.arp_sha, now_ms_))
+        if (ctx_.arp.update(sip, iface, arp->arp_data.arp_sha, now_ms_)) {
           counters_.arp_learned.add();
-        else
+          check_l2_hops();  // the rest of this burst already uses a changed MAC
+        } else {
           counters_.arp_table_full.add();
+        }
       }
     }
   }
@@ -896,8 +900,11 @@ bool Worker::fits_mtu(uint16_t in_if, uint16_t out_if, rte_mbuf* m, Ipv4Packet& 
 }
 
 void Worker::send_l3(uint16_t out_if, rte_be32_t nh, rte_mbuf* m) {
+  L2Hop& c = l2_hops_[rte_be_to_cpu_32(nh) % kL2Hops];
+  if (c.nh == nh && c.iface == out_if) [[likely]] return send_l2(out_if, c.mac, m);
   arp::ArpTable::Hit hit;
   if (!ctx_.arp.lookup(nh, hit) || hit.iface != out_if) return hold_for_arp(out_if, nh, m);
+  c = L2Hop{nh, out_if, hit.mac};
   send_l2(out_if, hit.mac, m);
 }
 

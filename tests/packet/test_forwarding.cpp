@@ -227,6 +227,54 @@ TEST_F(Forwarding, ArpRequestsForOurAddressesAreAnswered) {
   EXPECT_EQ(total(p, &dp::WorkerCounters::arp_replies_sent), 1u);
 }
 
+// Workers cache resolved next hops; a MAC change (a gratuitous ARP from a replaced
+// gateway, in the same burst as traffic or between bursts) must reach the very next
+// packet, for NAT sessions (which store the next hop) and plain forwarding alike.
+TEST(Arp, TrafficFollowsAGatewayWhoseMacChanged) {
+  for (const bool nat : {true, false}) {
+    Pipeline p(nat ? std::string(kLabConfig) : kForwardConfig);
+    lab_neighbours(p);
+    const auto pkt = [](uint16_t sport) {
+      return build_frame(client(IPPROTO_UDP, "203.0.113.10", sport, 53));
+    };
+    const auto gw_mac_of = [&](const std::vector<std::vector<uint8_t>>& frames) {
+      std::vector<uint8_t> last;
+      for (const auto& f : ipv4_only(frames)) last.push_back(parse_frame(f).dst_mac.addr_bytes[5]);
+      return last;
+    };
+    const rte_ether_addr bcast{{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
+    const auto garp = [&](uint8_t last) {
+      return build_arp(RTE_ARP_OP_REQUEST, mac(last), ip("10.0.3.1"), rte_ether_addr{}, ip("10.0.3.1"), bcast);
+    };
+    p.rx(kInside, {pkt(40000), pkt(40000)});
+    EXPECT_EQ(gw_mac_of(p.out(kInternet)), (std::vector<uint8_t>{kInternetGwMac, kInternetGwMac}));
+    // Between bursts: the gateway announces a new MAC.
+    p.rx(kInternet, garp(0x32));
+    p.rx(kInside, pkt(40000));
+    EXPECT_EQ(gw_mac_of(p.out(kInternet)), (std::vector<uint8_t>{0x32})) << "nat " << nat;
+    // Again, and new flows too.
+    p.rx(kInternet, garp(0x33));
+    p.rx(kInside, {pkt(40000), pkt(40001)});
+    EXPECT_EQ(gw_mac_of(p.out(kInternet)), (std::vector<uint8_t>{0x33, 0x33})) << "nat " << nat;
+    if (!nat) {
+      // One burst on the internet side: transit traffic hairpinned to the gateway
+      // before and after its gratuitous ARP. Forwarding handles the burst in order:
+      // the packet after the ARP follows the new MAC, the one before did not.
+      auto transit = client(IPPROTO_UDP, "203.0.113.10", 40000, 53, "198.18.0.5");
+      transit.src_mac = mac(kInternetGwMac);
+      transit.dst_mac = our_mac(kInternet);
+      p.rx(kInternet, {build_frame(transit), garp(0x35), build_frame(transit)});
+      EXPECT_EQ(gw_mac_of(p.out(kInternet)), (std::vector<uint8_t>{0x33, 0x35}));
+      p.rx(kInternet, garp(0x33));
+    }
+    // The control side (or another worker) updates the table: seen by the next burst.
+    p.neighbour(kInternet, "10.0.3.1", 0x34);
+    p.rx(kInside, {pkt(40000), pkt(40002)});
+    EXPECT_EQ(gw_mac_of(p.out(kInternet)), (std::vector<uint8_t>{0x34, 0x34})) << "nat " << nat;
+    EXPECT_EQ(all_drops(p), 0u);
+  }
+}
+
 TEST(Arp, PacketsAreHeldWhileTheGatewayResolvesThenSent) {
   Pipeline p(kForwardConfig);  // no neighbours known
   p.advance(0);                // the first housekeeping asks for every gateway: take that out of the way
