@@ -9,8 +9,11 @@
 #include <utility>
 #include <memory>
 
+#include <rte_prefetch.h>
+
 #include "acl/acl_table.hpp"
 #include "common.hpp"
+#include "nat/table_memory.hpp"
 #include "registry.hpp"
 #include "route/route_table.hpp"
 
@@ -180,6 +183,47 @@ benchmark::internal::Benchmark* tune(benchmark::internal::Benchmark* b) {
   return b;
 }
 
+// The machine's floor under the established path: per packet, two dependent random
+// cache-line reads (an index bucket, then the line it names), 32 packets at a time,
+// each level prefetched for the whole batch before it is read (what lookup_bulk does),
+// over arrays the size of the session index and sessions at `n` sessions, in the same
+// memory the tables use. No hashing, no compare: memory latency and parallelism alone.
+void bm_memory_floor(benchmark::State& state, uint32_t n) {
+  struct alignas(64) Line {
+    uint64_t w[8];
+  };
+  const size_t nb = static_cast<size_t>(n * 2 / 0.8 / 7) + 1, ns = n;  // as SessionTable sizes them
+  nat::TableMemory ma("memory floor index", nb * sizeof(Line), SOCKET_ID_ANY);
+  nat::TableMemory mb("memory floor sessions", ns * sizeof(Line), SOCKET_ID_ANY);
+  auto* a = static_cast<Line*>(ma.get());
+  auto* b = static_cast<Line*>(mb.get());
+  Rng fill(7);
+  for (size_t i = 0; i < nb; ++i) a[i].w[0] = fill.below(static_cast<uint32_t>(ns));
+  for (size_t i = 0; i < ns; ++i) b[i].w[0] = i;
+  Rng rng(0x12345u + n);
+  constexpr unsigned kBurst = 32;
+  uint64_t sum = 0;
+  for (auto _ : state) {
+    uint32_t ia[kBurst];
+    uint64_t ib[kBurst];
+    for (unsigned i = 0; i < kBurst; ++i) {
+      ia[i] = rng.below(static_cast<uint32_t>(nb));
+      rte_prefetch0(&a[ia[i]]);
+    }
+    for (unsigned i = 0; i < kBurst; ++i) {
+      ib[i] = a[ia[i]].w[0];
+      rte_prefetch0(&b[ib[i]]);
+    }
+    for (unsigned i = 0; i < kBurst; ++i) sum += b[ib[i]].w[0];
+  }
+  benchmark::DoNotOptimize(sum);
+  const double pkts = static_cast<double>(state.iterations()) * kBurst;
+  state.SetItemsProcessed(static_cast<int64_t>(pkts));
+  state.counters["ns/pkt"] = benchmark::Counter(pkts, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["MB"] = static_cast<double>(ma.size() + mb.size()) / (1 << 20);
+  state.counters["hugepages"] = ma.hugepages() && mb.hugepages();
+}
+
 }  // namespace
 
 void register_tables() {
@@ -191,6 +235,12 @@ void register_tables() {
     benchmark::AddCustomContext(s3 ? "lpm_s3_source" : "lpm_aws_source", source);
     if (source.rfind("synthesized", 0) == 0)
       std::fprintf(stderr, "natgw-micro: %s: LPM uses %zu synthesized prefixes\n", source.c_str(), n);
+  }
+  for (uint32_t n : options().scales) {
+    if (n > 2000000 && !options().hugepages) continue;
+    const std::string sn = n % 1000000 == 0 ? std::to_string(n / 1000000) + "M" : std::to_string(n / 1000) + "k";
+    tune(benchmark::RegisterBenchmark(("memory/floor/sessions:" + sn).c_str(),
+                                      [n](benchmark::State& s) { bm_memory_floor(s, n); }));
   }
   tune(benchmark::RegisterBenchmark("lpm/s3+default/lookup", [](benchmark::State& s) { bm_lpm(s, true, false); }));
   tune(benchmark::RegisterBenchmark("lpm/s3+default/lookup_bulk32", [](benchmark::State& s) { bm_lpm(s, true, true); }));
