@@ -72,6 +72,15 @@ void init_context(Context& ctx, const config::Config& cfg) {
     for (uint32_t a : s.to) outside_index(a);
   ctx.workers = static_cast<uint16_t>(cfg.dataplane.workers);
   ctx.max_sessions = cfg.nat.max_sessions;
+  uint32_t slots = 16;
+  while (slots < 2 * ctx.local.size()) slots *= 2;
+  ctx.local_slots.assign(slots, 0);
+  ctx.local_mask = slots - 1;
+  for (rte_be32_t a : ctx.local) {
+    uint32_t i = ctx.local_home(a);
+    while (ctx.local_slots[i] != 0 && ctx.local_slots[i] != a) i = (i + 1) & ctx.local_mask;
+    ctx.local_slots[i] = a;
+  }
 }
 
 void init_sessions(Context& ctx, int socket) {

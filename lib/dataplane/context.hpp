@@ -84,11 +84,19 @@ struct Context {
     return workers == 1 ? 0 : static_cast<uint16_t>(((a ^ b) * 2654435761u >> 16) % workers);
   }
 
+  // Every packet asks: a hash probe instead of a scan of `local` (17 -> ~7
+  // instructions a packet with four addresses; pools can hold many more).
   bool is_local(rte_be32_t a) const {
-    for (rte_be32_t l : local)
-      if (l == a) return true;
-    return false;
+    for (uint32_t i = local_home(a);; i = (i + 1) & local_mask) {
+      const rte_be32_t s = local_slots[i];
+      if (s == a) return a != 0;
+      if (s == 0) return false;
+    }
   }
+  uint32_t local_home(rte_be32_t a) const { return (a * 2654435761u >> 16) & local_mask; }
+  // `local` as an open-addressing set (0 = empty, at most half full); init_context fills it.
+  std::vector<rte_be32_t> local_slots{0};
+  uint32_t local_mask = 0;
 };
 
 // Control path. Build the interface list, outside addresses and local addresses
