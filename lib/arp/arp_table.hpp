@@ -33,7 +33,7 @@ class ArpTable {
 
   // Bumped whenever an entry's MAC or interface changes (not on a mere refresh):
   // a worker that cached next hops may keep using them while this stays the same.
-  uint32_t generation() const { return gen_.load(std::memory_order_acquire); }
+  uint64_t generation() const { return gen_.load(std::memory_order_acquire); }
 
   size_t size() const { return used_.load(std::memory_order_relaxed); }
   uint32_t capacity() const { return mask_ + 1; }
@@ -50,7 +50,7 @@ class ArpTable {
   uint32_t mask_;
   std::unique_ptr<Slot[]> slots_;
   std::atomic<size_t> used_{0};
-  std::atomic<uint32_t> gen_{0};
+  std::atomic<uint64_t> gen_{0};
 };
 
 }  // namespace natgw::arp

@@ -759,7 +759,10 @@ void Worker::release_held_fragments() {
           now_ms_ - old.updated_ms > 1000) {
         if (ctx_.arp.update(sip, iface, arp->arp_data.arp_sha, now_ms_)) {
           counters_.arp_learned.add();
-          check_l2_hops();  // the rest of this burst already uses a changed MAC
+          // The rest of this burst uses the new MAC. The slot is cleared directly too:
+          // when two workers learn the same change at once, only one bumps the generation.
+          l2_hops_[rte_be_to_cpu_32(sip) % kL2Hops].iface = kNoIface;
+          check_l2_hops();
         } else {
           counters_.arp_table_full.add();
         }

@@ -126,7 +126,7 @@ class Worker {
   void update_clock();
   // Forget cached next hops when the ARP table changed a MAC or interface.
   void check_l2_hops() {
-    const uint32_t g = ctx_.arp.generation();
+    const uint64_t g = ctx_.arp.generation();
     if (g == l2_gen_) [[likely]] return;
     for (auto& h : l2_hops_) h.iface = kNoIface;
     l2_gen_ = g;
@@ -158,7 +158,7 @@ class Worker {
   static constexpr uint16_t kNoIface = 0xffff;
   static constexpr unsigned kL2Hops = 8;
   L2Hop l2_hops_[kL2Hops];
-  uint32_t l2_gen_ = 0;
+  uint64_t l2_gen_ = 0;
   static constexpr unsigned kPendingArp = 64;
   PendingArp pending_[kPendingArp];
   unsigned pending_used_ = 0;

@@ -275,6 +275,48 @@ TEST(Arp, TrafficFollowsAGatewayWhoseMacChanged) {
   }
 }
 
+// A neighbour that moves to another interface with the same MAC: the cached next hop
+// must not keep sending it out of the old one (the route's interface no longer has it).
+TEST(Arp, CachedNextHopIsDroppedWhenTheNeighbourMovesInterface) {
+  Pipeline p(kForwardConfig);
+  lab_neighbours(p);
+  const auto pkt = build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53));
+  p.rx(kInside, pkt);
+  ASSERT_EQ(ipv4_only(p.out(kInternet)).size(), 1u);
+  p.neighbour(kEndpoint, "10.0.3.1", kInternetGwMac);  // same MAC, now learnt on another link
+  p.rx(kInside, pkt);
+  const auto sent = p.out(kInternet);
+  EXPECT_TRUE(ipv4_only(sent).empty());  // held while 10.0.3.1 is asked for again
+  EXPECT_EQ(only(sent, RTE_ETHER_TYPE_ARP).size(), 1u);
+}
+
+// Packets handed over between workers are sent by the owner from drain_handoff, with
+// no process() of its own in between: it must still see a MAC that changed.
+TEST(Arp, HandedOverFlowsFollowAGatewayWhoseMacChanged) {
+  Pipeline p(kLabConfig, 2);
+  lab_neighbours(p);
+  std::string host;
+  for (int i = 2; i < 250 && host.empty(); ++i) {
+    const std::string h = "192.168.10." + std::to_string(i);
+    if (p.ctx.flow_owner(ip(h.c_str())) == 1) host = h;
+  }
+  ASSERT_FALSE(host.empty());
+  const auto flow = [&](uint16_t sport) {
+    return build_frame(client(IPPROTO_UDP, "203.0.113.10", sport, 53, host.c_str()));
+  };
+  p.rx(kInside, flow(40000), 0);  // arrives at worker 0, created and sent by worker 1
+  auto out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(parse_frame(out[0]).dst_mac.addr_bytes[5], kInternetGwMac);
+  EXPECT_EQ(total(p, &dp::WorkerCounters::handed_off), 1u);
+  p.neighbour(kInternet, "10.0.3.1", 0x36);
+  p.rx(kInside, flow(40001), 0);
+  out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(parse_frame(out[0]).dst_mac.addr_bytes[5], 0x36);
+  EXPECT_EQ(total(p, &dp::WorkerCounters::handed_off), 2u);
+}
+
 TEST(Arp, PacketsAreHeldWhileTheGatewayResolvesThenSent) {
   Pipeline p(kForwardConfig);  // no neighbours known
   p.advance(0);                // the first housekeeping asks for every gateway: take that out of the way
