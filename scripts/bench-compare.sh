@@ -69,7 +69,8 @@ done
 echo
 echo "natgw-micro, $ROUNDS rounds alternating old/new; ns/pkt (setup: sessions/s)."
 echo "median = median over rounds of each run's median of 3 repetitions; best = the best repetition of all"
-echo "(this VM's noise is bimodal, whole runs ~2x slow: best is the quiet-machine figure)."
+echo "(this VM's noise is bimodal, whole runs ~2x slow: best is the quiet-machine figure); paired = the median over"
+echo "rounds of the ratio of each round's two runs' best repetitions (neighbours in time, so slow drifts cancel)."
 /usr/bin/python3 - "$OUT/old" "$OUT/new" <<'EOF'
 import statistics, sys
 def load(path):
@@ -84,12 +85,16 @@ old, new = load(sys.argv[1]), load(sys.argv[2])
 rate = lambda k: k.startswith("setup/")
 def stats(d, k):  # (median, best); best = max for rates
     return statistics.median(d[k][0]), (max if rate(k) else min)(d[k][1])
-print(f"| benchmark | old median | new median | new/old | old best | new best | new/old |\n|---|---|---|---|---|---|---|")
+def paired(k):  # median over rounds of new/old, each round's two runs being neighbours in time
+    r = [n / o for o, n in zip(old[k][1], new[k][1])]
+    return statistics.median(r), min(r), max(r)
+print(f"| benchmark | old median | new median | new/old | old best | new best | new/old | paired new/old (min–max) |\n|---|---|---|---|---|---|---|---|")
 for k in old:
     if k not in new: continue
     (om, ob), (nm, nb) = stats(old, k), stats(new, k)
     fmt = (lambda x: f"{x/1e6:.2f} M/s") if rate(k) else (lambda x: f"{x:.1f} ns")
-    print(f"| {k} | {fmt(om)} | {fmt(nm)} | {nm/om:.2f} | {fmt(ob)} | {fmt(nb)} | {nb/ob:.2f} |")
+    pm, plo, phi = paired(k)
+    print(f"| {k} | {fmt(om)} | {fmt(nm)} | {nm/om:.2f} | {fmt(ob)} | {fmt(nb)} | {nb/ob:.2f} | {pm:.2f} ({plo:.2f}–{phi:.2f}) |")
 # The pipeline's own cost: established - baseline (the refill + TX loop alone).
 for k in old:
     if not k.startswith("established/") or k not in new: continue
@@ -97,8 +102,11 @@ for k in old:
     if b not in old or b not in new: continue
     om, ob = [x - y for x, y in zip(stats(old, k), stats(old, b))]
     nm, nb = [x - y for x, y in zip(stats(new, k), stats(new, b))]
+    r = [(ne - nbs) / (oe - obs) for oe, obs, ne, nbs in zip(old[k][1], old[b][1], new[k][1], new[b][1])
+         if oe > obs and ne > nbs]
+    pair = f"{statistics.median(r):.2f} ({min(r):.2f}–{max(r):.2f})" if r else "—"
     if min(om, ob, nm, nb) > 0:
-        print(f"| pipeline {k[len('established/'):]} | {om:.1f} ns | {nm:.1f} ns | {nm/om:.2f} | {ob:.1f} ns | {nb:.1f} ns | {nb/ob:.2f} |")
+        print(f"| pipeline {k[len('established/'):]} | {om:.1f} ns | {nm:.1f} ns | {nm/om:.2f} | {ob:.1f} ns | {nb:.1f} ns | {nb/ob:.2f} | {pair} |")
 EOF
 
 if [[ $CALLGRIND == 1 ]] && command -v valgrind >/dev/null; then
