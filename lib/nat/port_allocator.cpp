@@ -3,24 +3,24 @@
 namespace natgw::nat {
 
 PortAllocator::PortAllocator(uint16_t lo, uint16_t hi)
-    : lo_(lo), hi_(hi), nfree_(size()), free_(new uint16_t[size()]), pos_(new uint16_t[size()]),
-      refs_(new uint16_t[size()]()) {
+    : lo_(lo), hi_(hi), nfree_(size()), free_(new uint16_t[size()]), state_(new PortState[size()]) {
   for (uint32_t i = 0; i < size(); ++i) {
     free_[i] = static_cast<uint16_t>(lo_ + i);
-    pos_[i] = static_cast<uint16_t>(i);
+    state_[i] = PortState{static_cast<uint16_t>(i), 0};
   }
 }
 
 void PortAllocator::remove_free(uint16_t port) {
-  const uint16_t idx = pos_[port - lo_];
+  PortState& st = state_[port - lo_];
+  const uint16_t idx = st.pos;
   const uint16_t last = free_[--nfree_];
   free_[idx] = last;
-  pos_[last - lo_] = idx;
-  refs_[port - lo_] = 1;
+  state_[last - lo_].pos = idx;
+  st.refs = 1;
 }
 
 bool PortAllocator::take(uint16_t port) {
-  if (!owns(port) || refs_[port - lo_] != 0) return false;
+  if (!owns(port) || state_[port - lo_].refs != 0) return false;
   remove_free(port);
   return true;
 }
@@ -33,10 +33,10 @@ bool PortAllocator::take_any(uint32_t rnd, uint16_t& port) {
 }
 
 void PortAllocator::release(uint16_t port) {
-  uint16_t& r = refs_[port - lo_];
-  if (r == 0) return;  // defensive: double release is a bug, never a crash
-  if (--r == 0) {
-    pos_[port - lo_] = static_cast<uint16_t>(nfree_);
+  PortState& st = state_[port - lo_];
+  if (st.refs == 0) return;  // defensive: double release is a bug, never a crash
+  if (--st.refs == 0) {
+    st.pos = static_cast<uint16_t>(nfree_);
     free_[nfree_++] = port;
   }
 }

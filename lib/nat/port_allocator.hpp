@@ -22,14 +22,14 @@ class PortAllocator {
   bool owns(uint16_t port) const { return port >= lo_ && port <= hi_; }
   uint32_t free_count() const { return nfree_; }
   uint32_t size() const { return static_cast<uint32_t>(hi_ - lo_) + 1; }
-  uint16_t refs(uint16_t port) const { return refs_[port - lo_]; }
+  uint16_t refs(uint16_t port) const { return state_[port - lo_].refs; }
 
   // Take `port` if it is free. Returns false if in use or out of range.
   bool take(uint16_t port);
   // Take a free port chosen with `rnd`; returns false if none is free.
   bool take_any(uint32_t rnd, uint16_t& port);
   // Add a sharer to a port already in use (port overlapping).
-  void share(uint16_t port) { ++refs_[port - lo_]; }
+  void share(uint16_t port) { ++state_[port - lo_].refs; }
   // Drop one reference; the port becomes free at zero.
   void release(uint16_t port);
 
@@ -37,9 +37,14 @@ class PortAllocator {
   void remove_free(uint16_t port);
   uint16_t lo_, hi_;
   uint32_t nfree_;
-  std::unique_ptr<uint16_t[]> free_;  // free ports, first nfree_ valid
-  std::unique_ptr<uint16_t[]> pos_;   // port - lo -> index in free_ (valid while free)
-  std::unique_ptr<uint16_t[]> refs_;  // port - lo -> sharers
+  // A port's position in free_ and its sharers side by side: taking a port reads
+  // and writes both, one cache miss instead of two once a pool outgrows the cache.
+  struct PortState {
+    uint16_t pos;   // index in free_ (valid while free)
+    uint16_t refs;  // sharers (0 = free)
+  };
+  std::unique_ptr<uint16_t[]> free_;      // free ports, first nfree_ valid
+  std::unique_ptr<PortState[]> state_;    // port - lo -> PortState
 };
 
 }  // namespace natgw::nat
