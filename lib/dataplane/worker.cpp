@@ -178,6 +178,11 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
   uint64_t hits = 0;
   const uint32_t inserts = own.inserts();
   own.lookup_bulk(kp, k, hits, vals);  // the sessions it found are in cache: it checked their keys
+  if (hits != (uint64_t{1} << k) - 1) [[unlikely]] {
+    // New flows (or another worker's): their route lookup misses the cache; start them all.
+    for (unsigned j = 0; j < k; ++j)
+      if (!((hits >> j) & 1) && lanes[j] == Lane::kInside) tables_->routes->prefetch(ps[j].ip->dst_addr);
+  }
   for (unsigned j = 0; j < k; ++j) {
     if ((hits >> j) & 1) {
       const uint32_t idx = static_cast<uint32_t>(vals[j]) & ~nat::SessionTable::kOutsideBit;
