@@ -161,16 +161,29 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
   Ipv4Packet ps[kBurst];
   rte_mbuf* ms[kBurst];
   Lane lanes[kBurst];
-  unsigned k = 0;
+  unsigned k = 0, nf = 0;
+  Ipv4Packet fps[kBurst];  // plain forwarding
+  rte_mbuf* fms[kBurst];
   for (uint16_t i = 0; i < n && i < 4; ++i) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
   for (uint16_t i = 0; i < n; ++i) {
     if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 4], void*));
     const Lane lane = classify(iface, pkts[i], ps[k], keys[k]);
     if (lane == Lane::kDone) continue;
+    if (lane == Lane::kForward) {
+      fps[nf] = ps[k];
+      fms[nf++] = pkts[i];
+      continue;
+    }
     ms[k] = pkts[i];
     lanes[k] = lane;
     kp[k] = &keys[k];
     ++k;
+  }
+  if (nf) {
+    // Route lookups miss the cache for spread-out destinations (tbl24 is 64 MB): start them all first.
+    const route::RouteTable& routes = *tables_->routes;
+    for (unsigned j = 0; j < nf; ++j) routes.prefetch(fps[j].ip->dst_addr);
+    for (unsigned j = 0; j < nf; ++j) forward(iface, fms[j], fps[j]);
   }
   if (k == 0) return;
   nat::SessionTable& own = *ctx_.sessions[id_];
@@ -203,6 +216,7 @@ void Worker::handle(uint16_t iface, rte_mbuf* m) {
   Ipv4Packet p;
   FlowKey k{};
   const Lane lane = classify(iface, m, p, k);
+  if (lane == Lane::kForward) return forward(iface, m, p);
   if (lane != Lane::kDone) resolve(iface, m, p, k, lane, false);
 }
 
@@ -248,7 +262,7 @@ Worker::Lane Worker::classify(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, FlowKe
   if (t.snat.empty() && !ctx_.nat_used.load(std::memory_order_relaxed)) {
     // Forwarding only: stateless unless an ACL must judge flows; then flows are
     // tracked (pass-through sessions) so that the replies of allowed ones pass.
-    if (t.acl->empty()) return forward(iface, m, p), Lane::kDone;
+    if (t.acl->empty()) return Lane::kForward;
     if (!(p.flags & net::PKT_FIRST_FRAGMENT) || !(p.flags & net::PKT_HAS_PORTS) || !inside_key(p, k))
       return new_flow(iface, m, p, FlowKey{}), Lane::kDone;
     return Lane::kInside;

@@ -79,7 +79,9 @@ class Worker {
     uint32_t expires_ms = 0;
   };
 
-  enum class Lane : uint8_t { kDone, kInside, kOutside };  // after classify()
+  // After classify(): handled already, a session lookup by inside or outside key, or
+  // plain forwarding (routing only, stateless).
+  enum class Lane : uint8_t { kDone, kInside, kOutside, kForward };
   void process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n);
   [[gnu::always_inline]] inline Lane classify(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, nat::FlowKey& k);
   // Hot helpers are always inlined (only worker.cpp calls them): each call level
