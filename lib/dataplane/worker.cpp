@@ -151,27 +151,29 @@ void Worker::process(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
     process_burst(iface, pkts + off, std::min<uint16_t>(kBurst, static_cast<uint16_t>(n - off)));
 }
 
-// The burst in three passes (l3fwd / VPP style): classify every packet and pull
-// its session key; look all keys up at once in this worker's table (the index
-// buckets, then the candidate sessions, are prefetched for the whole burst before
-// any key is compared); then rewrite and queue. Packets that are not plain session traffic leave at the first pass.
+// The burst in passes (l3fwd / VPP style): classify every packet and pull its
+// session key (what is neither session traffic nor plain forwarding is handled right
+// there); forward the plain-forwarding packets, their route lookups prefetched
+// together; look all keys up at once in this worker's table (the index buckets,
+// then the candidate sessions, are prefetched for the whole burst before any key is
+// compared); then rewrite and queue.
 void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
   FlowKey keys[kBurst];
   const FlowKey* kp[kBurst];
   Ipv4Packet ps[kBurst];
   rte_mbuf* ms[kBurst];
   Lane lanes[kBurst];
-  unsigned k = 0, nf = 0;
-  Ipv4Packet fps[kBurst];  // plain forwarding
-  rte_mbuf* fms[kBurst];
+  unsigned k = 0, nf = 0;  // session lanes fill ps/ms from the bottom, plain forwarding from the top
+  const bool fwd_only = forward_only();
   for (uint16_t i = 0; i < n && i < 4; ++i) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
   for (uint16_t i = 0; i < n; ++i) {
     if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 4], void*));
-    const Lane lane = classify(iface, pkts[i], ps[k], keys[k]);
+    const Lane lane = classify(iface, pkts[i], ps[k], keys[k], fwd_only);
     if (lane == Lane::kDone) continue;
-    if (lane == Lane::kForward) {
-      fps[nf] = ps[k];
-      fms[nf++] = pkts[i];
+    if (lane == Lane::kForward) {  // k + nf <= i < n: the two ends never meet
+      ++nf;
+      ps[kBurst - nf] = ps[k];
+      ms[kBurst - nf] = pkts[i];
       continue;
     }
     ms[k] = pkts[i];
@@ -180,10 +182,11 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
     ++k;
   }
   if (nf) {
-    // Route lookups miss the cache for spread-out destinations (tbl24 is 64 MB): start them all first.
+    // Route lookups miss the cache for spread-out destinations (tbl24 is 64 MB): start them all
+    // first, then forward in arrival order (top down).
     const route::RouteTable& routes = *tables_->routes;
-    for (unsigned j = 0; j < nf; ++j) routes.prefetch(fps[j].ip->dst_addr);
-    for (unsigned j = 0; j < nf; ++j) forward(iface, fms[j], fps[j]);
+    for (unsigned j = kBurst - nf; j < kBurst; ++j) routes.prefetch(ps[j].ip->dst_addr);
+    for (unsigned j = kBurst; j-- > kBurst - nf;) forward(iface, ms[j], ps[j]);
   }
   if (k == 0) return;
   nat::SessionTable& own = *ctx_.sessions[id_];
@@ -215,12 +218,12 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
 void Worker::handle(uint16_t iface, rte_mbuf* m) {
   Ipv4Packet p;
   FlowKey k{};
-  const Lane lane = classify(iface, m, p, k);
+  const Lane lane = classify(iface, m, p, k, forward_only());
   if (lane == Lane::kForward) return forward(iface, m, p);
   if (lane != Lane::kDone) resolve(iface, m, p, k, lane, false);
 }
 
-Worker::Lane Worker::classify(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, FlowKey& k) {
+Worker::Lane Worker::classify(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, FlowKey& k, bool forward_only) {
   if (m->data_len < sizeof(rte_ether_hdr)) return drop(m, kDropMalformed), Lane::kDone;
   auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
   if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP)) return handle_arp(iface, m), Lane::kDone;
@@ -259,7 +262,7 @@ Worker::Lane Worker::classify(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, FlowKe
     return drop(m, kDropTtl), Lane::kDone;
   }
   const RuntimeTables& t = *tables_;
-  if (t.snat.empty() && !ctx_.nat_used.load(std::memory_order_relaxed)) {
+  if (forward_only) {
     // Forwarding only: stateless unless an ACL must judge flows; then flows are
     // tracked (pass-through sessions) so that the replies of allowed ones pass.
     if (t.acl->empty()) return Lane::kForward;

@@ -83,7 +83,13 @@ class Worker {
   // plain forwarding (routing only, stateless).
   enum class Lane : uint8_t { kDone, kInside, kOutside, kForward };
   void process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n);
-  [[gnu::always_inline]] inline Lane classify(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, nat::FlowKey& k);
+  // forward_only: no SNAT rule and no session ever created, decided once per burst so
+  // that all packets of a flow in one burst take the same lane (and keep their order).
+  [[gnu::always_inline]] inline Lane classify(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, nat::FlowKey& k,
+                                              bool forward_only);
+  bool forward_only() const {
+    return tables_->snat.empty() && !ctx_.nat_used.load(std::memory_order_relaxed);
+  }
   // Hot helpers are always inlined (only worker.cpp calls them): each call level
   // cost ~15-20 instructions of register saves per packet (callgrind).
   // own_checked: this worker's table already missed k (the burst's bulk lookup).
