@@ -89,41 +89,37 @@ constexpr unsigned kPeekRounds = 3;  // buckets past home a bulk lookup prefetch
 void SessionTable::lookup_bulk(const FlowKey** keys, unsigned n, uint64_t& hit_mask,
                                int64_t* vals) const {
   uint64_t h[64];
+  uint32_t next[64];  // the bucket each key peeks at next
+  uint8_t left[64];   // keys whose guess needs another bucket
   if (n > 64) n = 64;
   for (unsigned i = 0; i < n; ++i) {
     h[i] = hash_of(*keys[i]);
-    flows_.prefetch(h[i]);
+    next[i] = flows_.home(h[i]);
+    flows_.prefetch_bucket(next[i]);
   }
-  // Guess each key's session from its home bucket and prefetch it; keys whose home
-  // bucket has no match but overflowed get the next bucket prefetched and a second
-  // guess, so they do not walk it serially below.
-  uint32_t next[64];
-  uint8_t again[64];
-  unsigned nagain = 0;
-  for (unsigned i = 0; i < n; ++i) {
-    vals[i] = flows_.peek(flows_.home(h[i]), h[i], next[i]);
+  // Guess key i's session from bucket next[i] and prefetch it; true when the bucket
+  // has no match but entries overflowed past it: the next bucket is prefetched for
+  // another round. At 80% load ~9% of the entries live past their home bucket, ~4%
+  // past the next one too (linear probing); each round is one miss for all keys
+  // left, instead of a serial walk (bucket, then session) below.
+  const auto guess = [&](unsigned i) {
+    vals[i] = flows_.peek(next[i], h[i], next[i]);
     if (vals[i] >= 0) {
       rte_prefetch0(&sessions_[static_cast<uint32_t>(vals[i]) & ~kOutsideBit]);
-    } else if (next[i] != SigIndex::kNoBucket) {
-      flows_.prefetch_bucket(next[i]);
-      again[nagain++] = static_cast<uint8_t>(i);
+      return false;
     }
-  }
-  // Linear probing at 80% load: ~9% of entries live past their home bucket, ~4%
-  // past the next one too (sig_index.hpp). Each round is one miss for all keys left.
-  for (unsigned round = 0; round < kPeekRounds && nagain; ++round) {
-    unsigned left = 0;
-    for (unsigned j = 0; j < nagain; ++j) {
-      const unsigned i = again[j];
-      vals[i] = flows_.peek(next[i], h[i], next[i]);
-      if (vals[i] >= 0) {
-        rte_prefetch0(&sessions_[static_cast<uint32_t>(vals[i]) & ~kOutsideBit]);
-      } else if (next[i] != SigIndex::kNoBucket) {
-        flows_.prefetch_bucket(next[i]);
-        again[left++] = static_cast<uint8_t>(i);
-      }
-    }
-    nagain = left;
+    if (next[i] == SigIndex::kNoBucket) return false;
+    flows_.prefetch_bucket(next[i]);
+    return true;
+  };
+  unsigned nleft = 0;
+  for (unsigned i = 0; i < n; ++i)
+    if (guess(i)) left[nleft++] = static_cast<uint8_t>(i);
+  for (unsigned round = 0; round < kPeekRounds && nleft; ++round) {
+    unsigned kept = 0;
+    for (unsigned j = 0; j < nleft; ++j)
+      if (guess(left[j])) left[kept++] = left[j];
+    nleft = kept;
   }
   hit_mask = 0;
   for (unsigned i = 0; i < n; ++i) {

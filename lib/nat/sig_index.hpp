@@ -54,7 +54,6 @@ class SigIndex {
     const __uint128_t m = static_cast<__uint128_t>(a ^ seed_[0]) * (b ^ seed_[1]);
     return static_cast<uint64_t>(m) ^ static_cast<uint64_t>(m >> 64);
   }
-  void prefetch(uint64_t h) const { rte_prefetch0(&buckets_[home(h)]); }
 
   // Bit i set when slot i of bucket b carries signature sig.
   static unsigned matches(const Bucket& b, uint32_t sig) {
