@@ -87,7 +87,7 @@ inline uint32_t frag_hash(rte_be32_t src, rte_be32_t dst, rte_be16_t id, uint8_t
 }  // namespace
 
 Worker::Worker(Context& ctx, uint16_t id, rte_mempool* pool) : ctx_(ctx), id_(id), pool_(pool) {
-  tsc_hz_ = rte_get_tsc_hz();
+  ms_per_tsc_ = static_cast<uint64_t>((static_cast<__uint128_t>(1000) << 64) / rte_get_tsc_hz());
   tsc0_ = rte_get_tsc_cycles();
   tables_ = ctx_.tables.load(std::memory_order_acquire);
 }
@@ -103,23 +103,22 @@ Worker::~Worker() {
     if (h.m) rte_pktmbuf_free(h.m);
 }
 
-void Worker::update_clock() {
+void Worker::update_clock(uint64_t tsc) {
   if (manual_clock_) return;
-  now_ms_ = static_cast<uint32_t>((rte_get_tsc_cycles() - tsc0_) * 1000 / tsc_hz_);
+  now_ms_ = static_cast<uint32_t>((static_cast<__uint128_t>(tsc - tsc0_) * ms_per_tsc_) >> 64);
 }
 
 void Worker::run() {
   rte_rcu_qsbr_thread_register(ctx_.qsbr, id_);
   rte_rcu_qsbr_thread_online(ctx_.qsbr, id_);
-  while (!ctx_.stop.load(std::memory_order_relaxed)) poll_once();
+  for (uint64_t t = rte_rdtsc(); !ctx_.stop.load(std::memory_order_relaxed);) t = poll_once(t);
   flush();
   rte_rcu_qsbr_thread_offline(ctx_.qsbr, id_);
   rte_rcu_qsbr_thread_unregister(ctx_.qsbr, id_);
 }
 
-void Worker::poll_once() {
-  const uint64_t t0 = rte_rdtsc();
-  update_clock();
+uint64_t Worker::poll_once(uint64_t start) {
+  update_clock(start);
   tables_ = ctx_.tables.load(std::memory_order_acquire);
   unsigned total = 0;
   rte_mbuf* pkts[kBurst];
@@ -135,9 +134,10 @@ void Worker::poll_once() {
   flush();
   if (now_ms_ != last_housekeeping_ms_) housekeeping();  // at most once per millisecond
   rte_rcu_qsbr_quiescent(ctx_.qsbr, id_);
-  const uint64_t spent = rte_rdtsc() - t0;
-  (total ? counters_.busy_cycles : counters_.idle_cycles).add(spent);
+  const uint64_t end = rte_rdtsc();
+  (total ? counters_.busy_cycles : counters_.idle_cycles).add(end - start);
   counters_.polls.add();
+  return end;
 }
 
 void Worker::process(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
