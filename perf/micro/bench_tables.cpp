@@ -188,7 +188,14 @@ benchmark::internal::Benchmark* tune(benchmark::internal::Benchmark* b) {
 // each level prefetched for the whole batch before it is read (what lookup_bulk does),
 // over arrays the size of the session index and sessions at `n` sessions, in the same
 // memory the tables use. No hashing, no compare: memory latency and parallelism alone.
-void bm_memory_floor(benchmark::State& state, uint32_t n) {
+// Two variants answer design questions with the same arrays:
+//   kOneLine    one random line per packet: the floor of a table that finds an in2out
+//               session with one miss (sessions stored in their key's hash slots);
+//   kPipelined  the two levels software-pipelined through the burst (bucket of packet
+//               i + 8 prefetched while packet i's line is read) instead of level by level.
+enum class Floor { kTwoLines, kOneLine, kPipelined };
+
+void bm_memory_floor(benchmark::State& state, uint32_t n, Floor shape) {
   struct alignas(64) Line {
     uint64_t w[8];
   };
@@ -201,20 +208,44 @@ void bm_memory_floor(benchmark::State& state, uint32_t n) {
   for (size_t i = 0; i < nb; ++i) a[i].w[0] = fill.below(static_cast<uint32_t>(ns));
   for (size_t i = 0; i < ns; ++i) b[i].w[0] = i;
   Rng rng(0x12345u + n);
-  constexpr unsigned kBurst = 32;
+  constexpr unsigned kBurst = 32, kDistance = 8;
   uint64_t sum = 0;
   for (auto _ : state) {
     uint32_t ia[kBurst];
     uint64_t ib[kBurst];
-    for (unsigned i = 0; i < kBurst; ++i) {
-      ia[i] = rng.below(static_cast<uint32_t>(nb));
-      rte_prefetch0(&a[ia[i]]);
+    switch (shape) {
+      case Floor::kTwoLines:
+        for (unsigned i = 0; i < kBurst; ++i) {
+          ia[i] = rng.below(static_cast<uint32_t>(nb));
+          rte_prefetch0(&a[ia[i]]);
+        }
+        for (unsigned i = 0; i < kBurst; ++i) {
+          ib[i] = a[ia[i]].w[0];
+          rte_prefetch0(&b[ib[i]]);
+        }
+        for (unsigned i = 0; i < kBurst; ++i) sum += b[ib[i]].w[0];
+        break;
+      case Floor::kOneLine:
+        for (unsigned i = 0; i < kBurst; ++i) {
+          ib[i] = rng.below(static_cast<uint32_t>(ns));
+          rte_prefetch0(&b[ib[i]]);
+        }
+        for (unsigned i = 0; i < kBurst; ++i) sum += b[ib[i]].w[0];
+        break;
+      case Floor::kPipelined:
+        for (unsigned i = 0; i < kBurst + 2 * kDistance; ++i) {
+          if (i < kBurst) {
+            ia[i] = rng.below(static_cast<uint32_t>(nb));
+            rte_prefetch0(&a[ia[i]]);
+          }
+          if (i >= kDistance && i - kDistance < kBurst) {
+            ib[i - kDistance] = a[ia[i - kDistance]].w[0];
+            rte_prefetch0(&b[ib[i - kDistance]]);
+          }
+          if (i >= 2 * kDistance) sum += b[ib[i - 2 * kDistance]].w[0];
+        }
+        break;
     }
-    for (unsigned i = 0; i < kBurst; ++i) {
-      ib[i] = a[ia[i]].w[0];
-      rte_prefetch0(&b[ib[i]]);
-    }
-    for (unsigned i = 0; i < kBurst; ++i) sum += b[ib[i]].w[0];
   }
   benchmark::DoNotOptimize(sum);
   const double pkts = static_cast<double>(state.iterations()) * kBurst;
@@ -239,8 +270,12 @@ void register_tables() {
   for (uint32_t n : options().scales) {
     if (n > 2000000 && !options().hugepages) continue;
     const std::string sn = n % 1000000 == 0 ? std::to_string(n / 1000000) + "M" : std::to_string(n / 1000) + "k";
-    tune(benchmark::RegisterBenchmark(("memory/floor/sessions:" + sn).c_str(),
-                                      [n](benchmark::State& s) { bm_memory_floor(s, n); }));
+    const std::pair<const char*, Floor> floors[] = {
+        {"memory/floor/", Floor::kTwoLines}, {"memory/floor-one-line/", Floor::kOneLine},
+        {"memory/floor-pipelined/", Floor::kPipelined}};
+    for (const auto& [name, shape] : floors)
+      tune(benchmark::RegisterBenchmark((name + std::string("sessions:") + sn).c_str(),
+                                        [n, shape = shape](benchmark::State& s) { bm_memory_floor(s, n, shape); }));
   }
   tune(benchmark::RegisterBenchmark("lpm/s3+default/lookup", [](benchmark::State& s) { bm_lpm(s, true, false); }));
   tune(benchmark::RegisterBenchmark("lpm/s3+default/lookup_bulk32", [](benchmark::State& s) { bm_lpm(s, true, true); }));
