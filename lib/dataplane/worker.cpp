@@ -142,11 +142,7 @@ uint64_t Worker::poll_once(uint64_t start) {
 
 void Worker::process(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
   check_l2_hops();
-  IfaceCounters& ic = counters_.iface[iface];
-  uint64_t bytes = 0;
-  for (uint16_t i = 0; i < n; ++i) bytes += pkts[i]->pkt_len;
-  ic.rx_packets.add(n);
-  ic.rx_bytes.add(bytes);
+  counters_.iface[iface].rx_packets.add(n);  // rx_bytes: process_burst, which reads each mbuf anyway
   for (uint16_t off = 0; off < n; off = static_cast<uint16_t>(off + kBurst))
     process_burst(iface, pkts + off, std::min<uint16_t>(kBurst, static_cast<uint16_t>(n - off)));
 }
@@ -166,8 +162,10 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
   unsigned k = 0, nf = 0;  // session lanes fill ps/ms from the bottom, plain forwarding from the top
   const bool fwd_only = forward_only();
   for (uint16_t i = 0; i < n && i < 4; ++i) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
+  uint32_t bytes = 0;
   for (uint16_t i = 0; i < n; ++i) {
     if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 4], void*));
+    bytes += pkts[i]->pkt_len;  // as received (classify trims Ethernet padding)
     const Lane lane = classify(iface, pkts[i], ps[k], keys[k], fwd_only);
     if (lane == Lane::kDone) continue;
     if (lane == Lane::kForward) {  // k + nf <= i < n: the two ends never meet
@@ -181,6 +179,7 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
     kp[k] = &keys[k];
     ++k;
   }
+  counters_.iface[iface].rx_bytes.add(bytes);
   if (nf) {
     // Route lookups miss the cache for spread-out destinations (tbl24 is 64 MB): start them all
     // first, then forward in arrival order (top down).
@@ -946,6 +945,7 @@ void Worker::send_l2(uint16_t out_if, const rte_ether_addr& dst, rte_mbuf* m) {
 
 void Worker::emit(uint16_t out_if, rte_mbuf* m) {
   TxBuf& b = tx_[out_if];
+  b.bytes += m->pkt_len;
   b.pkts[b.n++] = m;
   if (b.n == sizeof(b.pkts) / sizeof(b.pkts[0])) flush_iface(out_if);
 }
@@ -954,25 +954,23 @@ void Worker::flush_iface(uint16_t out_if) {
   TxBuf& b = tx_[out_if];
   if (!b.n) return;
   IfaceCounters& ic = counters_.iface[out_if];
-  uint64_t bytes = 0;
+  uint32_t bytes = b.bytes;
+  uint16_t sent = b.n;
   if (capture_) {
-    for (uint16_t i = 0; i < b.n; ++i) {
-      bytes += b.pkts[i]->pkt_len;
-      captured_[out_if].push_back(b.pkts[i]);
+    captured_[out_if].insert(captured_[out_if].end(), b.pkts, b.pkts + b.n);
+  } else {
+    sent = ctx_.port_paused[out_if].load(std::memory_order_acquire)
+               ? 0
+               : rte_eth_tx_burst(ctx_.ifaces[out_if].port_id, id_, b.pkts, b.n);
+    for (uint16_t i = sent; i < b.n; ++i) {  // still ours
+      bytes -= b.pkts[i]->pkt_len;
+      drop(b.pkts[i], kDropTxFull);
     }
-    ic.tx_packets.add(b.n);
-    ic.tx_bytes.add(bytes);
-    b.n = 0;
-    return;
   }
-  const uint16_t sent = ctx_.port_paused[out_if].load(std::memory_order_acquire)
-                            ? 0
-                            : rte_eth_tx_burst(ctx_.ifaces[out_if].port_id, id_, b.pkts, b.n);
-  for (uint16_t i = 0; i < sent; ++i) bytes += b.pkts[i]->pkt_len;
   ic.tx_packets.add(sent);
   ic.tx_bytes.add(bytes);
-  for (uint16_t i = sent; i < b.n; ++i) drop(b.pkts[i], kDropTxFull);
   b.n = 0;
+  b.bytes = 0;
 }
 
 void Worker::flush() {

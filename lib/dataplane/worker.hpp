@@ -55,6 +55,7 @@ class Worker {
  private:
   struct TxBuf {
     uint16_t n = 0;
+    uint32_t bytes = 0;  // of pkts[0..n), summed as they are queued: after TX the PMD owns (may free) them
     rte_mbuf* pkts[64];
   };
   struct PendingArp {  // packets held while their next hop is resolved

@@ -18,6 +18,33 @@ class Forwarding : public ::testing::Test {
   Pipeline p;
 };
 
+// Interface byte counters: a frame counts as received with its Ethernet padding and
+// as sent as it left (trimmed); a packet the TX queue refuses counts as a drop only.
+TEST_F(Forwarding, ByteCountersFollowTheFramesInAndOut) {
+  auto s = client(IPPROTO_UDP, "203.0.113.10", 40000, 53);
+  s.payload.clear();
+  auto in = build_frame(s);
+  ASSERT_EQ(in.size(), 42u);
+  in.resize(60, 0);  // padded to the Ethernet minimum
+  const auto& c = p.worker().counters();
+  p.rx(kInside, std::vector<std::vector<uint8_t>>{in, in, in});
+  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 3u);
+  EXPECT_EQ(c.iface[kInside].rx_packets.get(), 3u);
+  EXPECT_EQ(c.iface[kInside].rx_bytes.get(), 3u * 60);
+  EXPECT_EQ(c.iface[kInternet].tx_packets.get(), 3u);
+  EXPECT_EQ(c.iface[kInternet].tx_bytes.get(), 3u * 42);
+
+  p.worker().capture_tx(false);  // the real TX path, on a port that takes nothing
+  p.ctx.port_paused[kInternet].store(true);
+  p.rx(kInside, in);
+  EXPECT_EQ(c.iface[kInside].rx_bytes.get(), 4u * 60);
+  EXPECT_EQ(c.iface[kInternet].tx_packets.get(), 3u);
+  EXPECT_EQ(c.iface[kInternet].tx_bytes.get(), 3u * 42);
+  EXPECT_EQ(drops(p, dp::kDropTxFull), 1u);
+  p.ctx.port_paused[kInternet].store(false);
+  p.worker().capture_tx(true);
+}
+
 TEST_F(Forwarding, TtlIsDecrementedAndChecksumsStayExact) {
   for (uint8_t ttl : {64, 2, 255}) {
     auto s = client(IPPROTO_UDP, "203.0.113.10", 40000, 53);
