@@ -193,23 +193,34 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
   uint64_t hits = 0;
   const uint32_t inserts = own.inserts();
   own.lookup_bulk(kp, k, hits, vals);  // the sessions it found are in cache: it checked their keys
-  if (hits != (uint64_t{1} << k) - 1) [[unlikely]] {
-    // New flows (or another worker's): their route lookup misses the cache; start them all.
-    for (unsigned j = 0; j < k; ++j)
-      if (!((hits >> j) & 1) && lanes[j] == Lane::kInside) tables_->routes->prefetch(ps[j].ip->dst_addr);
-  }
-  for (unsigned j = 0; j < k; ++j) {
-    if ((hits >> j) & 1) {
-      const uint32_t idx = static_cast<uint32_t>(vals[j]) & ~nat::SessionTable::kOutsideBit;
-      if (lanes[j] == Lane::kOutside)
-        finish_out2in(iface, ms[j], ps[j], id_, idx);
-      else
-        finish_in2out(iface, ms[j], ps[j], id_, idx);
-    } else {
-      // Other tables, or a new flow. The own table's miss stands only while no packet
-      // of this burst created a session (a flow's second packet in the same burst).
-      resolve(iface, ms[j], ps[j], keys[j], lanes[j], own.inserts() == inserts);
+  const bool all_hit = hits == (uint64_t{1} << k) - 1;
+  if (!all_hit) [[unlikely]] {
+    // New flows (or another worker's). What creating their sessions reads first misses
+    // the cache at scale, one flow after the other: start it for all of them, the
+    // route (rte_lpm's tbl24 is 64 MB), the mapping's index bucket and the free
+    // session and mapping slots the creates will take, in order.
+    for (unsigned j = 0, nth = 0; j < k; ++j) {
+      if ((hits >> j) & 1 || lanes[j] != Lane::kInside) continue;
+      tables_->routes->prefetch(ps[j].ip->dst_addr);
+      if (ctx_.workers == 1 || ctx_.flow_owner(keys[j].src) == id_) own.prefetch_create(keys[j], nth++);
     }
+  }
+  // Hits first, while those lines arrive (packets of one flow share a key, so a
+  // flow's packets keep their order).
+  for (unsigned j = 0; j < k; ++j) {
+    if (!((hits >> j) & 1)) continue;
+    const uint32_t idx = static_cast<uint32_t>(vals[j]) & ~nat::SessionTable::kOutsideBit;
+    if (lanes[j] == Lane::kOutside)
+      finish_out2in(iface, ms[j], ps[j], id_, idx);
+    else
+      finish_in2out(iface, ms[j], ps[j], id_, idx);
+  }
+  if (all_hit) [[likely]]
+    return;
+  for (unsigned j = 0; j < k; ++j) {
+    // Other tables, or a new flow. The own table's miss stands only while no packet
+    // of this burst created a session (a flow's second packet in the same burst).
+    if (!((hits >> j) & 1)) resolve(iface, ms[j], ps[j], keys[j], lanes[j], own.inserts() == inserts);
   }
 }
 

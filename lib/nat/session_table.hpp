@@ -110,6 +110,16 @@ class SessionTable {
     bool port_overlapping;
   };
   CreateResult create_session(const CreateArgs& a, uint32_t now_ms, uint32_t& idx);
+  // Start loading what creating a session for inside flow `in` reads first, when it
+  // is the `nth` (0-based) session this table creates from now: the mapping's index
+  // bucket (any pool: the pool is compared, not hashed) and the free session and
+  // mapping slots it will take. Reads only; a guess that turns out wrong (an existing
+  // mapping, a flow not created) costs a useless prefetch.
+  void prefetch_create(const FlowKey& in, unsigned nth) const {
+    maps_.prefetch_bucket(maps_.home(hash_of(MapKey{in.src, in.sport, in.proto, 0})));
+    if (nth < nfree_sessions_) rte_prefetch0(&sessions_[free_sessions_[nfree_sessions_ - 1 - nth]]);
+    if (nth < nfree_mappings_) rte_prefetch0(&mappings_[free_mappings_[nfree_mappings_ - 1 - nth]]);
+  }
   // A session that translates nothing (outside address:port = inside address:port, no
   // port taken, no mapping): state for a flow routed untranslated, so that a stateful
   // ACL lets its replies through. Only in_iface/out_iface/out_nh/in_mac of `a` are used.
@@ -179,10 +189,13 @@ class SessionTable {
     std::memcpy(w, &k, sizeof w);
     return flows_.hash(w[0], w[1]);
   }
+  // Without the pool byte, so prefetch_create finds the bucket before the flow is
+  // routed (an endpoint mapped in several pools shares a bucket; the key tells them apart).
   uint64_t hash_of(const MapKey& k) const {
+    static_assert(offsetof(MapKey, pool) == 7);
     uint64_t w;
     std::memcpy(&w, &k, sizeof w);
-    return maps_.hash(w, 0x5bd1e995);
+    return maps_.hash(w & ~(uint64_t{0xff} << 56), 0x5bd1e995);
   }
   // The key under which index value v (session index | kOutsideBit) was published.
   FlowKey key_of(uint32_t v) const;

@@ -4,6 +4,9 @@
 // ACLs with stateful replies.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
+
 #include "packet/packet_test.hpp"
 
 namespace natgw::test {
@@ -377,6 +380,40 @@ TEST_F(Nat, NewFlowTwiceInOneBurstUsesOneSession) {
   EXPECT_EQ(st.collisions.get(), 0u);
   EXPECT_EQ(st.no_port.get(), 0u);
   EXPECT_EQ(total(p, &dp::WorkerCounters::in2out), 7u);
+}
+
+// A burst mixing an established flow with new ones: the established packets are
+// translated first, while what the new flows' sessions need is prefetched; every
+// packet still comes out translated once, and each flow's packets keep their order.
+TEST_F(Nat, EstablishedAndNewFlowsInOneBurstKeepEachFlowsOrder) {
+  const auto b = client(IPPROTO_UDP, "203.0.113.10", 40000, 53);
+  p.rx(kInside, build_frame(b));  // B is established
+  ASSERT_EQ(ipv4_only(p.out(kInternet)).size(), 1u);
+  std::vector<std::vector<uint8_t>> burst;
+  std::vector<PacketSpec> specs;
+  for (uint16_t i = 0; i < 12; ++i) {
+    // B, then two new flows (one reached twice), interleaved; ip_id numbers each flow's packets.
+    auto s = i % 3 == 0 ? b : client(IPPROTO_UDP, "203.0.113.20", static_cast<uint16_t>(41000 + i % 3), 53);
+    s.ip_id = static_cast<uint16_t>(100 + i);
+    specs.push_back(s);
+    burst.push_back(build_frame(s));
+  }
+  p.rx(kInside, burst);
+  const auto out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), burst.size());
+  std::map<uint16_t, std::vector<uint16_t>> ids_by_port;  // outside port -> ip ids in output order
+  for (const auto& f : out) {
+    const Parsed o = parse_frame(f);
+    EXPECT_EQ(ipstr(o.src), "10.0.3.10");
+    ids_by_port[o.sport].push_back(o.ip_id);
+  }
+  ASSERT_EQ(ids_by_port.size(), 3u);
+  for (const auto& [port, ids] : ids_by_port) {
+    EXPECT_EQ(ids.size(), 4u) << port;
+    EXPECT_TRUE(std::is_sorted(ids.begin(), ids.end())) << "flow via port " << port << " reordered";
+  }
+  EXPECT_EQ(active_sessions(p), 3u);
+  EXPECT_EQ(all_drops(p), 0u);
 }
 
 // Default deny; TCP 443 and ICMP allowed from the clients.
