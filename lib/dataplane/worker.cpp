@@ -87,7 +87,8 @@ inline uint32_t frag_hash(rte_be32_t src, rte_be32_t dst, rte_be16_t id, uint8_t
 }  // namespace
 
 Worker::Worker(Context& ctx, uint16_t id, rte_mempool* pool) : ctx_(ctx), id_(id), pool_(pool) {
-  ms_per_tsc_ = static_cast<uint64_t>((static_cast<__uint128_t>(1000) << 64) / rte_get_tsc_hz());
+  const uint64_t hz = rte_get_tsc_hz();  // 0 only before the EAL is up (tests set the clock)
+  ms_per_tsc_ = hz ? static_cast<uint64_t>((static_cast<__uint128_t>(1000) << 64) / hz) : 0;
   tsc0_ = rte_get_tsc_cycles();
   tables_ = ctx_.tables.load(std::memory_order_acquire);
 }
@@ -152,7 +153,9 @@ void Worker::process(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
 // there); forward the plain-forwarding packets, their route lookups prefetched
 // together; look all keys up at once in this worker's table (the index buckets,
 // then the candidate sessions, are prefetched for the whole burst before any key is
-// compared); then rewrite and queue.
+// compared); rewrite and queue the hits; then the misses (new flows, other workers'
+// sessions), whose creates' first reads were prefetched meanwhile. Hits thus leave
+// before the burst's misses: flows may change order, a flow's own packets do not.
 void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
   FlowKey keys[kBurst];
   const FlowKey* kp[kBurst];
@@ -202,7 +205,9 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
     for (unsigned j = 0, nth = 0; j < k; ++j) {
       if ((hits >> j) & 1 || lanes[j] != Lane::kInside) continue;
       tables_->routes->prefetch(ps[j].ip->dst_addr);
-      if (ctx_.workers == 1 || ctx_.flow_owner(keys[j].src) == id_) own.prefetch_create(keys[j], nth++);
+      // new_flow hands a translated flow to the worker that owns its inside host.
+      if (ctx_.workers == 1 || tables_->snat.empty() || ctx_.flow_owner(keys[j].src) == id_)
+        own.prefetch_create(keys[j], nth++);
     }
   }
   // Hits first, while those lines arrive (packets of one flow share a key, so a

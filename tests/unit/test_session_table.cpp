@@ -179,6 +179,41 @@ TEST_F(SessionTableTest, EndpointIndependentMappingAcrossDestinations) {
   EXPECT_EQ(t.stats().mappings.get(), 3u);
 }
 
+// One inside endpoint mapped in two pools (two SNAT rules, or two egress interfaces):
+// two mappings, each reused by its own pool's flows. The mapping index hashes the
+// endpoint without the pool (so a burst can prefetch the bucket before routing), so
+// both live in one bucket under one signature: only the key tells them apart.
+TEST_F(SessionTableTest, OneEndpointInTwoPoolsHasTwoMappings) {
+  const uint32_t out2 = ip("10.0.3.11");
+  SessionTable& t = make({{out1, 1024, 65535}, {out2, 1024, 65535}});
+  const uint32_t host = ip("192.168.10.2");
+  uint32_t a0, a1, b0, b1;
+  ASSERT_EQ(create(t, in_key(host, 3333, ip("203.0.113.10"), 53), 1, a0, {0}, false, true, 0), CreateResult::kOk);
+  ASSERT_EQ(create(t, in_key(host, 3333, ip("203.0.113.11"), 53), 1, a1, {1}, false, true, 1), CreateResult::kOk);
+  EXPECT_EQ(t.stats().mappings.get(), 2u);
+  EXPECT_NE(t.session(a0).mapping, t.session(a1).mapping);
+  EXPECT_EQ(t.session(a0).out_ip, out1);
+  EXPECT_EQ(t.session(a1).out_ip, out2);
+  // Each pool's next flow reuses its own mapping.
+  ASSERT_EQ(create(t, in_key(host, 3333, ip("203.0.113.12"), 53), 1, b0, {0}, false, true, 0), CreateResult::kOk);
+  ASSERT_EQ(create(t, in_key(host, 3333, ip("203.0.113.13"), 53), 1, b1, {1}, false, true, 1), CreateResult::kOk);
+  EXPECT_EQ(t.session(b0).mapping, t.session(a0).mapping);
+  EXPECT_EQ(t.session(b1).mapping, t.session(a1).mapping);
+  EXPECT_EQ(t.session(b1).out_ip, out2);
+  EXPECT_EQ(t.session(b1).out_port, t.session(a1).out_port);
+  EXPECT_EQ(t.stats().mappings.get(), 2u);
+  // Pool 0's mapping goes with its last session; pool 1's stays.
+  t.remove(a0);
+  t.remove(b0);
+  t.reclaim();  // nobody registered: the grace period is over at once
+  t.reclaim();
+  EXPECT_EQ(t.stats().mappings.get(), 1u);
+  uint32_t c1;
+  ASSERT_EQ(create(t, in_key(host, 3333, ip("203.0.113.14"), 53), 1, c1, {1}, false, true, 1), CreateResult::kOk);
+  EXPECT_EQ(t.session(c1).mapping, t.session(a1).mapping);
+  EXPECT_EQ(t.session(c1).out_port, t.session(a1).out_port);
+}
+
 TEST_F(SessionTableTest, MappingOutlivesOneOfItsSessions) {
   SessionTable& t = make({{out1, 1024, 65535}});
   uint32_t a, b;
