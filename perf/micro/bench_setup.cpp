@@ -21,13 +21,22 @@ struct Variant {
   std::string snat_extra;  // e.g. a pool
   std::string tail;        // e.g. ACL rules
   bool direct = false;     // SessionTable::create_session without a packet
+  bool ephemeral = false;  // random source ports in Linux's ephemeral range, not 16 fixed ones per host
 };
 
-[[gnu::noinline]] void refill_new(const FrameTemplate& t, uint32_t first, rte_mbuf** pkts) {
+// A client's source port as Linux picks it (32768-60999), pseudo-random per flow.
+rte_be16_t ephemeral_port(uint32_t f) {
+  uint32_t x = f * 0x9e3779b1u;
+  x ^= x >> 15;
+  return rte_cpu_to_be_16(static_cast<uint16_t>(32768 + x % 28232));
+}
+
+[[gnu::noinline]] void refill_new(const FrameTemplate& t, uint32_t first, bool ephemeral, rte_mbuf** pkts) {
   if (rte_pktmbuf_alloc_bulk(pool(), pkts, kBurst) != 0) std::abort();
   for (unsigned i = 0; i < kBurst; ++i) {
     const uint32_t f = first + i;
-    t.write(pkts[i], Flows::in_src(f), Flows::remote(f), Flows::in_sport(f), Flows::remote_port(f));
+    t.write(pkts[i], Flows::in_src(f), Flows::remote(f), ephemeral ? ephemeral_port(f) : Flows::in_sport(f),
+            Flows::remote_port(f));
   }
 }
 
@@ -88,7 +97,7 @@ void bm_setup(benchmark::State& state, const Variant& v) {
         create_direct(p->sessions(), a, 1000);
       }
     } else {
-      refill_new(t, next, pkts);
+      refill_new(t, next, v.ephemeral, pkts);
       setup_burst(p->worker(), pkts);
     }
     next += kBurst;
@@ -124,6 +133,8 @@ void register_setup() {
       {"setup/pipeline/tcp/addr:1/sessions:" + std::to_string(small), IPPROTO_TCP, small},
       {"setup/pipeline/udp/addr:1(overlap)/sessions:" + std::to_string(big), IPPROTO_UDP, big},
       {"setup/pipeline/udp/pool:16/sessions:" + std::to_string(big), IPPROTO_UDP, big, pool_of(16)},
+      {"setup/pipeline/udp/pool:16(ephemeral)/sessions:" + std::to_string(big), IPPROTO_UDP, big, pool_of(16), "",
+       false, true},
       {"setup/pipeline/udp/addr:1/acl:10/sessions:" + std::to_string(small), IPPROTO_UDP, small, "",
        acl_toml(make_acl_rules(10))},
       {"setup/pipeline/udp/addr:1/acl:1000/sessions:" + std::to_string(small), IPPROTO_UDP, small, "",
