@@ -52,6 +52,15 @@ struct RuntimeTables {
   bool port_preservation = true;
   bool port_overlapping = true;
   std::vector<rte_be32_t> gateways;  // refreshed by ARP periodically
+
+  // The first SNAT rule whose `from` holds addr, or nullptr.
+  const SnatRule* snat_rule_from(rte_be32_t addr) const {
+    const uint32_t a = rte_be_to_cpu_32(addr);
+    for (const auto& r : snat)
+      for (const auto& [net, mask] : r.from)
+        if ((a & mask) == net) return &r;
+    return nullptr;
+  }
 };
 
 struct Context {

@@ -206,8 +206,13 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
       if ((hits >> j) & 1 || lanes[j] != Lane::kInside) continue;
       tables_->routes->prefetch(ps[j].ip->dst_addr);
       // new_flow hands a translated flow to the worker that owns its inside host.
-      if (ctx_.workers == 1 || tables_->snat.empty() || ctx_.flow_owner(keys[j].src) == id_)
-        own.prefetch_create(keys[j], nth++);
+      if (ctx_.workers > 1 && !tables_->snat.empty() && ctx_.flow_owner(keys[j].src) != id_) continue;
+      own.prefetch_create(keys[j], nth++);
+      // A rule with its own pool names the outside address without a route: the
+      // preserved port's state and the outside key's bucket can start too.
+      const SnatRule* r = tables_->snat_rule_from(keys[j].src);
+      if (r && !r->pool.empty() && tables_->port_preservation)
+        own.prefetch_preserved_port(keys[j], r->pool.data(), static_cast<uint8_t>(r->pool.size()));
     }
   }
   // Hits first, while those lines arrive (packets of one flow share a key, so a
@@ -484,18 +489,11 @@ void Worker::out2in(rte_mbuf* m, Ipv4Packet& p, Session& s) {
   }
   // SNAT applies to flows from a configured source that leave by another interface, or by the
   // same one on a one-armed interface when the destination is not itself an inside address.
-  const auto rule_from = [&t](rte_be32_t addr) -> const SnatRule* {  // first rule whose `from` holds addr
-    const uint32_t a = rte_be_to_cpu_32(addr);
-    for (const auto& r : t.snat)
-      for (const auto& [net, mask] : r.from)
-        if ((a & mask) == net) return &r;
-    return nullptr;
-  };
   const SnatRule* rule = nullptr;
   const bool same_arm = nh.iface == iface;
   if (!same_arm || ctx_.ifaces[iface].one_armed) {
-    rule = rule_from(p.ip->src_addr);
-    if (rule && same_arm && rule_from(p.ip->dst_addr)) rule = nullptr;
+    rule = t.snat_rule_from(p.ip->src_addr);
+    if (rule && same_arm && t.snat_rule_from(p.ip->dst_addr)) rule = nullptr;
   }
   if (!t.acl->empty()) {
     uint16_t sport = 0, dport = 0;

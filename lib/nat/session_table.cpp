@@ -230,6 +230,14 @@ void SessionTable::drop_mapping_ref(uint32_t midx) {
   stats_.mappings.sub();
 }
 
+void SessionTable::prefetch_preserved_port(const FlowKey& in, const uint8_t* pool, uint8_t pool_len) const {
+  const int pc = proto_class(in.proto);
+  if (pc < 0 || pool_len == 0) return;
+  const uint8_t addr_idx = pool[host_hash(in.src) % pool_len];
+  allocs_[addr_idx * kProtoClasses + pc]->prefetch(rte_be_to_cpu_16(in.sport));
+  flows_.prefetch_bucket(flows_.home(hash_of(outside_key(in, outside_[addr_idx].addr, in.sport))));
+}
+
 CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, uint32_t& idx) {
   const FlowKey& in = *a.in;
   const int pc = proto_class(in.proto);

@@ -120,6 +120,10 @@ class SessionTable {
     if (nth < nfree_sessions_) rte_prefetch0(&sessions_[free_sessions_[nfree_sessions_ - 1 - nth]]);
     if (nth < nfree_mappings_) rte_prefetch0(&mappings_[free_mappings_[nfree_mappings_ - 1 - nth]]);
   }
+  // With port preservation and a known pool: the allocator state of the inside port
+  // on the address paired pooling picks, and the bucket of the outside key that port
+  // gives (what create_session reads next when the port is free).
+  void prefetch_preserved_port(const FlowKey& in, const uint8_t* pool, uint8_t pool_len) const;
   // A session that translates nothing (outside address:port = inside address:port, no
   // port taken, no mapping): state for a flow routed untranslated, so that a stateful
   // ACL lets its replies through. Only in_iface/out_iface/out_nh/in_mac of `a` are used.
