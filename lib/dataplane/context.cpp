@@ -127,6 +127,7 @@ std::unique_ptr<RuntimeTables> build_tables(const Context& ctx, const config::Co
                                  " is new: adding outside addresses needs a restart");
       rule.pool.push_back(static_cast<uint8_t>(idx));
     }
+    t->snat_pools = t->snat_pools || !rule.pool.empty();
     t->snat.push_back(std::move(rule));
   }
   for (const auto& [a, pr] : ranges) {

@@ -47,6 +47,7 @@ struct RuntimeTables {
   std::unique_ptr<route::RouteTable> routes;
   std::unique_ptr<acl::AclTable> acl;
   std::vector<SnatRule> snat;
+  bool snat_pools = false;  // some rule has its own pool (`to = [...]`)
   nat::Timeouts timeouts;
   uint32_t fragment_timeout_ms = 2000;
   bool port_preservation = true;

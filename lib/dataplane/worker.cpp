@@ -210,8 +210,9 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
       own.prefetch_create(keys[j], nth++);
       // A rule with its own pool names the outside address without a route: the
       // preserved port's state and the outside key's bucket can start too.
+      if (!tables_->port_preservation || !tables_->snat_pools) continue;
       const SnatRule* r = tables_->snat_rule_from(keys[j].src);
-      if (r && !r->pool.empty() && tables_->port_preservation)
+      if (r && !r->pool.empty())
         own.prefetch_preserved_port(keys[j], r->pool.data(), static_cast<uint8_t>(r->pool.size()));
     }
   }
