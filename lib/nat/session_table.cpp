@@ -20,7 +20,11 @@ std::string unique_name(const char* what, uint16_t worker) {
   return std::string(what) + std::to_string(worker) + "_" + std::to_string(g_seq.fetch_add(1));
 }
 
-uint32_t host_hash(rte_be32_t ip) { return rte_hash_crc_4byte(ip, 0x5bd1e995); }
+// Paired pooling (RFC 4787 REQ-2): every flow of one inside host gets the same
+// outside address of the pool.
+uint8_t paired_address(rte_be32_t in_ip, const uint8_t* pool, uint8_t pool_len) {
+  return pool[rte_hash_crc_4byte(in_ip, 0x5bd1e995) % pool_len];
+}
 }  // namespace
 
 std::unique_ptr<SessionTable> SessionTable::create(const Params& p) {
@@ -174,7 +178,7 @@ FlowKey outside_key(const FlowKey& in, rte_be32_t out_ip, rte_be16_t out_port) {
 
 bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t rnd, uint32_t& midx) {
   const FlowKey& in = *a.in;
-  const uint8_t addr_idx = a.pool[host_hash(in.src) % a.pool_len];  // paired pooling
+  const uint8_t addr_idx = paired_address(in.src, a.pool, a.pool_len);
   PortAllocator& pa = *allocs_[addr_idx * kProtoClasses + pc];
   const rte_be32_t out_ip = outside_[addr_idx].addr;
   uint16_t port = 0;
@@ -233,8 +237,8 @@ void SessionTable::drop_mapping_ref(uint32_t midx) {
 void SessionTable::prefetch_preserved_port(const FlowKey& in, const uint8_t* pool, uint8_t pool_len) const {
   const int pc = proto_class(in.proto);
   if (pc < 0 || pool_len == 0) return;
-  const uint8_t addr_idx = pool[host_hash(in.src) % pool_len];
-  allocs_[addr_idx * kProtoClasses + pc]->prefetch(rte_be_to_cpu_16(in.sport));
+  const uint8_t addr_idx = paired_address(in.src, pool, pool_len);
+  allocator(addr_idx, pc).prefetch(rte_be_to_cpu_16(in.sport));
   flows_.prefetch_bucket(flows_.home(hash_of(outside_key(in, outside_[addr_idx].addr, in.sport))));
 }
 
