@@ -2,43 +2,62 @@
 
 namespace natgw::nat {
 
-PortAllocator::PortAllocator(uint16_t lo, uint16_t hi)
-    : lo_(lo), hi_(hi), nfree_(size()), free_(new uint16_t[size()]), state_(new PortState[size()]) {
-  for (uint32_t i = 0; i < size(); ++i) {
-    free_[i] = static_cast<uint16_t>(lo_ + i);
-    state_[i] = PortState{static_cast<uint16_t>(i), 0};
+PortAllocator::PortAllocator(uint16_t lo, uint16_t hi, uint64_t seed)
+    : lo_(lo),
+      hi_(hi),
+      nfree_(size()),
+      rng_(seed | 1),
+      free_(new uint16_t[size()]),
+      state_(new PortState[size()]) {
+  for (uint32_t i = 0; i < size(); ++i) free_[i] = static_cast<uint16_t>(lo_ + i);
+  for (uint32_t i = size() - 1; i > 0; --i) {  // Fisher-Yates
+    const uint32_t j = next_rand() % (i + 1);
+    const uint16_t t = free_[i];
+    free_[i] = free_[j];
+    free_[j] = t;
   }
+  for (uint32_t i = 0; i < size(); ++i) state_[free_[i] - lo_] = PortState{static_cast<uint16_t>(i), 0};
 }
 
-void PortAllocator::remove_free(uint16_t port) {
-  PortState& st = state_[port - lo_];
-  const uint16_t idx = st.pos;
-  const uint16_t last = free_[--nfree_];
-  free_[idx] = last;
-  state_[last - lo_].pos = idx;
-  st.refs = 1;
+uint32_t PortAllocator::next_rand() {  // xorshift64*: a few instructions, no memory
+  rng_ ^= rng_ >> 12;
+  rng_ ^= rng_ << 25;
+  rng_ ^= rng_ >> 27;
+  return static_cast<uint32_t>((rng_ * 0x2545F4914F6CDD1DULL) >> 32);
 }
 
 bool PortAllocator::take(uint16_t port) {
-  if (!owns(port) || state_[port - lo_].refs != 0) return false;
-  remove_free(port);
+  if (!owns(port)) return false;
+  PortState& st = state_[port - lo_];
+  if (st.refs != 0) return false;
+  const uint16_t last = free_[--nfree_];  // the end of the array moves into the hole
+  free_[st.pos] = last;
+  state_[last - lo_].pos = st.pos;
+  st.refs = 1;
   return true;
 }
 
-bool PortAllocator::take_any(uint32_t rnd, uint16_t& port) {
+bool PortAllocator::take_any(uint16_t& port) {
   if (nfree_ == 0) return false;
-  port = free_[rnd % nfree_];
-  remove_free(port);
+  port = free_[--nfree_];
+  state_[port - lo_].refs = 1;  // a store only: pos means nothing while in use
   return true;
 }
 
 void PortAllocator::release(uint16_t port) {
   PortState& st = state_[port - lo_];
   if (st.refs == 0) return;  // defensive: double release is a bug, never a crash
-  if (--st.refs == 0) {
-    st.pos = static_cast<uint16_t>(nfree_);
-    free_[nfree_++] = port;
+  if (--st.refs != 0) return;
+  // Join at a random place r: the port there moves to the end.
+  const uint32_t r = next_rand() % (nfree_ + 1);
+  if (r != nfree_) {
+    const uint16_t moved = free_[r];
+    free_[nfree_] = moved;
+    state_[moved - lo_].pos = static_cast<uint16_t>(nfree_);
   }
+  free_[r] = port;
+  st.pos = static_cast<uint16_t>(r);
+  ++nfree_;
 }
 
 }  // namespace natgw::nat

@@ -2,10 +2,16 @@
 // for one worker: the worker's slice of the address's range, owned by that worker
 // alone, so allocation never contends.
 //
-// Free ports sit in an array with a position index, so taking a specific port
-// (port preservation) and taking a random one (RFC 6056-style unpredictability)
-// are both O(1). A port in use has a reference count: with port overlapping
-// (RFC 7857 §3) several mappings may share it as long as 5-tuples stay unique.
+// Free ports sit in an array kept in random order, with a position index: taking a
+// specific port (port preservation) swaps it out, and taking "any" port pops the
+// array's end. The randomness is paid where ports come back, not where they are
+// handed out: the array starts shuffled and a released port rejoins it at a random
+// place (RFC 6056: an observer cannot predict the next port, and a released port is
+// not reused at once). So a new flow's port costs no cache miss in a pool that
+// outgrows the cache (the end of the array is hot; the port's own state is only
+// written), and the next ports are known ahead, for prefetching what they lead to.
+// A port in use has a reference count: with port overlapping (RFC 7857 §3) several
+// mappings may share it as long as 5-tuples stay unique.
 #pragma once
 
 #include <cstdint>
@@ -15,7 +21,8 @@ namespace natgw::nat {
 
 class PortAllocator {
  public:
-  PortAllocator(uint16_t lo, uint16_t hi);  // inclusive, host order; lo <= hi
+  // lo..hi inclusive, host order, lo <= hi; `seed` picks the random order.
+  PortAllocator(uint16_t lo, uint16_t hi, uint64_t seed = 1);
 
   uint16_t lo() const { return lo_; }
   uint16_t hi() const { return hi_; }
@@ -26,29 +33,33 @@ class PortAllocator {
 
   // Take `port` if it is free. Returns false if in use or out of range.
   bool take(uint16_t port);
-  // Take a free port chosen with `rnd`; returns false if none is free.
-  bool take_any(uint32_t rnd, uint16_t& port);
+  // Take the next free port of the random order; false if none is free.
+  bool take_any(uint16_t& port);
+  // The port take_any() gives after `nth` more take_any() calls and nothing else,
+  // or -1: what a caller can prefetch for.
+  int32_t next_any(uint32_t nth) const { return nth < nfree_ ? free_[nfree_ - 1 - nth] : -1; }
   // Start loading what take(port) reads first.
   void prefetch(uint16_t port) const {
     if (owns(port)) __builtin_prefetch(&state_[port - lo_]);
   }
   // Add a sharer to a port already in use (port overlapping).
   void share(uint16_t port) { ++state_[port - lo_].refs; }
-  // Drop one reference; the port becomes free at zero.
+  // Drop one reference; at zero the port rejoins the free ports at a random place.
   void release(uint16_t port);
 
  private:
-  void remove_free(uint16_t port);
+  uint32_t next_rand();
   uint16_t lo_, hi_;
   uint32_t nfree_;
-  // A port's position in free_ and its sharers side by side: taking a port reads
-  // and writes both, one cache miss instead of two once a pool outgrows the cache.
+  uint64_t rng_;
+  // A port's position in free_ and its sharers side by side: taking a specific port
+  // reads and writes both, one cache miss instead of two once a pool outgrows the cache.
   struct PortState {
     uint16_t pos;   // index in free_ (valid while free)
     uint16_t refs;  // sharers (0 = free)
   };
-  std::unique_ptr<uint16_t[]> free_;      // free ports, first nfree_ valid
-  std::unique_ptr<PortState[]> state_;    // port - lo -> PortState
+  std::unique_ptr<uint16_t[]> free_;    // free ports in random order, first nfree_ valid
+  std::unique_ptr<PortState[]> state_;  // port - lo -> PortState
 };
 
 }  // namespace natgw::nat

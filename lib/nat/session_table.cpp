@@ -69,8 +69,8 @@ std::unique_ptr<SessionTable> SessionTable::create(const Params& p) {
     const uint32_t hi = o.port_lo + (size * (w + 1) + nw - 1) / nw - 1;
     if (hi < lo) throw std::invalid_argument("port range smaller than the number of workers");
     for (int c = 0; c < kProtoClasses; ++c)
-      t->allocs_.push_back(
-          std::make_unique<PortAllocator>(static_cast<uint16_t>(lo), static_cast<uint16_t>(hi)));
+      t->allocs_.push_back(std::make_unique<PortAllocator>(static_cast<uint16_t>(lo), static_cast<uint16_t>(hi),
+                                                           seed * 0x9e3779b97f4a7c15ULL + t->allocs_.size()));
   }
   t->rng_ ^= static_cast<uint32_t>(rte_rdtsc()) | 1;
 
@@ -176,7 +176,7 @@ FlowKey outside_key(const FlowKey& in, rte_be32_t out_ip, rte_be16_t out_port) {
 }
 }  // namespace
 
-bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t rnd, uint32_t& midx) {
+bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t& midx) {
   const FlowKey& in = *a.in;
   const uint8_t addr_idx = paired_address(in.src, a.pool, a.pool_len);
   PortAllocator& pa = *allocs_[addr_idx * kProtoClasses + pc];
@@ -187,7 +187,7 @@ bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t rnd, uint
   if (got) {
     port = rte_be_to_cpu_16(in.sport);
   } else {
-    got = pa.take_any(rnd, port);
+    got = pa.take_any(port);
   }
   if (!got && a.port_overlapping) {
     // RFC 7857 §3: share a port already mapped, as long as the 5-tuple toward this
@@ -259,7 +259,7 @@ CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, 
   if (const int64_t found = maps_.find(hash_of(mk), MapMatches{this, &mk}); found >= 0) {
     midx = static_cast<uint32_t>(found);
   } else {
-    if (!alloc_mapping(a, pc, next_rand(), midx)) {
+    if (!alloc_mapping(a, pc, midx)) {
       stats_.no_port.add();
       return CreateResult::kNoPort;
     }

@@ -217,7 +217,7 @@ class SessionTable {
   }
   void release(uint32_t idx);
   void queue_closing(uint32_t idx);
-  bool alloc_mapping(const CreateArgs& a, int pc, uint32_t rnd, uint32_t& midx);
+  bool alloc_mapping(const CreateArgs& a, int pc, uint32_t& midx);
   void drop_mapping_ref(uint32_t midx);
   CreateResult install(const CreateArgs& a, const FlowKey& out, rte_be32_t out_ip, rte_be16_t out_port,
                        uint8_t out_addr, uint32_t midx, uint32_t now_ms, uint32_t& idx);

@@ -19,7 +19,7 @@ TEST(PortAllocator, TakeAnyGivesEveryPortOfTheFullRangeExactlyOnce) {
   std::vector<bool> seen(65536, false);
   for (uint32_t i = 0; i < 64512; ++i) {
     uint16_t port = 0;
-    ASSERT_TRUE(pa.take_any(rng(), port)) << i;
+    ASSERT_TRUE(pa.take_any(port)) << i;
     ASSERT_TRUE(pa.owns(port)) << port;
     ASSERT_FALSE(seen[port]) << "port " << port << " handed out twice";
     seen[port] = true;
@@ -27,7 +27,7 @@ TEST(PortAllocator, TakeAnyGivesEveryPortOfTheFullRangeExactlyOnce) {
   }
   EXPECT_EQ(pa.free_count(), 0u);
   uint16_t port = 0;
-  EXPECT_FALSE(pa.take_any(rng(), port));
+  EXPECT_FALSE(pa.take_any(port));
 }
 
 TEST(PortAllocator, WholeSixteenBitSpace) {
@@ -37,11 +37,11 @@ TEST(PortAllocator, WholeSixteenBitSpace) {
   std::set<uint16_t> got;
   uint16_t p;
   for (uint32_t i = 0; i < 65536; ++i) {
-    ASSERT_TRUE(pa.take_any(i * 2654435761u, p));
+    ASSERT_TRUE(pa.take_any(p));
     got.insert(p);
   }
   EXPECT_EQ(got.size(), 65536u);
-  EXPECT_FALSE(pa.take_any(0, p));
+  EXPECT_FALSE(pa.take_any(p));
 }
 
 TEST(PortAllocator, TakeSpecificPort) {
@@ -57,7 +57,7 @@ TEST(PortAllocator, TakeSpecificPort) {
   // take_any never returns a port taken by take().
   uint16_t p;
   std::set<uint16_t> rest;
-  while (pa.take_any(12345, p)) {
+  while (pa.take_any(p)) {
     EXPECT_NE(p, 1500);
     EXPECT_NE(p, 1024);
     EXPECT_NE(p, 2047);
@@ -71,17 +71,17 @@ TEST(PortAllocator, ExhaustionThenReleaseAndReuse) {
   std::vector<uint16_t> ports;
   uint16_t p;
   for (int i = 0; i < 8; ++i) {
-    ASSERT_TRUE(pa.take_any(static_cast<uint32_t>(i * 7), p));
+    ASSERT_TRUE(pa.take_any(p));
     ports.push_back(p);
   }
-  EXPECT_FALSE(pa.take_any(0, p));
+  EXPECT_FALSE(pa.take_any(p));
   EXPECT_FALSE(pa.take(1027));
   pa.release(1027);
   EXPECT_EQ(pa.free_count(), 1u);
   EXPECT_EQ(pa.refs(1027), 0);
-  ASSERT_TRUE(pa.take_any(99, p));
+  ASSERT_TRUE(pa.take_any(p));
   EXPECT_EQ(p, 1027) << "the only free port";
-  EXPECT_FALSE(pa.take_any(0, p));
+  EXPECT_FALSE(pa.take_any(p));
   pa.release(1030);
   EXPECT_TRUE(pa.take(1030));
 }
@@ -92,7 +92,7 @@ TEST(PortAllocator, ReleasedPortsComeBackInAnyOrder) {
   std::vector<uint16_t> held;
   uint16_t p;
   for (int round = 0; round < 50; ++round) {
-    while (pa.take_any(rng(), p)) held.push_back(p);
+    while (pa.take_any(p)) held.push_back(p);
     ASSERT_EQ(held.size(), 100u);
     std::shuffle(held.begin(), held.end(), rng);
     const size_t drop = 1 + rng() % 100;
@@ -131,7 +131,7 @@ TEST(PortAllocator, DoubleReleaseIsHarmless) {
   EXPECT_EQ(pa.free_count(), 4u);
   std::set<uint16_t> got;
   uint16_t p;
-  while (pa.take_any(1, p)) got.insert(p);
+  while (pa.take_any(p)) got.insert(p);
   EXPECT_EQ(got, (std::set<uint16_t>{1024, 1025, 1026, 1027}));
 }
 
@@ -139,9 +139,102 @@ TEST(PortAllocator, SinglePortRange) {
   PortAllocator pa(4000, 4000);
   EXPECT_EQ(pa.size(), 1u);
   uint16_t p = 0;
-  ASSERT_TRUE(pa.take_any(123456, p));
+  ASSERT_TRUE(pa.take_any(p));
   EXPECT_EQ(p, 4000);
-  EXPECT_FALSE(pa.take_any(0, p));
+  EXPECT_FALSE(pa.take_any(p));
+}
+
+TEST(PortAllocator, TakeAnyFollowsARandomOrderThatTheSeedPicks) {
+  PortAllocator a(1024, 65535, 7), b(1024, 65535, 8);
+  uint16_t pa = 0, pb = 0, prev = 0;
+  unsigned same = 0, ascending = 0;
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_TRUE(a.take_any(pa));
+    ASSERT_TRUE(b.take_any(pb));
+    same += pa == pb;
+    ascending += i > 0 && pa == prev + 1;
+    prev = pa;
+  }
+  EXPECT_LT(same, 10u) << "two seeds, two orders";
+  EXPECT_LT(ascending, 10u) << "not a sequential walk";
+}
+
+TEST(PortAllocator, NextAnyNamesThePortsTakeAnyGivesNext) {
+  PortAllocator pa(2000, 2099, 3);
+  int32_t want[10];
+  for (uint32_t n = 0; n < 10; ++n) want[n] = pa.next_any(n);
+  for (uint32_t n = 0; n < 10; ++n) {
+    uint16_t p = 0;
+    ASSERT_TRUE(pa.take_any(p));
+    EXPECT_EQ(p, want[n]) << n;
+  }
+  EXPECT_EQ(pa.next_any(90), -1) << "only 90 free";
+  EXPECT_GE(pa.next_any(89), 2000);
+}
+
+TEST(PortAllocator, AReleasedPortJoinsAtARandomPlaceNotNextInLine) {
+  // Half the ports free; release one and take one, 2,000 times. Were released ports
+  // reused at once (a stack), every take would return the port just released.
+  PortAllocator pa(10000, 10999, 11);
+  std::vector<uint16_t> held;
+  uint16_t p;
+  for (int i = 0; i < 500; ++i) {
+    ASSERT_TRUE(pa.take_any(p));
+    held.push_back(p);
+  }
+  std::mt19937 rng(5);
+  unsigned at_once = 0;
+  for (int i = 0; i < 2000; ++i) {
+    const size_t k = rng() % held.size();
+    const uint16_t back = held[k];
+    pa.release(back);
+    ASSERT_TRUE(pa.take_any(p));
+    at_once += p == back;
+    held[k] = p;
+  }
+  EXPECT_LT(at_once, 40u) << "expected ~4 (1 in 501)";
+  EXPECT_EQ(pa.free_count(), 500u);
+}
+
+TEST(PortAllocator, MixedTakesAndReleasesKeepTheFreeSetExact) {
+  // Against a model: specific takes (port preservation), any-takes, shares and
+  // releases in random order; the allocator's free set must equal the model's.
+  PortAllocator pa(3000, 3255, 9);
+  std::vector<uint16_t> refs(256, 0);
+  std::mt19937 rng(13);
+  for (int step = 0; step < 200000; ++step) {
+    const uint16_t port = static_cast<uint16_t>(3000 + rng() % 256);
+    switch (rng() % 4) {
+      case 0:
+        ASSERT_EQ(pa.take(port), refs[port - 3000] == 0);
+        if (refs[port - 3000] == 0) refs[port - 3000] = 1;
+        break;
+      case 1: {
+        uint16_t got = 0;
+        const bool any_free = std::count(refs.begin(), refs.end(), 0) > 0;
+        ASSERT_EQ(pa.take_any(got), any_free);
+        if (any_free) {
+          ASSERT_EQ(refs[got - 3000], 0) << "handed out a port in use";
+          refs[got - 3000] = 1;
+        }
+        break;
+      }
+      case 2:
+        if (refs[port - 3000] > 0 && refs[port - 3000] < 5) {
+          pa.share(port);
+          ++refs[port - 3000];
+        }
+        break;
+      default:
+        pa.release(port);
+        if (refs[port - 3000] > 0) --refs[port - 3000];
+    }
+    ASSERT_EQ(pa.free_count(), static_cast<uint32_t>(std::count(refs.begin(), refs.end(), 0)));
+  }
+  std::set<uint16_t> free_now;
+  uint16_t p;
+  while (pa.take_any(p)) ASSERT_TRUE(free_now.insert(p).second) << "port " << p << " listed twice";
+  for (uint16_t i = 0; i < 256; ++i) EXPECT_EQ(free_now.count(3000 + i), refs[i] == 0 ? 1u : 0u) << i;
 }
 
 }  // namespace
