@@ -202,6 +202,7 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
     // the cache at scale, one flow after the other: start it for all of them, the
     // route (rte_lpm's tbl24 is 64 MB), the mapping's index bucket and the free
     // session and mapping slots the creates will take, in order.
+    nat::SessionTable::PortRun run;
     for (unsigned j = 0, nth = 0; j < k; ++j) {
       if ((hits >> j) & 1 || lanes[j] != Lane::kInside) continue;
       tables_->routes->prefetch(ps[j].ip->dst_addr);
@@ -209,11 +210,12 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
       if (ctx_.workers > 1 && !tables_->snat.empty() && ctx_.flow_owner(keys[j].src) != id_) continue;
       own.prefetch_create(keys[j], nth++);
       // A rule with its own pool names the outside address without a route: the
-      // preserved port's state and the outside key's bucket can start too.
-      if (!tables_->port_preservation || !tables_->snat_pools) continue;
+      // port's state and the outside key's bucket can start too.
+      if (!tables_->snat_pools) continue;
       const SnatRule* r = tables_->snat_rule_from(keys[j].src);
       if (r && !r->pool.empty())
-        own.prefetch_preserved_port(keys[j], r->pool.data(), static_cast<uint8_t>(r->pool.size()));
+        own.prefetch_pooled_port(keys[j], r->pool.data(), static_cast<uint8_t>(r->pool.size()),
+                                 tables_->port_preservation, run);
     }
   }
   // Hits first, while those lines arrive (packets of one flow share a key, so a

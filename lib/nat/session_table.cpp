@@ -234,12 +234,21 @@ void SessionTable::drop_mapping_ref(uint32_t midx) {
   stats_.mappings.sub();
 }
 
-void SessionTable::prefetch_preserved_port(const FlowKey& in, const uint8_t* pool, uint8_t pool_len) const {
+void SessionTable::prefetch_pooled_port(const FlowKey& in, const uint8_t* pool, uint8_t pool_len, bool preserve,
+                                        PortRun& run) const {
   const int pc = proto_class(in.proto);
   if (pc < 0 || pool_len == 0) return;
   const uint8_t addr_idx = paired_address(in.src, pool, pool_len);
-  allocator(addr_idx, pc).prefetch(rte_be_to_cpu_16(in.sport));
-  flows_.prefetch_bucket(flows_.home(hash_of(outside_key(in, outside_[addr_idx].addr, in.sport))));
+  const PortAllocator& pa = allocator(addr_idx, pc);
+  const rte_be32_t out_ip = outside_[addr_idx].addr;
+  if (preserve) {
+    pa.prefetch(rte_be_to_cpu_16(in.sport));
+    flows_.prefetch_bucket(flows_.home(hash_of(outside_key(in, out_ip, in.sport))));
+  }
+  run.n = run.addr == addr_idx ? run.n + 1 : 0;
+  run.addr = addr_idx;
+  if (const int32_t any = pa.next_any(run.n); any >= 0)
+    flows_.prefetch_bucket(flows_.home(hash_of(outside_key(in, out_ip, rte_cpu_to_be_16(static_cast<uint16_t>(any))))));
 }
 
 CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, uint32_t& idx) {

@@ -120,10 +120,19 @@ class SessionTable {
     if (nth < nfree_sessions_) rte_prefetch0(&sessions_[free_sessions_[nfree_sessions_ - 1 - nth]]);
     if (nth < nfree_mappings_) rte_prefetch0(&mappings_[free_mappings_[nfree_mappings_ - 1 - nth]]);
   }
-  // With port preservation and a known pool: the allocator state of the inside port
-  // on the address paired pooling picks, and the bucket of the outside key that port
-  // gives (what create_session reads next when the port is free).
-  void prefetch_preserved_port(const FlowKey& in, const uint8_t* pool, uint8_t pool_len) const;
+  // With a known pool, what create_session reads next for the port the flow will
+  // get on the address paired pooling picks: with port preservation, the inside
+  // port's allocator state and the bucket of the outside key it gives; and the
+  // bucket of the outside key of the port take_any would give (preservation off, or
+  // the inside port taken). `run` follows a burst's consecutive new flows on one
+  // address (one host opening many flows): the nth of them would take the nth next
+  // port. A wrong guess costs a useless prefetch.
+  struct PortRun {
+    int addr = -1;
+    uint32_t n = 0;
+  };
+  void prefetch_pooled_port(const FlowKey& in, const uint8_t* pool, uint8_t pool_len, bool preserve,
+                            PortRun& run) const;
   // A session that translates nothing (outside address:port = inside address:port, no
   // port taken, no mapping): state for a flow routed untranslated, so that a stateful
   // ACL lets its replies through. Only in_iface/out_iface/out_nh/in_mac of `a` are used.
