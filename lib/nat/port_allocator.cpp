@@ -11,12 +11,13 @@ PortAllocator::PortAllocator(uint16_t lo, uint16_t hi, uint64_t seed)
       state_(new PortState[size()]) {
   for (uint32_t i = 0; i < size(); ++i) free_[i] = static_cast<uint16_t>(lo_ + i);
   for (uint32_t i = size() - 1; i > 0; --i) {  // Fisher-Yates
-    const uint32_t j = next_rand() % (i + 1);
+    const uint32_t j = below(i + 1);
     const uint16_t t = free_[i];
     free_[i] = free_[j];
     free_[j] = t;
   }
   for (uint32_t i = 0; i < size(); ++i) state_[free_[i] - lo_] = PortState{static_cast<uint16_t>(i), 0};
+  drawn_ = next_rand();
 }
 
 uint32_t PortAllocator::next_rand() {  // xorshift64*: a few instructions, no memory
@@ -48,8 +49,12 @@ void PortAllocator::release(uint16_t port) {
   PortState& st = state_[port - lo_];
   if (st.refs == 0) return;  // defensive: double release is a bug, never a crash
   if (--st.refs != 0) return;
-  // Join at a random place r: the port there moves to the end.
-  const uint32_t r = next_rand() % (nfree_ + 1);
+  // Join at a random place r: the port there moves to the end. r was drawn at the
+  // previous release, which prefetched its line (a miss once the pool outgrows the
+  // cache; the next release is usually this allocator's again).
+  const uint32_t r = static_cast<uint32_t>((uint64_t{drawn_} * (nfree_ + 1)) >> 32);
+  drawn_ = next_rand();
+  __builtin_prefetch(&free_[(uint64_t{drawn_} * (nfree_ + 2)) >> 32]);
   if (r != nfree_) {
     const uint16_t moved = free_[r];
     free_[nfree_] = moved;

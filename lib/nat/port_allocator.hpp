@@ -49,9 +49,12 @@ class PortAllocator {
 
  private:
   uint32_t next_rand();
+  // Uniform in [0, n) by multiply-shift (no division).
+  uint32_t below(uint32_t n) { return static_cast<uint32_t>((uint64_t{next_rand()} * n) >> 32); }
   uint16_t lo_, hi_;
   uint32_t nfree_;
   uint64_t rng_;
+  uint32_t drawn_ = 0;  // the next release's random draw (see release())
   // A port's position in free_ and its sharers side by side: taking a specific port
   // reads and writes both, one cache miss instead of two once a pool outgrows the cache.
   struct PortState {
