@@ -79,6 +79,13 @@ inline bool outside_key(const Ipv4Packet& p, FlowKey& k) {
   }
 }
 
+// 6 bits of a flow key (for a 64-bit "seen" mask).
+inline unsigned key_tag(const nat::FlowKey& k) {
+  uint64_t w[2];
+  std::memcpy(w, &k, sizeof w);
+  return static_cast<unsigned>((w[0] ^ w[1]) * 0x9E3779B97F4A7C15ull >> 58);
+}
+
 inline uint32_t frag_hash(rte_be32_t src, rte_be32_t dst, rte_be16_t id, uint8_t proto) {
   uint32_t h = src * 2654435761u ^ dst * 2246822519u ^ (static_cast<uint32_t>(id) << 8 | proto);
   return h ^ (h >> 15);
@@ -230,10 +237,21 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
   }
   if (all_hit) [[likely]]
     return;
+  // Other tables, or a new flow. The own table's miss of an inside key stands unless
+  // an earlier miss of this burst had the same key (a flow's second packet, whose
+  // session the first may have created): a 6-bit tag per key resolved so far tells,
+  // conservatively, so a burst of new flows does not look each one up twice. Any other
+  // miss stands only while no session was created since the bulk lookup.
+  uint64_t tags = 0;
   for (unsigned j = 0; j < k; ++j) {
-    // Other tables, or a new flow. The own table's miss stands only while no packet
-    // of this burst created a session (a flow's second packet in the same burst).
-    if (!((hits >> j) & 1)) resolve(iface, ms[j], ps[j], keys[j], lanes[j], own.inserts() == inserts);
+    if ((hits >> j) & 1) continue;
+    bool own_checked = own.inserts() == inserts;
+    if (lanes[j] == Lane::kInside) {
+      const uint64_t bit = uint64_t{1} << key_tag(keys[j]);
+      own_checked = !(tags & bit);
+      tags |= bit;
+    }
+    resolve(iface, ms[j], ps[j], keys[j], lanes[j], own_checked);
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "packet/packet_test.hpp"
 
@@ -380,6 +381,40 @@ TEST_F(Nat, NewFlowTwiceInOneBurstUsesOneSession) {
   EXPECT_EQ(st.collisions.get(), 0u);
   EXPECT_EQ(st.no_port.get(), 0u);
   EXPECT_EQ(total(p, &dp::WorkerCounters::in2out), 7u);
+}
+
+// A full burst of new flows, some reached two or three times: each distinct flow
+// gets one session, and every repeat finds it. (The worker skips the second lookup
+// of a miss unless an earlier miss of the burst shares its 6-bit tag: 20 flows in 64
+// tags share some, which must only cost a lookup, never a second session.)
+TEST_F(Nat, BurstOfNewFlowsWithRepeatsGetsOneSessionEach) {
+  std::vector<std::vector<uint8_t>> burst;
+  std::vector<uint16_t> flow_of;
+  for (uint16_t i = 0; i < 32; ++i) {
+    const uint16_t f = i < 20 ? i : static_cast<uint16_t>((i * 7) % 20);
+    burst.push_back(build_frame(client(IPPROTO_UDP, "203.0.113.30", static_cast<uint16_t>(42000 + f), 53)));
+    flow_of.push_back(f);
+  }
+  p.rx(kInside, burst);
+  const auto out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 32u);
+  // All misses: resolved in arrival order, so out[i] is burst[i] translated.
+  std::map<uint16_t, uint16_t> port_of_flow;  // flow -> its outside port
+  std::set<uint16_t> ports;
+  for (size_t i = 0; i < out.size(); ++i) {
+    const Parsed o = parse_frame(out[i]);
+    EXPECT_EQ(ipstr(o.src), "10.0.3.10");
+    const auto [it, first] = port_of_flow.emplace(flow_of[i], o.sport);
+    if (first) ports.insert(o.sport);
+    EXPECT_EQ(it->second, o.sport) << "flow " << flow_of[i] << " changed outside port at packet " << i;
+  }
+  EXPECT_EQ(ports.size(), 20u) << "distinct flows, distinct outside ports";
+  EXPECT_EQ(active_sessions(p), 20u);
+  const auto& st = p.ctx.sessions[0]->stats();
+  EXPECT_EQ(st.collisions.get(), 0u);
+  EXPECT_EQ(st.no_port.get(), 0u);
+  EXPECT_EQ(all_drops(p), 0u);
+  EXPECT_EQ(total(p, &dp::WorkerCounters::in2out), 32u);
 }
 
 // A burst mixing an established flow with new ones: the established packets are
