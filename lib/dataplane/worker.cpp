@@ -237,18 +237,18 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
   }
   if (all_hit) [[likely]]
     return;
-  // Other tables, or a new flow. The own table's miss of an inside key stands unless
-  // an earlier miss of this burst had the same key (a flow's second packet, whose
-  // session the first may have created): a 6-bit tag per key resolved so far tells,
-  // conservatively, so a burst of new flows does not look each one up twice. Any other
-  // miss stands only while no session was created since the bulk lookup.
+  // Other tables, or a new flow. The own table's miss stands while no session was
+  // created since the bulk lookup; for an inside key also unless an earlier miss of
+  // this burst had the same key (a flow's second packet, whose session the first may
+  // have created): a 6-bit tag per key resolved so far tells, conservatively, so a
+  // burst of new flows does not look each one up twice.
   uint64_t tags = 0;
   for (unsigned j = 0; j < k; ++j) {
     if ((hits >> j) & 1) continue;
     bool own_checked = own.inserts() == inserts;
     if (lanes[j] == Lane::kInside) {
       const uint64_t bit = uint64_t{1} << key_tag(keys[j]);
-      own_checked = !(tags & bit);
+      own_checked = own_checked || !(tags & bit);
       tags |= bit;
     }
     resolve(iface, ms[j], ps[j], keys[j], lanes[j], own_checked);

@@ -6,12 +6,12 @@ PortAllocator::PortAllocator(uint16_t lo, uint16_t hi, uint64_t seed)
     : lo_(lo),
       hi_(hi),
       nfree_(size()),
-      rng_(seed | 1),
+      rng_(seed ? seed : 0x9E3779B97F4A7C15ull),
       free_(new uint16_t[size()]),
       state_(new PortState[size()]) {
   for (uint32_t i = 0; i < size(); ++i) free_[i] = static_cast<uint16_t>(lo_ + i);
   for (uint32_t i = size() - 1; i > 0; --i) {  // Fisher-Yates
-    const uint32_t j = below(i + 1);
+    const uint32_t j = scale(next_rand(), i + 1);
     const uint16_t t = free_[i];
     free_[i] = free_[j];
     free_[j] = t;
@@ -52,9 +52,9 @@ void PortAllocator::release(uint16_t port) {
   // Join at a random place r: the port there moves to the end. r was drawn at the
   // previous release, which prefetched its line (a miss once the pool outgrows the
   // cache; the next release is usually this allocator's again).
-  const uint32_t r = static_cast<uint32_t>((uint64_t{drawn_} * (nfree_ + 1)) >> 32);
+  const uint32_t r = scale(drawn_, nfree_ + 1);
   drawn_ = next_rand();
-  __builtin_prefetch(&free_[(uint64_t{drawn_} * (nfree_ + 2)) >> 32]);
+  __builtin_prefetch(free_.get() + scale(drawn_, nfree_ + 2));  // may be one past the end: a prefetch only
   if (r != nfree_) {
     const uint16_t moved = free_[r];
     free_[nfree_] = moved;

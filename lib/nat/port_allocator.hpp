@@ -7,7 +7,7 @@
 // array's end. The randomness is paid where ports come back, not where they are
 // handed out: the array starts shuffled and a released port rejoins it at a random
 // place (RFC 6056: an observer cannot predict the next port, and a released port is
-// not reused at once). So a new flow's port costs no cache miss in a pool that
+// no likelier than any other free port to be handed out next). So a new flow's port costs no cache miss in a pool that
 // outgrows the cache (the end of the array is hot; the port's own state is only
 // written), and the next ports are known ahead, for prefetching what they lead to.
 // A port in use has a reference count: with port overlapping (RFC 7857 §3) several
@@ -49,8 +49,8 @@ class PortAllocator {
 
  private:
   uint32_t next_rand();
-  // Uniform in [0, n) by multiply-shift (no division).
-  uint32_t below(uint32_t n) { return static_cast<uint32_t>((uint64_t{next_rand()} * n) >> 32); }
+  // A 32-bit random draw scaled to [0, n) by multiply-shift (no division).
+  static uint32_t scale(uint32_t r, uint32_t n) { return static_cast<uint32_t>((uint64_t{r} * n) >> 32); }
   uint16_t lo_, hi_;
   uint32_t nfree_;
   uint64_t rng_;

@@ -7,6 +7,7 @@
 #include <rte_cycles.h>
 
 #include <atomic>
+#include <random>
 #include <stdexcept>
 #include <string>
 
@@ -14,6 +15,16 @@ namespace natgw::nat {
 
 namespace {
 std::atomic<uint32_t> g_seq{0};
+
+// Each port allocator's own random order, independent of the index seeds (outside
+// ports are visible to anyone; the index seeds must not be derivable from them).
+uint64_t port_seed() {
+  static std::random_device rd;
+  uint64_t z = (uint64_t{rd()} << 32 | rd()) ^ rte_rdtsc();
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;  // splitmix64's finalizer
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
 
 std::string unique_name(const char* what, uint16_t worker) {
   // rte_malloc names: short and unique per table.
@@ -69,8 +80,8 @@ std::unique_ptr<SessionTable> SessionTable::create(const Params& p) {
     const uint32_t hi = o.port_lo + (size * (w + 1) + nw - 1) / nw - 1;
     if (hi < lo) throw std::invalid_argument("port range smaller than the number of workers");
     for (int c = 0; c < kProtoClasses; ++c)
-      t->allocs_.push_back(std::make_unique<PortAllocator>(static_cast<uint16_t>(lo), static_cast<uint16_t>(hi),
-                                                           seed * 0x9e3779b97f4a7c15ULL + t->allocs_.size()));
+      t->allocs_.push_back(
+          std::make_unique<PortAllocator>(static_cast<uint16_t>(lo), static_cast<uint16_t>(hi), port_seed()));
   }
   t->rng_ ^= static_cast<uint32_t>(rte_rdtsc()) | 1;
 
@@ -241,14 +252,17 @@ void SessionTable::prefetch_pooled_port(const FlowKey& in, const uint8_t* pool, 
   const uint8_t addr_idx = paired_address(in.src, pool, pool_len);
   const PortAllocator& pa = allocator(addr_idx, pc);
   const rte_be32_t out_ip = outside_[addr_idx].addr;
+  const auto bucket_of = [&](rte_be16_t port) {
+    flows_.prefetch_bucket(flows_.home(hash_of(outside_key(in, out_ip, port))));
+  };
   if (preserve) {
     pa.prefetch(rte_be_to_cpu_16(in.sport));
-    flows_.prefetch_bucket(flows_.home(hash_of(outside_key(in, out_ip, in.sport))));
+    bucket_of(in.sport);
   }
-  run.n = run.addr == addr_idx ? run.n + 1 : 0;
-  run.addr = addr_idx;
-  if (const int32_t any = pa.next_any(run.n); any >= 0)
-    flows_.prefetch_bucket(flows_.home(hash_of(outside_key(in, out_ip, rte_cpu_to_be_16(static_cast<uint16_t>(any))))));
+  const int run_id = addr_idx * kProtoClasses + pc;  // one allocator
+  run.n = run.id == run_id ? run.n + 1 : 0;
+  run.id = run_id;
+  if (const int32_t any = pa.next_any(run.n); any >= 0) bucket_of(rte_cpu_to_be_16(static_cast<uint16_t>(any)));
 }
 
 CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, uint32_t& idx) {

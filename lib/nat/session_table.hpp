@@ -125,10 +125,11 @@ class SessionTable {
   // port's allocator state and the bucket of the outside key it gives; and the
   // bucket of the outside key of the port take_any would give (preservation off, or
   // the inside port taken). `run` follows a burst's consecutive new flows on one
-  // address (one host opening many flows): the nth of them would take the nth next
-  // port. A wrong guess costs a useless prefetch.
+  // allocator (address and protocol class; one host opening many flows): the nth of
+  // them would take the nth next port. A wrong guess (a flow whose mapping exists or
+  // whose port is preserved shifts the later ones) costs a useless prefetch.
   struct PortRun {
-    int addr = -1;
+    int id = -1;
     uint32_t n = 0;
   };
   void prefetch_pooled_port(const FlowKey& in, const uint8_t* pool, uint8_t pool_len, bool preserve,

@@ -409,6 +409,7 @@ TEST_F(Nat, BurstOfNewFlowsWithRepeatsGetsOneSessionEach) {
     EXPECT_EQ(it->second, o.sport) << "flow " << flow_of[i] << " changed outside port at packet " << i;
   }
   EXPECT_EQ(ports.size(), 20u) << "distinct flows, distinct outside ports";
+  for (const auto& [flow, port] : port_of_flow) EXPECT_EQ(port, 42000 + flow) << "port preserved";
   EXPECT_EQ(active_sessions(p), 20u);
   const auto& st = p.ctx.sessions[0]->stats();
   EXPECT_EQ(st.collisions.get(), 0u);

@@ -15,7 +15,6 @@ TEST(PortAllocator, TakeAnyGivesEveryPortOfTheFullRangeExactlyOnce) {
   PortAllocator pa(1024, 65535);
   ASSERT_EQ(pa.size(), 64512u);
   ASSERT_EQ(pa.free_count(), 64512u);
-  std::mt19937 rng(1);
   std::vector<bool> seen(65536, false);
   for (uint32_t i = 0; i < 64512; ++i) {
     uint16_t port = 0;
@@ -42,6 +41,16 @@ TEST(PortAllocator, WholeSixteenBitSpace) {
   }
   EXPECT_EQ(got.size(), 65536u);
   EXPECT_FALSE(pa.take_any(p));
+  // Every port back (positions up to 65535), then all out again, half of them by name.
+  for (uint32_t i = 0; i < 65536; ++i) pa.release(static_cast<uint16_t>(i));
+  EXPECT_EQ(pa.free_count(), 65536u);
+  for (uint32_t i = 0; i < 65536; i += 2) ASSERT_TRUE(pa.take(static_cast<uint16_t>(i))) << i;
+  std::set<uint16_t> rest;
+  while (pa.take_any(p)) {
+    ASSERT_EQ(p % 2, 1) << "an even port was taken by name already";
+    rest.insert(p);
+  }
+  EXPECT_EQ(rest.size(), 32768u);
 }
 
 TEST(PortAllocator, TakeSpecificPort) {
@@ -145,7 +154,7 @@ TEST(PortAllocator, SinglePortRange) {
 }
 
 TEST(PortAllocator, TakeAnyFollowsARandomOrderThatTheSeedPicks) {
-  PortAllocator a(1024, 65535, 7), b(1024, 65535, 8);
+  PortAllocator a(1024, 65535, 6), b(1024, 65535, 7);  // neighbouring seeds
   uint16_t pa = 0, pb = 0, prev = 0;
   unsigned same = 0, ascending = 0;
   for (int i = 0; i < 1000; ++i) {
@@ -212,7 +221,9 @@ TEST(PortAllocator, MixedTakesAndReleasesKeepTheFreeSetExact) {
       case 1: {
         uint16_t got = 0;
         const bool any_free = std::count(refs.begin(), refs.end(), 0) > 0;
+        const int32_t predicted = pa.next_any(0);
         ASSERT_EQ(pa.take_any(got), any_free);
+        ASSERT_EQ(predicted, any_free ? got : -1);
         if (any_free) {
           ASSERT_EQ(refs[got - 3000], 0) << "handed out a port in use";
           refs[got - 3000] = 1;

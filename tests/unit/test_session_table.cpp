@@ -282,6 +282,29 @@ TEST_F(SessionTableTest, PortPreservation) {
   EXPECT_LT(same, 16);
 }
 
+// Each protocol class has its own allocator with its own random order: UDP ports
+// seen from outside say nothing about the TCP (or ICMP) ports the same address gives next.
+TEST_F(SessionTableTest, ProtocolsOnOneAddressDrawDifferentPortOrders) {
+  SessionTable& t = make({{out1, 1024, 65535}});
+  std::vector<uint16_t> got[3];
+  const uint8_t protos[3] = {IPPROTO_UDP, IPPROTO_TCP, IPPROTO_ICMP};
+  for (int p = 0; p < 3; ++p)
+    for (uint16_t i = 0; i < 64; ++i) {
+      uint32_t d;
+      ASSERT_EQ(create(t, in_key(ip("192.168.12.1"), static_cast<uint16_t>(50000 + i), ip("203.0.113.10"), 53,
+                              protos[p]),
+                       1, d, {0}, false),
+                CreateResult::kOk);
+      got[p].push_back(rte_be_to_cpu_16(t.session(d).out_port));
+    }
+  for (int a = 0; a < 3; ++a)
+    for (int b = a + 1; b < 3; ++b) {
+      int same = 0;
+      for (size_t i = 0; i < got[a].size(); ++i) same += got[a][i] == got[b][i];
+      EXPECT_LT(same, 4) << "protocol classes " << a << " and " << b << " hand out the same sequence";
+    }
+}
+
 TEST_F(SessionTableTest, ExhaustionIsCountedAndExistingSessionsSurvive) {
   SessionTable& t = make({{out1, 1024, 1031}});
   std::vector<uint32_t> idx(8);
