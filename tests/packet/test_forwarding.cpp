@@ -461,6 +461,23 @@ TEST(ForwardingAcl, NewFlowTwiceInOneBurstIsTrackedOnce) {
   EXPECT_EQ(p.worker().counters().in2out.get(), 3u) << "later packets bypassed the session";
 }
 
+// A full burst of new tracked flows, some reached two or three times: one
+// pass-through session per flow (a repeat that missed its session would be judged
+// new again and collide, and be forwarded without being counted on a session).
+TEST(ForwardingAcl, BurstOfNewFlowsWithRepeatsIsTrackedOncePerFlow) {
+  Pipeline p(forward_acl());
+  lab_neighbours(p);
+  std::vector<std::vector<uint8_t>> burst;
+  for (uint16_t i = 0; i < 32; ++i) {
+    const uint16_t f = i < 20 ? i : static_cast<uint16_t>((i * 7) % 20);
+    burst.push_back(build_frame(client(IPPROTO_TCP, "203.0.113.10", static_cast<uint16_t>(41000 + f), 443)));
+  }
+  p.rx(kInside, burst);
+  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 32u);
+  EXPECT_EQ(active_sessions(p), 20u);
+  EXPECT_EQ(p.worker().counters().in2out.get(), 32u) << "repeats bypassed their session";
+}
+
 // The same for untranslated traffic in a NAT config (a source outside every
 // `from`): replies of an allowed flow pass, the flow keeps its addresses.
 TEST(ForwardingAcl, UntranslatedFlowsInNatConfigsAreTrackedToo) {
