@@ -15,6 +15,7 @@
 
 #include "config/config.hpp"
 #include "dataplane/context.hpp"
+#include "net/checksum.hpp"
 #include "dataplane/worker.hpp"
 #include "nat/flow_key.hpp"
 
@@ -74,8 +75,6 @@ struct FrameTemplate {
   // Write this template into `m` with a new 4-tuple (network order), checksums valid.
   inline void write(rte_mbuf* m, rte_be32_t s, rte_be32_t d, rte_be16_t sp, rte_be16_t dp) const;
 };
-
-uint16_t csum_apply_delta(uint16_t csum, uint32_t delta);
 
 // ---------------------------------------------------------------- pipeline
 
@@ -160,27 +159,17 @@ inline void FrameTemplate::write(rte_mbuf* m, rte_be32_t s, rte_be32_t d, rte_be
   auto* ip = reinterpret_cast<rte_ipv4_hdr*>(p + 14);
   ip->src_addr = s;
   ip->dst_addr = d;
-  const uint32_t dip = static_cast<uint16_t>(~src & 0xffff) + static_cast<uint16_t>(~src >> 16) +
-                       (s & 0xffff) + (s >> 16) + static_cast<uint16_t>(~dst & 0xffff) +
-                       static_cast<uint16_t>(~dst >> 16) + (d & 0xffff) + (d >> 16);
-  ip->hdr_checksum = csum_apply_delta(ip_csum, dip);
-  const uint32_t dports = static_cast<uint16_t>(~sport) + static_cast<uint32_t>(sp) +
-                          static_cast<uint16_t>(~dport) + static_cast<uint32_t>(dp);
+  const uint32_t dip = net::csum_delta32(src, s) + net::csum_delta32(dst, d);
+  ip->hdr_checksum = net::csum_apply(ip_csum, dip);
+  const uint32_t dports = net::csum_delta16(sport, sp) + net::csum_delta16(dport, dp);
   auto* ports = reinterpret_cast<rte_be16_t*>(p + 34);
   ports[0] = sp;
   ports[1] = dp;
-  const uint16_t l4 = csum_apply_delta(l4_csum, dip + dports);
+  const uint16_t l4 = net::csum_apply(l4_csum, dip + dports);
   if (proto == IPPROTO_UDP)
     reinterpret_cast<rte_udp_hdr*>(p + 34)->dgram_cksum = l4 ? l4 : 0xffff;
   else
     reinterpret_cast<rte_tcp_hdr*>(p + 34)->cksum = l4;
-}
-
-inline uint16_t csum_apply_delta(uint16_t csum, uint32_t delta) {
-  uint32_t sum = static_cast<uint16_t>(~csum) + delta;
-  sum = (sum & 0xffff) + (sum >> 16);
-  sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<uint16_t>(~sum);
 }
 
 }  // namespace natgw::perf
