@@ -7,9 +7,10 @@
 // array's end. The randomness is paid where ports come back, not where they are
 // handed out: the array starts shuffled and a released port rejoins it at a random
 // place (RFC 6056: an observer cannot predict the next port, and a released port is
-// no likelier than any other free port to be handed out next). So a new flow's port costs no cache miss in a pool that
-// outgrows the cache (the end of the array is hot; the port's own state is only
-// written), and the next ports are known ahead, for prefetching what they lead to.
+// no likelier than any other free port to be handed out next). So a new flow's port
+// costs no cache miss in a pool that outgrows the cache (the end of the array is
+// hot; the port's own state is only written), and the next ports are known ahead,
+// for prefetching what they lead to.
 // A port in use has a reference count: with port overlapping (RFC 7857 §3) several
 // mappings may share it as long as 5-tuples stay unique.
 #pragma once
@@ -35,8 +36,9 @@ class PortAllocator {
   bool take(uint16_t port);
   // Take the next free port of the random order; false if none is free.
   bool take_any(uint16_t& port);
-  // The port take_any() gives after `nth` more take_any() calls and nothing else,
-  // or -1: what a caller can prefetch for.
+  // The port take_any() gives after `nth` more takes, or -1: what a caller can
+  // prefetch for. Every take uses up the array's end (take(port) moves it into the
+  // hole), so this holds unless one of those takes names a port of that tail.
   int32_t next_any(uint32_t nth) const { return nth < nfree_ ? free_[nfree_ - 1 - nth] : -1; }
   // Start loading what take(port) reads first.
   void prefetch(uint16_t port) const {

@@ -126,8 +126,9 @@ class SessionTable {
   // bucket of the outside key of the port take_any would give (preservation off, or
   // the inside port taken). `run` follows a burst's consecutive new flows on one
   // allocator (address and protocol class; one host opening many flows): the nth of
-  // them would take the nth next port. A wrong guess (a flow whose mapping exists or
-  // whose port is preserved shifts the later ones) costs a useless prefetch.
+  // them would take the nth next port (a preserved port also uses up one: see
+  // PortAllocator::next_any). A wrong guess (after a flow whose mapping exists, or
+  // a repeat of an earlier flow) costs a useless prefetch.
   struct PortRun {
     int id = -1;
     uint32_t n = 0;
