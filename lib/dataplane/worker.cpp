@@ -27,6 +27,9 @@ constexpr uint32_t kIcmpErrorsPerSec = 200;
 // its timeout by at most that), and never fewer than kExpiryMinBudget slots per millisecond.
 constexpr uint32_t kExpiryPassMs = 2000;
 constexpr uint32_t kExpiryMinBudget = 64;
+// Session setup guesses a new flow's outside address (to prefetch its port) only
+// above this many active sessions: below, what it would prefetch is in cache.
+constexpr uint32_t kGuessPortsAbove = 1u << 15;
 
 inline net::IcmpHdr* icmp_of(const Ipv4Packet& p) { return reinterpret_cast<net::IcmpHdr*>(p.l4); }
 
@@ -200,6 +203,8 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
   if (k == 0) return;
   nat::SessionTable& own = *ctx_.sessions[id_];
   int64_t vals[kBurst];
+  uint32_t probes[kBurst];  // see egress_guess_ (set for misses only)
+  uint8_t probe_addrs[kBurst];
   uint64_t hits = 0;
   const uint32_t inserts = own.inserts();
   own.lookup_bulk(kp, k, hits, vals);  // the sessions it found are in cache: it checked their keys
@@ -209,20 +214,33 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
     // the cache at scale, one flow after the other: start it for all of them, the
     // route (rte_lpm's tbl24 is 64 MB), the mapping's index bucket and the free
     // session and mapping slots the creates will take, in order.
+    const RuntimeTables& t = *tables_;
     nat::SessionTable::PortRun run;
+    // Below this many sessions the index and the allocators stay in cache, and a
+    // guessed address's port prefetch would only cost instructions.
+    const bool guess = egress_guess_ >= 0 && !t.snat.empty() && own.active() >= kGuessPortsAbove;
     for (unsigned j = 0, nth = 0; j < k; ++j) {
+      probes[j] = 0;
       if ((hits >> j) & 1 || lanes[j] != Lane::kInside) continue;
-      tables_->routes->prefetch(ps[j].ip->dst_addr);
+      t.routes->prefetch(ps[j].ip->dst_addr);
       // new_flow hands a translated flow to the worker that owns its inside host.
-      if (ctx_.workers > 1 && !tables_->snat.empty() && ctx_.flow_owner(keys[j].src) != id_) continue;
+      if (ctx_.workers > 1 && !t.snat.empty() && ctx_.flow_owner(keys[j].src) != id_) continue;
       own.prefetch_create(keys[j], nth++);
-      // A rule with its own pool names the outside address without a route: the
-      // port's state and the outside key's bucket can start too.
-      if (!tables_->snat_pools) continue;
-      const SnatRule* r = tables_->snat_rule_from(keys[j].src);
+      // The port's state and the outside key's bucket can start too when the outside
+      // address is known without the route: a rule with its own pool names it (paired
+      // pooling). Else guess the one the last new flow got (most leave by one route),
+      // for the costliest case only: an address with every port in use, where
+      // create_session probes a random port to share.
+      const SnatRule* r = t.snat_pools ? t.snat_rule_from(keys[j].src) : nullptr;
+      int addr = -1;
       if (r && !r->pool.empty())
-        own.prefetch_pooled_port(keys[j], r->pool.data(), static_cast<uint8_t>(r->pool.size()),
-                                 tables_->port_preservation, run);
+        addr = nat::SessionTable::paired_address(keys[j].src, r->pool.data(), static_cast<uint8_t>(r->pool.size()));
+      else if (guess && own.ports_exhausted(static_cast<uint8_t>(egress_guess_), keys[j].proto))
+        addr = egress_guess_;
+      if (addr < 0) continue;
+      probes[j] = own.prefetch_port(keys[j], static_cast<uint8_t>(addr), t.port_preservation, t.port_overlapping,
+                                    probe_rng_, run);
+      probe_addrs[j] = static_cast<uint8_t>(addr);
     }
   }
   // Hits first, while those lines arrive (packets of one flow share a key, so a
@@ -251,8 +269,11 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
       own_checked = own_checked || !(tags & bit);
       tags |= bit;
     }
+    pending_probe_ = probes[j];
+    pending_probe_addr_ = pending_probe_ ? probe_addrs[j] : 0;
     resolve(iface, ms[j], ps[j], keys[j], lanes[j], own_checked);
   }
+  pending_probe_ = 0;
 }
 
 // One packet at a time (handed-over packets and held fragments).
@@ -559,6 +580,9 @@ void Worker::out2in(rte_mbuf* m, Ipv4Packet& p, Session& s) {
   a.in_mac = &rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr;
   a.port_preservation = t.port_preservation;
   a.port_overlapping = t.port_overlapping;
+  a.first_probe = pending_probe_;
+  a.probe_addr = pending_probe_addr_;
+  if (rule->pool.empty()) egress_guess_ = egress_pool[0];
   uint32_t idx;
   nat::SessionTable& st = *ctx_.sessions[id_];
   switch (st.create_session(a, now_ms_, idx)) {

@@ -185,6 +185,14 @@ class Worker {
   uint32_t last_housekeeping_ms_ = 0;
   uint32_t last_gw_refresh_ms_ = 0;
   bool gw_refreshed_ = false;
+  // Session setup's port prefetch (process_burst): the outside address the last new
+  // flow of an unpooled SNAT rule got (a guess for the next ones, -1 = none), random
+  // draws for the first port to share when an address has none free, and the draw
+  // of the flow being resolved (new_flow hands it to create_session).
+  int16_t egress_guess_ = -1;
+  uint32_t probe_rng_ = 0x2545F491u;
+  uint32_t pending_probe_ = 0;
+  uint8_t pending_probe_addr_ = 0;
 };
 
 }  // namespace natgw::dp

@@ -31,12 +31,12 @@ std::string unique_name(const char* what, uint16_t worker) {
   return std::string(what) + std::to_string(worker) + "_" + std::to_string(g_seq.fetch_add(1));
 }
 
-// Paired pooling (RFC 4787 REQ-2): every flow of one inside host gets the same
-// outside address of the pool.
-uint8_t paired_address(rte_be32_t in_ip, const uint8_t* pool, uint8_t pool_len) {
-  return pool[rte_hash_crc_4byte(in_ip, 0x5bd1e995) % pool_len];
+// The port an overlap probe draw names (alloc_mapping and prefetch_port agree).
+uint16_t probe_port(const PortAllocator& pa, uint32_t draw) {
+  return static_cast<uint16_t>(pa.lo() + ((uint64_t{draw} * pa.size()) >> 32));
 }
 }  // namespace
+
 
 std::unique_ptr<SessionTable> SessionTable::create(const Params& p) {
   if (!p.qsbr) throw std::invalid_argument("SessionTable needs an rte_rcu_qsbr");
@@ -207,9 +207,11 @@ bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t& midx) {
     // free toward this destination is always found (exhaustion is the rare, slow path).
     const uint32_t size = pa.size();
     const uint32_t start = next_rand() % size;
+    const bool hinted = a.first_probe != 0 && a.probe_addr == addr_idx;
     for (uint32_t n = 0; n < 16 + size && !got; ++n) {
-      const uint32_t off = n < 16 ? next_rand() % size : (start + n - 16) % size;
-      const uint16_t cand = static_cast<uint16_t>(pa.lo() + off);
+      const uint16_t cand = n == 0 && hinted ? probe_port(pa, a.first_probe)
+                            : n < 16        ? static_cast<uint16_t>(pa.lo() + next_rand() % size)
+                                            : static_cast<uint16_t>(pa.lo() + (start + n - 16) % size);
       if (pa.refs(cand) == 0 || pa.refs(cand) == UINT16_MAX) continue;
       const FlowKey ok = outside_key(in, out_ip, rte_cpu_to_be_16(cand));
       if (lookup(ok) >= 0) continue;
@@ -245,16 +247,25 @@ void SessionTable::drop_mapping_ref(uint32_t midx) {
   stats_.mappings.sub();
 }
 
-void SessionTable::prefetch_pooled_port(const FlowKey& in, const uint8_t* pool, uint8_t pool_len, bool preserve,
-                                        PortRun& run) const {
+uint32_t SessionTable::prefetch_port(const FlowKey& in, uint8_t addr_idx, bool preserve, bool overlap,
+                                     uint32_t& rng, PortRun& run) const {
   const int pc = proto_class(in.proto);
-  if (pc < 0 || pool_len == 0) return;
-  const uint8_t addr_idx = paired_address(in.src, pool, pool_len);
+  if (pc < 0 || addr_idx >= outside_.size()) return 0;
   const PortAllocator& pa = allocator(addr_idx, pc);
   const rte_be32_t out_ip = outside_[addr_idx].addr;
   const auto bucket_of = [&](rte_be16_t port) {
     flows_.prefetch_bucket(flows_.home(hash_of(outside_key(in, out_ip, port))));
   };
+  if (pa.free_count() == 0) {  // every port in use (none to preserve): the first port to share
+    if (!overlap) return 0;
+    rng ^= rng << 13;
+    rng ^= rng >> 17;
+    rng ^= rng << 5;
+    const uint16_t cand = probe_port(pa, rng);
+    pa.prefetch(cand);
+    bucket_of(rte_cpu_to_be_16(cand));
+    return rng;
+  }
   if (preserve) {
     pa.prefetch(rte_be_to_cpu_16(in.sport));
     bucket_of(in.sport);
@@ -263,6 +274,7 @@ void SessionTable::prefetch_pooled_port(const FlowKey& in, const uint8_t* pool, 
   run.n = run.id == run_id ? run.n + 1 : 0;
   run.id = run_id;
   if (const int32_t any = pa.next_any(run.n); any >= 0) bucket_of(rte_cpu_to_be_16(static_cast<uint16_t>(any)));
+  return 0;
 }
 
 CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, uint32_t& idx) {

@@ -15,6 +15,7 @@
 // outside address's port range.
 #pragma once
 
+#include <rte_hash_crc.h>
 #include <rte_rcu_qsbr.h>
 
 #include <cstring>
@@ -108,6 +109,11 @@ class SessionTable {
     const rte_ether_addr* in_mac;
     bool port_preservation;
     bool port_overlapping;
+    // A random draw for the first port to share when the address has no free port
+    // (prefetch_port drew it and prefetched what it leads to); 0 = none. Used only
+    // when the flow's address is probe_addr.
+    uint32_t first_probe;
+    uint8_t probe_addr;
   };
   CreateResult create_session(const CreateArgs& a, uint32_t now_ms, uint32_t& idx);
   // Start loading what creating a session for inside flow `in` reads first, when it
@@ -120,21 +126,36 @@ class SessionTable {
     if (nth < nfree_sessions_) rte_prefetch0(&sessions_[free_sessions_[nfree_sessions_ - 1 - nth]]);
     if (nth < nfree_mappings_) rte_prefetch0(&mappings_[free_mappings_[nfree_mappings_ - 1 - nth]]);
   }
-  // With a known pool, what create_session reads next for the port the flow will
-  // get on the address paired pooling picks: with port preservation, the inside
-  // port's allocator state and the bucket of the outside key it gives; and the
-  // bucket of the outside key of the port take_any would give (preservation off, or
-  // the inside port taken). `run` follows a burst's consecutive new flows on one
-  // allocator (address and protocol class; one host opening many flows): the nth of
-  // them would take the nth next port (a preserved port also uses up one: see
-  // PortAllocator::next_any). A wrong guess (after a flow whose mapping exists, or
-  // a repeat of an earlier flow) costs a useless prefetch.
+  // What create_session reads next for the port the flow will get on outside address
+  // `addr_idx` (paired pooling's pick for a rule with a pool, or a guess): with port
+  // preservation, the inside port's allocator state and the bucket of the outside key
+  // it gives; and the bucket of the outside key of the port take_any would give
+  // (preservation off, or the inside port taken). `run` follows a burst's consecutive
+  // new flows on one allocator (address and protocol class; one host opening many
+  // flows): the nth of them would take the nth next port (a preserved port also uses
+  // up one: see PortAllocator::next_any). A wrong guess (a wrong address, after a flow
+  // whose mapping exists, a repeat of an earlier flow) costs a useless prefetch.
   struct PortRun {
     int id = -1;
     uint32_t n = 0;
   };
-  void prefetch_pooled_port(const FlowKey& in, const uint8_t* pool, uint8_t pool_len, bool preserve,
-                            PortRun& run) const;
+  // When the allocator has no free port, create_session shares one (port overlapping)
+  // and probes random ports: with `overlap`, the first probe is drawn here (from
+  // `rng`, a xorshift32 state) and its state and outside-key bucket are prefetched.
+  // Returns that draw (0 = none), to pass back as CreateArgs::first_probe.
+  uint32_t prefetch_port(const FlowKey& in, uint8_t addr_idx, bool preserve, bool overlap, uint32_t& rng,
+                         PortRun& run) const;
+  // Whether outside address `addr_idx` has no free port for `proto` (overlapping
+  // then shares one); false for an unknown address or protocol.
+  bool ports_exhausted(uint8_t addr_idx, uint8_t proto) const {
+    const int pc = proto_class(proto);
+    return pc >= 0 && addr_idx < outside_.size() && allocs_[addr_idx * kProtoClasses + pc]->free_count() == 0;
+  }
+  // Paired pooling (RFC 4787 REQ-2): every flow of one inside host gets the same
+  // outside address of the pool.
+  static uint8_t paired_address(rte_be32_t in_ip, const uint8_t* pool, uint8_t pool_len) {
+    return pool[rte_hash_crc_4byte(in_ip, 0x5bd1e995) % pool_len];
+  }
   // A session that translates nothing (outside address:port = inside address:port, no
   // port taken, no mapping): state for a flow routed untranslated, so that a stateful
   // ACL lets its replies through. Only in_iface/out_iface/out_nh/in_mac of `a` are used.

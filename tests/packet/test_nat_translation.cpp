@@ -362,6 +362,60 @@ TEST(NatTableFull, AFullTableDropsNewFlowsAndKeepsOldOnes) {
   }
 }
 
+// Above 32k active sessions a new flow's outside address is guessed (the last one
+// an unpooled rule gave) to prefetch its port; with every port of the address in use
+// the prefetch stage also draws the first port to share. 33,000 flows over 8 ports
+// (port overlapping toward distinct destinations), then bursts that take that path:
+// every flow translated once, every outside 5-tuple unique, replies find their flow.
+TEST(NatAtScale, OverlappingBeyondThirtyTwoThousandSessions) {
+  Pipeline p(with(kLabConfig, "from = [\"192.168.0.0/16\"]", "from = [\"192.168.0.0/16\"]\nports = \"1024-1031\"") +
+             "[nat]\nport_overlapping = true\nmax_sessions = 65536\n");
+  lab_neighbours(p);
+  const auto dst_of = [](uint32_t f) { return htonl(0x0b000000u + f); };  // 11.0.0.0/8: default route
+  uint32_t f = 0;
+  const auto burst = [&](uint32_t n) {
+    std::vector<std::vector<uint8_t>> b;
+    for (uint32_t i = 0; i < n; ++i, ++f) {
+      PacketSpec s = client(IPPROTO_UDP, "203.0.113.1", static_cast<uint16_t>(1024 + f % 60000), 53,
+                            f % 2 ? "192.168.20.1" : "192.168.20.2");
+      s.dst = dst_of(f);
+      b.push_back(build_frame(s));
+    }
+    p.rx(kInside, b);
+    return ipv4_only(p.out(kInternet));
+  };
+  while (f < 33000) ASSERT_EQ(burst(32).size(), 32u) << "at flow " << f;
+  ASSERT_GE(active_sessions(p), 33000u);
+  std::set<std::pair<uint32_t, uint16_t>> seen;  // (remote, outside port): unique per remote
+  std::vector<Parsed> outs;
+  std::vector<uint32_t> flow_of;
+  for (int b = 0; b < 8; ++b) {
+    const uint32_t first = f;
+    const auto out = burst(32);
+    ASSERT_EQ(out.size(), 32u);
+    for (size_t i = 0; i < out.size(); ++i) {  // all misses: resolved in arrival order
+      const Parsed o = parse_frame(out[i]);
+      EXPECT_EQ(o.dst, dst_of(first + static_cast<uint32_t>(i)));
+      flow_of.push_back(first + static_cast<uint32_t>(i));
+      EXPECT_EQ(ipstr(o.src), "10.0.3.10");
+      EXPECT_GE(o.sport, 1024);
+      EXPECT_LE(o.sport, 1031);
+      EXPECT_TRUE(seen.insert({o.dst, o.sport}).second);
+      outs.push_back(o);
+    }
+  }
+  EXPECT_EQ(p.ctx.sessions[0]->stats().collisions.get(), 0u);
+  EXPECT_EQ(all_drops(p), 0u);
+  for (size_t i = 0; i < outs.size(); ++i) {
+    p.rx(kInternet, build_frame(reply_to(outs[i], kInternet)));
+    const auto back = ipv4_only(p.out(kInside));
+    ASSERT_EQ(back.size(), 1u);
+    const Parsed r = parse_frame(back[0]);
+    EXPECT_EQ(ipstr(r.dst), flow_of[i] % 2 ? "192.168.20.1" : "192.168.20.2");
+    EXPECT_EQ(r.dport, 1024 + flow_of[i] % 60000);
+  }
+}
+
 // Several packets of one new flow in one burst: the first creates the session, the
 // others must find it (the burst's bulk lookup ran before it existed), not try to
 // create it again and collide.

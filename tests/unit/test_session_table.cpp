@@ -64,9 +64,11 @@ class SessionTableTest : public ::testing::Test {
   }
   CreateResult create(SessionTable& t, const FlowKey& k, uint32_t now, uint32_t& idx,
                       std::vector<uint8_t> pool = {0}, bool preserve = true, bool overlap = true,
-                      uint8_t pool_id = 0) {
+                      uint8_t pool_id = 0, uint32_t first_probe = 0, uint8_t probe_addr = 0) {
     pools.push_back(std::move(pool));
     SessionTable::CreateArgs a{};
+    a.first_probe = first_probe;
+    a.probe_addr = probe_addr;
     a.in = &k;
     a.pool = pools.back().data();
     a.pool_len = static_cast<uint8_t>(pools.back().size());
@@ -303,6 +305,37 @@ TEST_F(SessionTableTest, ProtocolsOnOneAddressDrawDifferentPortOrders) {
       for (size_t i = 0; i < got[a].size(); ++i) same += got[a][i] == got[b][i];
       EXPECT_LT(same, 4) << "protocol classes " << a << " and " << b << " hand out the same sequence";
     }
+}
+
+// When an address has no free port, the first port create_session tries to share is
+// the one the prefetch stage drew (CreateArgs::first_probe): 8 ports, draws at
+// eighths; a draw for another address is ignored; and a port whose 5-tuple toward
+// this destination is taken is passed over, never shared twice.
+TEST_F(SessionTableTest, OverlapTriesThePrefetchedProbeFirst) {
+  SessionTable& t = make({{out1, 1024, 1031}, {ip("10.0.3.11"), 1024, 1031}});
+  uint32_t idx;
+  for (uint32_t i = 0; i < 8; ++i)  // every port of address 0 in use, toward 203.0.113.10
+    ASSERT_EQ(create(t, in_key(ip_n(0xc0a80a00 + i), 40000, ip("203.0.113.10"), 53), 1, idx), CreateResult::kOk);
+  ASSERT_EQ(t.allocator(0, kUdp).free_count(), 0u);
+  for (uint32_t k = 0; k < 8; ++k) {
+    const uint32_t draw = k * 0x20000000u + 0x1000u;  // scales to offset k of 8
+    ASSERT_EQ(create(t, in_key(ip_n(0xc0a80b00 + k), 40000, ip_n(0xcb007100 + 20 + k), 53), 1, idx, {0}, true,
+                     true, 0, draw, 0),
+              CreateResult::kOk);
+    EXPECT_EQ(rte_be_to_cpu_16(t.session(idx).out_port), 1024 + k) << "draw " << k;
+  }
+  EXPECT_EQ(t.stats().overlapped.get(), 8u);
+  // A draw that names port 1024 toward a destination 1024 already serves: passed over.
+  ASSERT_EQ(create(t, in_key(ip("192.168.12.7"), 40000, ip_n(0xcb007100 + 20), 53), 1, idx, {0}, true, true, 0,
+                   0x1000u, 0),
+            CreateResult::kOk);
+  EXPECT_NE(rte_be_to_cpu_16(t.session(idx).out_port), 1024);
+  EXPECT_EQ(t.lookup(out_key_of(t.session(idx))), static_cast<int64_t>(idx | SessionTable::kOutsideBit));
+  // A draw made for address 1 does not steer address 0's choice (any port, still unique).
+  ASSERT_EQ(create(t, in_key(ip("192.168.12.8"), 40000, ip("203.0.113.99"), 53), 1, idx, {0}, true, true, 0,
+                   0x1000u, 1),
+            CreateResult::kOk);
+  EXPECT_EQ(t.stats().collisions.get(), 0u);
 }
 
 TEST_F(SessionTableTest, ExhaustionIsCountedAndExistingSessionsSurvive) {
