@@ -4,6 +4,7 @@
 #include <rte_cycles.h>
 #include <rte_ethdev.h>
 #include <rte_prefetch.h>
+#include <rte_random.h>
 
 #include <algorithm>
 #include <cstring>
@@ -101,6 +102,7 @@ Worker::Worker(Context& ctx, uint16_t id, rte_mempool* pool) : ctx_(ctx), id_(id
   ms_per_tsc_ = hz ? static_cast<uint64_t>((static_cast<__uint128_t>(1000) << 64) / hz) : 0;
   tsc0_ = rte_get_tsc_cycles();
   tables_ = ctx_.tables.load(std::memory_order_acquire);
+  probe_rng_ = static_cast<uint32_t>(rte_rand()) | 1;  // xorshift32: never 0
 }
 
 Worker::~Worker() {
@@ -203,8 +205,8 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
   if (k == 0) return;
   nat::SessionTable& own = *ctx_.sessions[id_];
   int64_t vals[kBurst];
-  uint32_t probes[kBurst];  // see egress_guess_ (set for misses only)
-  uint8_t probe_addrs[kBurst];
+  uint32_t probes[kBurst];  // first ports to share, drawn ahead (0 = none; see egress_guess_)
+  uint8_t probe_addrs[kBurst];  // read only where probes[j] != 0
   uint64_t hits = 0;
   const uint32_t inserts = own.inserts();
   own.lookup_bulk(kp, k, hits, vals);  // the sessions it found are in cache: it checked their keys
@@ -216,9 +218,8 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
     // session and mapping slots the creates will take, in order.
     const RuntimeTables& t = *tables_;
     nat::SessionTable::PortRun run;
-    // Below this many sessions the index and the allocators stay in cache, and a
-    // guessed address's port prefetch would only cost instructions.
-    const bool guess = egress_guess_ >= 0 && !t.snat.empty() && own.active() >= kGuessPortsAbove;
+    const bool guess =
+        egress_guess_ >= 0 && t.port_overlapping && !t.snat.empty() && own.active() >= kGuessPortsAbove;
     for (unsigned j = 0, nth = 0; j < k; ++j) {
       probes[j] = 0;
       if ((hits >> j) & 1 || lanes[j] != Lane::kInside) continue;
@@ -232,6 +233,7 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
       // for the costliest case only: an address with every port in use, where
       // create_session probes a random port to share.
       const SnatRule* r = t.snat_pools ? t.snat_rule_from(keys[j].src) : nullptr;
+      if (t.snat_pools && !r) continue;  // untranslated: no port to prefetch
       int addr = -1;
       if (r && !r->pool.empty())
         addr = nat::SessionTable::paired_address(keys[j].src, r->pool.data(), static_cast<uint8_t>(r->pool.size()));
@@ -269,11 +271,8 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
       own_checked = own_checked || !(tags & bit);
       tags |= bit;
     }
-    pending_probe_ = probes[j];
-    pending_probe_addr_ = pending_probe_ ? probe_addrs[j] : 0;
-    resolve(iface, ms[j], ps[j], keys[j], lanes[j], own_checked);
+    resolve(iface, ms[j], ps[j], keys[j], lanes[j], own_checked, probes[j], probes[j] ? probe_addrs[j] : 0);
   }
-  pending_probe_ = 0;
 }
 
 // One packet at a time (handed-over packets and held fragments).
@@ -344,7 +343,7 @@ Worker::Lane Worker::classify(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, FlowKe
 // A key this worker's table did not hold: another worker's table (the outside
 // port names the owner), else a new flow (inside) or nothing (outside).
 void Worker::resolve(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, const FlowKey& k, Lane lane,
-                     bool own_checked) {
+                     bool own_checked, uint32_t probe, uint8_t probe_addr) {
   uint16_t hint = id_;
   if (lane == Lane::kOutside && ctx_.workers > 1) {
     const int a = ctx_.sessions[0]->outside_index(p.ip->dst_addr);
@@ -356,7 +355,7 @@ void Worker::resolve(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, const FlowKey& 
     if (table < 0) return drop(m, kDropNoSession);
     return finish_out2in(iface, m, p, static_cast<uint16_t>(table), idx);
   }
-  if (table < 0) return new_flow(iface, m, p, k);
+  if (table < 0) return new_flow(iface, m, p, k, probe, probe_addr);
   finish_in2out(iface, m, p, static_cast<uint16_t>(table), idx);
 }
 
@@ -506,7 +505,7 @@ void Worker::out2in(rte_mbuf* m, Ipv4Packet& p, Session& s) {
 
 // Slow path: the first packet of a flow (or a packet NAT does not map).
 [[gnu::noinline]] void Worker::new_flow(uint16_t iface, rte_mbuf* m, Ipv4Packet& p,
-                                        const FlowKey& key) {
+                                        const FlowKey& key, uint32_t probe, uint8_t probe_addr) {
   const RuntimeTables& t = *tables_;
   // A reply of a flow routed untranslated under a stateful ACL: its pass-through
   // session is found by the reply's outside-direction key (in any worker's table).
@@ -580,8 +579,8 @@ void Worker::out2in(rte_mbuf* m, Ipv4Packet& p, Session& s) {
   a.in_mac = &rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr;
   a.port_preservation = t.port_preservation;
   a.port_overlapping = t.port_overlapping;
-  a.first_probe = pending_probe_;
-  a.probe_addr = pending_probe_addr_;
+  a.first_probe = probe;
+  a.probe_addr = probe_addr;
   if (rule->pool.empty()) egress_guess_ = egress_pool[0];
   uint32_t idx;
   nat::SessionTable& st = *ctx_.sessions[id_];

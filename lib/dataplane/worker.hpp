@@ -98,8 +98,10 @@ class Worker {
   // Hot helpers are always inlined (only worker.cpp calls them): each call level
   // cost ~15-20 instructions of register saves per packet (callgrind).
   // own_checked: this worker's table already missed k (the burst's bulk lookup).
+  // probe/probe_addr: the first port to share drawn by the prefetch stage (see
+  // nat::SessionTable::prefetch_port), handed on to new_flow's create; 0 = none.
   void resolve(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& k, Lane lane,
-               bool own_checked);
+               bool own_checked, uint32_t probe = 0, uint8_t probe_addr = 0);
   [[gnu::always_inline]] inline void finish_in2out(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, uint16_t table, uint32_t idx);
   [[gnu::always_inline]] inline void finish_out2in(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, uint16_t table, uint32_t idx);
   void echo_reply(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
@@ -108,7 +110,8 @@ class Worker {
   void handle_icmp_error_out2in(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
   bool handle_icmp_error_in2out(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
   void handle_fragment(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, bool local);
-  void new_flow(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& key);
+  void new_flow(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& key, uint32_t probe = 0,
+                uint8_t probe_addr = 0);
   void forward(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
 
   // Session lookup across tables: `hint` first, then the others. Returns the table or -1.
@@ -186,13 +189,11 @@ class Worker {
   uint32_t last_gw_refresh_ms_ = 0;
   bool gw_refreshed_ = false;
   // Session setup's port prefetch (process_burst): the outside address the last new
-  // flow of an unpooled SNAT rule got (a guess for the next ones, -1 = none), random
-  // draws for the first port to share when an address has none free, and the draw
-  // of the flow being resolved (new_flow hands it to create_session).
+  // flow of an unpooled SNAT rule got (a guess for the next ones, -1 = none), and the
+  // state of the random draws for the first port to share when an address has none
+  // free (seeded per worker: the port a flow shares must not be predictable).
   int16_t egress_guess_ = -1;
-  uint32_t probe_rng_ = 0x2545F491u;
-  uint32_t pending_probe_ = 0;
-  uint8_t pending_probe_addr_ = 0;
+  uint32_t probe_rng_ = 1;
 };
 
 }  // namespace natgw::dp

@@ -40,6 +40,8 @@ class PortAllocator {
   // prefetch for. Every take uses up the array's end (take(port) moves it into the
   // hole), so this holds unless one of those takes names a port of that tail.
   int32_t next_any(uint32_t nth) const { return nth < nfree_ ? free_[nfree_ - 1 - nth] : -1; }
+  // The port of the range a 32-bit random draw names (uniform; in use or not).
+  uint16_t at(uint32_t draw) const { return static_cast<uint16_t>(lo_ + scale(draw, size())); }
   // Start loading what take(port) reads first.
   void prefetch(uint16_t port) const {
     if (owns(port)) __builtin_prefetch(&state_[port - lo_]);

@@ -31,12 +31,7 @@ std::string unique_name(const char* what, uint16_t worker) {
   return std::string(what) + std::to_string(worker) + "_" + std::to_string(g_seq.fetch_add(1));
 }
 
-// The port an overlap probe draw names (alloc_mapping and prefetch_port agree).
-uint16_t probe_port(const PortAllocator& pa, uint32_t draw) {
-  return static_cast<uint16_t>(pa.lo() + ((uint64_t{draw} * pa.size()) >> 32));
-}
 }  // namespace
-
 
 std::unique_ptr<SessionTable> SessionTable::create(const Params& p) {
   if (!p.qsbr) throw std::invalid_argument("SessionTable needs an rte_rcu_qsbr");
@@ -159,13 +154,7 @@ int SessionTable::outside_index(rte_be32_t addr) const {
   return -1;
 }
 
-uint32_t SessionTable::next_rand() {
-  uint32_t x = rng_;
-  x ^= x << 13;
-  x ^= x >> 17;
-  x ^= x << 5;
-  return rng_ = x;
-}
+uint32_t SessionTable::next_rand() { return xorshift32(rng_); }
 
 uint32_t SessionTable::timeout_of(const Session& s, const Timeouts& t) {
   switch (s.proto) {
@@ -209,7 +198,7 @@ bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t& midx) {
     const uint32_t start = next_rand() % size;
     const bool hinted = a.first_probe != 0 && a.probe_addr == addr_idx;
     for (uint32_t n = 0; n < 16 + size && !got; ++n) {
-      const uint16_t cand = n == 0 && hinted ? probe_port(pa, a.first_probe)
+      const uint16_t cand = n == 0 && hinted ? pa.at(a.first_probe)
                             : n < 16        ? static_cast<uint16_t>(pa.lo() + next_rand() % size)
                                             : static_cast<uint16_t>(pa.lo() + (start + n - 16) % size);
       if (pa.refs(cand) == 0 || pa.refs(cand) == UINT16_MAX) continue;
@@ -219,6 +208,7 @@ bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t& midx) {
       port = cand;
       got = true;
       stats_.overlapped.add();
+      if (n == 0 && hinted) stats_.first_probes.add();
     }
   }
   if (!got) return false;
@@ -258,13 +248,11 @@ uint32_t SessionTable::prefetch_port(const FlowKey& in, uint8_t addr_idx, bool p
   };
   if (pa.free_count() == 0) {  // every port in use (none to preserve): the first port to share
     if (!overlap) return 0;
-    rng ^= rng << 13;
-    rng ^= rng >> 17;
-    rng ^= rng << 5;
-    const uint16_t cand = probe_port(pa, rng);
+    const uint32_t draw = xorshift32(rng);
+    const uint16_t cand = pa.at(draw);
     pa.prefetch(cand);
     bucket_of(rte_cpu_to_be_16(cand));
-    return rng;
+    return draw;
   }
   if (preserve) {
     pa.prefetch(rte_be_to_cpu_16(in.sport));

@@ -57,6 +57,7 @@ struct SessionStats {  // owner-written, read by the control thread
   Counter table_full;   // no free session slot or hash full
   Counter collisions;   // outside 5-tuple already in use for this mapping
   Counter overlapped;   // ports given out shared (RFC 7857 overlapping)
+  Counter first_probes; // of those, the first probe drawn (and prefetched) ahead
   Counter mappings;     // live endpoint-independent mappings
 };
 
@@ -112,8 +113,8 @@ class SessionTable {
     // A random draw for the first port to share when the address has no free port
     // (prefetch_port drew it and prefetched what it leads to); 0 = none. Used only
     // when the flow's address is probe_addr.
-    uint32_t first_probe;
-    uint8_t probe_addr;
+    uint32_t first_probe = 0;
+    uint8_t probe_addr = 0;
   };
   CreateResult create_session(const CreateArgs& a, uint32_t now_ms, uint32_t& idx);
   // Start loading what creating a session for inside flow `in` reads first, when it
@@ -126,6 +127,11 @@ class SessionTable {
     if (nth < nfree_sessions_) rte_prefetch0(&sessions_[free_sessions_[nfree_sessions_ - 1 - nth]]);
     if (nth < nfree_mappings_) rte_prefetch0(&mappings_[free_mappings_[nfree_mappings_ - 1 - nth]]);
   }
+  // A burst's consecutive new flows on one allocator (see prefetch_port).
+  struct PortRun {
+    int id = -1;
+    uint32_t n = 0;
+  };
   // What create_session reads next for the port the flow will get on outside address
   // `addr_idx` (paired pooling's pick for a rule with a pool, or a guess): with port
   // preservation, the inside port's allocator state and the bucket of the outside key
@@ -135,21 +141,24 @@ class SessionTable {
   // flows): the nth of them would take the nth next port (a preserved port also uses
   // up one: see PortAllocator::next_any). A wrong guess (a wrong address, after a flow
   // whose mapping exists, a repeat of an earlier flow) costs a useless prefetch.
-  struct PortRun {
-    int id = -1;
-    uint32_t n = 0;
-  };
   // When the allocator has no free port, create_session shares one (port overlapping)
-  // and probes random ports: with `overlap`, the first probe is drawn here (from
-  // `rng`, a xorshift32 state) and its state and outside-key bucket are prefetched.
-  // Returns that draw (0 = none), to pass back as CreateArgs::first_probe.
+  // and probes random ports: with `overlap`, the first probe is drawn here (from `rng`,
+  // the caller's xorshift32 state, seeded) and its allocator state and outside-key
+  // bucket are prefetched. Returns that draw (0 = none), for CreateArgs::first_probe.
   uint32_t prefetch_port(const FlowKey& in, uint8_t addr_idx, bool preserve, bool overlap, uint32_t& rng,
                          PortRun& run) const;
   // Whether outside address `addr_idx` has no free port for `proto` (overlapping
   // then shares one); false for an unknown address or protocol.
   bool ports_exhausted(uint8_t addr_idx, uint8_t proto) const {
     const int pc = proto_class(proto);
-    return pc >= 0 && addr_idx < outside_.size() && allocs_[addr_idx * kProtoClasses + pc]->free_count() == 0;
+    return pc >= 0 && addr_idx < outside_.size() && allocator(addr_idx, pc).free_count() == 0;
+  }
+  // One xorshift32 step (state never 0): the cheap draws of port overlapping's probes.
+  static uint32_t xorshift32(uint32_t& x) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return x;
   }
   // Paired pooling (RFC 4787 REQ-2): every flow of one inside host gets the same
   // outside address of the pool.
