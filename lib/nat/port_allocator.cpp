@@ -31,9 +31,7 @@ bool PortAllocator::take(uint16_t port) {
   if (!owns(port)) return false;
   PortState& st = state_[port - lo_];
   if (st.refs != 0) return false;
-  const uint16_t last = free_[--nfree_];  // the end of the array moves into the hole
-  free_[st.pos] = last;
-  state_[last - lo_].pos = st.pos;
+  place(st.pos, free_[--nfree_]);  // the end of the array moves into the hole
   st.refs = 1;
   return true;
 }
@@ -55,13 +53,8 @@ void PortAllocator::release(uint16_t port) {
   const uint32_t r = scale(drawn_, nfree_ + 1);
   drawn_ = next_rand();
   __builtin_prefetch(free_.get() + scale(drawn_, nfree_ + 2));  // may be one past the end: a prefetch only
-  if (r != nfree_) {
-    const uint16_t moved = free_[r];
-    free_[nfree_] = moved;
-    state_[moved - lo_].pos = static_cast<uint16_t>(nfree_);
-  }
-  free_[r] = port;
-  st.pos = static_cast<uint16_t>(r);
+  if (r != nfree_) place(nfree_, free_[r]);
+  place(r, port);
   ++nfree_;
 }
 

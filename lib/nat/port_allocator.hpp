@@ -53,6 +53,11 @@ class PortAllocator {
 
  private:
   uint32_t next_rand();
+  // Put free port `port` at index i of free_ (and remember where).
+  void place(uint32_t i, uint16_t port) {
+    free_[i] = port;
+    state_[port - lo_].pos = static_cast<uint16_t>(i);
+  }
   // A 32-bit random draw scaled to [0, n) by multiply-shift (no division).
   static uint32_t scale(uint32_t r, uint32_t n) { return static_cast<uint32_t>((uint64_t{r} * n) >> 32); }
   uint16_t lo_, hi_;

@@ -179,7 +179,7 @@ FlowKey outside_key(const FlowKey& in, rte_be32_t out_ip, rte_be16_t out_port) {
 bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t& midx) {
   const FlowKey& in = *a.in;
   const uint8_t addr_idx = paired_address(in.src, a.pool, a.pool_len);
-  PortAllocator& pa = *allocs_[addr_idx * kProtoClasses + pc];
+  PortAllocator& pa = allocator(addr_idx, pc);
   const rte_be32_t out_ip = outside_[addr_idx].addr;
   uint16_t port = 0;
   bool got = false;
@@ -198,9 +198,8 @@ bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t& midx) {
     const uint32_t start = next_rand() % size;
     const bool hinted = a.first_probe != 0 && a.probe_addr == addr_idx;
     for (uint32_t n = 0; n < 16 + size && !got; ++n) {
-      const uint16_t cand = n == 0 && hinted ? pa.at(a.first_probe)
-                            : n < 16        ? static_cast<uint16_t>(pa.lo() + next_rand() % size)
-                                            : static_cast<uint16_t>(pa.lo() + (start + n - 16) % size);
+      const uint16_t cand = n < 16 ? pa.at(n == 0 && hinted ? a.first_probe : next_rand())
+                                   : static_cast<uint16_t>(pa.lo() + (start + n - 16) % size);
       if (pa.refs(cand) == 0 || pa.refs(cand) == UINT16_MAX) continue;
       const FlowKey ok = outside_key(in, out_ip, rte_cpu_to_be_16(cand));
       if (lookup(ok) >= 0) continue;
@@ -231,7 +230,7 @@ bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t& midx) {
 void SessionTable::drop_mapping_ref(uint32_t midx) {
   Mapping& m = mappings_[midx];
   if (m.refs > 0 && --m.refs > 0) return;
-  allocs_[m.out_addr * kProtoClasses + m.pc]->release(rte_be_to_cpu_16(m.out_port));
+  allocator(m.out_addr, m.pc).release(rte_be_to_cpu_16(m.out_port));
   maps_.erase(hash_of(m.key), midx);
   free_mappings_[nfree_mappings_++] = midx;
   stats_.mappings.sub();

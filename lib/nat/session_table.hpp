@@ -191,6 +191,7 @@ class SessionTable {
   const PortAllocator& allocator(uint32_t addr_idx, int pc) const {
     return *allocs_[addr_idx * kProtoClasses + pc];
   }
+  PortAllocator& allocator(uint32_t addr_idx, int pc) { return *allocs_[addr_idx * kProtoClasses + pc]; }
   size_t memory_bytes() const { return memory_bytes_; }
   bool in_hugepages() const { return session_mem_.hugepages(); }
   uint16_t worker() const { return worker_; }
