@@ -2,6 +2,7 @@
 
 #include <rte_arp.h>
 #include <rte_cycles.h>
+#include <rte_debug.h>
 #include <rte_ethdev.h>
 #include <rte_prefetch.h>
 #include <rte_random.h>
@@ -34,14 +35,27 @@ constexpr uint32_t kGuessPortsAbove = 1u << 15;
 
 inline net::IcmpHdr* icmp_of(const Ipv4Packet& p) { return reinterpret_cast<net::IcmpHdr*>(p.l4); }
 
-// TTL decrement folded into a checksum delta: the (ttl, proto) word loses 0x0100.
+// TTL decrement and its checksum delta. The (ttl, proto) word x becomes x - 0x0100
+// (network order; callers checked TTL > 1, so nothing borrows), and ~x + (x - 0x0100)
+// is the same for every x: a constant, not two loads and a sum per packet.
+constexpr uint32_t kTtlDecDelta = 0xffffu - RTE_BE16(0x0100);
+static_assert(kTtlDecDelta == net::csum_delta16(RTE_BE16(0x4011), RTE_BE16(0x3f11)));
 inline uint32_t ttl_dec(rte_ipv4_hdr* ip) {
-  uint16_t before;
-  std::memcpy(&before, &ip->time_to_live, 2);
+  RTE_ASSERT(ip->time_to_live > 1);
   ip->time_to_live--;
-  uint16_t after;
-  std::memcpy(&after, &ip->time_to_live, 2);
-  return net::csum_delta16(before, after);
+  return kTtlDecDelta;
+}
+
+// Two MAC addresses equal: one 4-byte and one 2-byte compare (rte_is_same_ether_addr
+// compares three 2-byte words).
+inline bool same_mac(const rte_ether_addr& a, const rte_ether_addr& b) {
+  uint32_t a4, b4;
+  uint16_t a2, b2;
+  std::memcpy(&a4, a.addr_bytes, 4);
+  std::memcpy(&b4, b.addr_bytes, 4);
+  std::memcpy(&a2, a.addr_bytes + 4, 2);
+  std::memcpy(&b2, b.addr_bytes + 4, 2);
+  return ((a4 ^ b4) | static_cast<uint32_t>(a2 ^ b2)) == 0;
 }
 
 // Build the inside-direction key of a packet, or return false if NAT cannot map it.
@@ -247,13 +261,14 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
   }
   // Hits first, while those lines arrive (packets of one flow share a key, so a
   // flow's packets keep their order).
+  Session* const sessions = &own.session(0);  // once: packet stores might alias the table's fields
   for (unsigned j = 0; j < k; ++j) {
     if (!((hits >> j) & 1)) continue;
     const uint32_t idx = static_cast<uint32_t>(vals[j]) & ~nat::SessionTable::kOutsideBit;
     if (lanes[j] == Lane::kOutside)
-      finish_out2in(iface, ms[j], ps[j], id_, idx);
+      finish_out2in(iface, ms[j], ps[j], id_, idx, sessions[idx]);
     else
-      finish_in2out(iface, ms[j], ps[j], id_, idx);
+      finish_in2out(iface, ms[j], ps[j], id_, idx, sessions[idx]);
   }
   if (all_hit) [[likely]]
     return;
@@ -287,10 +302,11 @@ void Worker::handle(uint16_t iface, rte_mbuf* m) {
 Worker::Lane Worker::classify(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, FlowKey& k, bool forward_only) {
   if (m->data_len < sizeof(rte_ether_hdr)) return drop(m, kDropMalformed), Lane::kDone;
   auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
-  if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP)) return handle_arp(iface, m), Lane::kDone;
-  if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) return drop(m, kDropNonIpv4), Lane::kDone;
-  if (!rte_is_same_ether_addr(&eth->dst_addr, &ctx_.ifaces[iface].mac))
-    return drop(m, kDropNotForUs), Lane::kDone;
+  if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) [[unlikely]] {
+    if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP)) return handle_arp(iface, m), Lane::kDone;
+    return drop(m, kDropNonIpv4), Lane::kDone;
+  }
+  if (!same_mac(eth->dst_addr, ctx_.ifaces[iface].mac)) return drop(m, kDropNotForUs), Lane::kDone;
   const net::ParseError err = net::parse_ipv4_mbuf(m, p);
   if (err != net::ParseError::none) [[unlikely]] {
     counters_.malformed[static_cast<unsigned>(err) & 7].add();
@@ -360,7 +376,11 @@ void Worker::resolve(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, const FlowKey& 
 }
 
 void Worker::finish_out2in(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, uint16_t table, uint32_t idx) {
-  Session& s = ctx_.sessions[table]->session(idx);
+  finish_out2in(iface, m, p, table, idx, ctx_.sessions[table]->session(idx));
+}
+
+void Worker::finish_out2in(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, uint16_t table, uint32_t idx,
+                           Session& s) {
   if (p.ip->time_to_live <= 1) [[unlikely]] {
     send_icmp_error(iface, m, p, 11, 0);
     return drop(m, kDropTtl);
@@ -374,7 +394,11 @@ void Worker::finish_out2in(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, uint16_t 
 }
 
 void Worker::finish_in2out(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, uint16_t table, uint32_t idx) {
-  Session& s = ctx_.sessions[table]->session(idx);
+  finish_in2out(iface, m, p, table, idx, ctx_.sessions[table]->session(idx));
+}
+
+void Worker::finish_in2out(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, uint16_t table, uint32_t idx,
+                           Session& s) {
   if (!fits_mtu(iface, s.out_iface, m, p)) return;
   if (p.flags & net::PKT_FRAGMENT) [[unlikely]] remember_fragment(p, table, idx, nat::kInside);
   touch(s, p, true);

@@ -104,6 +104,11 @@ class Worker {
                bool own_checked, uint32_t probe = 0, uint8_t probe_addr = 0);
   [[gnu::always_inline]] inline void finish_in2out(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, uint16_t table, uint32_t idx);
   [[gnu::always_inline]] inline void finish_out2in(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, uint16_t table, uint32_t idx);
+  // s: session idx of table `table`, when the caller has it at hand.
+  [[gnu::always_inline]] inline void finish_in2out(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, uint16_t table, uint32_t idx,
+                                                   nat::Session& s);
+  [[gnu::always_inline]] inline void finish_out2in(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, uint16_t table, uint32_t idx,
+                                                   nat::Session& s);
   void echo_reply(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
   void handle(uint16_t iface, rte_mbuf* m);
   void handle_arp(uint16_t iface, rte_mbuf* m);

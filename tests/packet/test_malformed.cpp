@@ -148,6 +148,13 @@ const Case kCases[] = {
        return f;
      },
      dp::kDropNotForUs, ParseError::none},
+    {"another host's mac (first bytes)",
+     [] {
+       auto f = valid_udp();
+       f[1] ^= 0x40;
+       return f;
+     },
+     dp::kDropNotForUs, ParseError::none},
     {"truncated arp",
      [] {
        auto f = build_arp(RTE_ARP_OP_REQUEST, mac(5), ip("10.0.1.5"), rte_ether_addr{}, ip("10.0.1.10"),
