@@ -2,7 +2,7 @@
 # Install natgw's build, test and lab dependencies from Debian packages. Idempotent.
 set -euo pipefail
 pkgs=(
-  build-essential meson ninja-build pkg-config clang llvm lld
+  build-essential meson ninja-build pkg-config clang llvm lld libclang-rt-14-dev
   libdpdk-dev dpdk dpdk-dev libtomlplusplus-dev libbpf-dev libgtest-dev libgmock-dev libbenchmark-dev
   libnuma-dev libpcap-dev libelf-dev zlib1g-dev
   python3 python3-scapy iproute2 iputils-ping curl ethtool tcpdump socat netcat-openbsd nftables

@@ -420,6 +420,7 @@ class Loader {
 
   void load_dataplane(const toml::table& t) {
     const Section& s = section("dataplane");
+    cfg_.dataplane.loc = {file_, line_of(t)};
     read_int(t, s, "workers", cfg_.dataplane.workers, 1, 64);
     read_int(t, s, "mbufs", cfg_.dataplane.mbufs, 0, UINT32_MAX);
     if (const auto* n = t.get("eal")) {
@@ -713,10 +714,13 @@ class Loader {
 
   void load_nat(const toml::table& t) {
     const Section& s = section("nat");
+    cfg_.nat.loc = {file_, line_of(t)};
     read_bool(t, s, "port_preservation", cfg_.nat.port_preservation);
     read_bool(t, s, "port_overlapping", cfg_.nat.port_overlapping);
     read_bool(t, s, "hairpinning", cfg_.nat.hairpinning);
-    read_int(t, s, "max_sessions", cfg_.nat.max_sessions, 1, UINT32_MAX);
+    if (cfg_.nat.hairpinning) error(line_of(*t.get("hairpinning")), "nat.hairpinning = true is not implemented yet");
+    // Session indexes carry the direction in bit 31 (nat::SessionTable::kOutsideBit).
+    read_int(t, s, "max_sessions", cfg_.nat.max_sessions, 1, (1u << 31) - 1);
     if (const auto* n = t.get("filtering")) {
       static constexpr std::string_view kFiltering[] = {"address-port-dependent", "endpoint-independent",
                                                         "address-dependent"};
@@ -777,6 +781,7 @@ class Loader {
   }
 
   void load_metrics(const toml::table& t) {
+    cfg_.metrics.loc = {file_, line_of(t)};
     const auto* n = t.get("listen");
     if (!n) return;
     const auto v = str(*n, "metrics.listen");
@@ -810,6 +815,7 @@ class Loader {
   }
 
   void load_control(const toml::table& t) {
+    cfg_.control.loc = {file_, line_of(t)};
     const auto* n = t.get("socket");
     if (!n) return;
     const auto v = str(*n, "control.socket");
@@ -845,6 +851,58 @@ LoadResult load_file(const std::string& path) {
   const auto text = read_text_file(path, why);
   if (!text) return LoadResult{std::nullopt, {{path, 0, "cannot read config file: " + why}}};
   return load_string(*text, path, std::filesystem::path(path).parent_path().string());
+}
+
+std::vector<Error> restart_reasons(const Config& running, const Config& next) {
+  std::vector<Error> out;
+  const auto add = [&](const Location& loc, const std::string& what) {
+    out.push_back({loc.file.empty() ? next.path : loc.file, loc.line, what + ": that needs a restart"});
+  };
+  const auto list = [](const std::vector<std::string>& v) {
+    std::string s = "[";
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", \"" : "\"") + v[i] + "\"";
+    return s + "]";
+  };
+  const auto changed = [](const std::string& what, const std::string& from, const std::string& to) {
+    return what + " changed from " + from + " to " + to;
+  };
+  const Dataplane &a = running.dataplane, &b = next.dataplane;
+  if (a.workers != b.workers)
+    add(b.loc, changed("dataplane.workers", std::to_string(a.workers), std::to_string(b.workers)));
+  if (a.eal != b.eal) add(b.loc, changed("dataplane.eal", list(a.eal), list(b.eal)));
+  if (a.mbufs != b.mbufs) add(b.loc, changed("dataplane.mbufs", std::to_string(a.mbufs), std::to_string(b.mbufs)));
+  if (running.nat.max_sessions != next.nat.max_sessions)
+    add(next.nat.loc, changed("nat.max_sessions", std::to_string(running.nat.max_sessions),
+                              std::to_string(next.nat.max_sessions)));
+  if (running.metrics.listen != next.metrics.listen)
+    add(next.metrics.loc, changed("metrics.listen", "\"" + running.metrics.listen + "\"",
+                                  "\"" + next.metrics.listen + "\""));
+  if (running.control.socket != next.control.socket)
+    add(next.control.loc, changed("control.socket", "\"" + running.control.socket + "\"",
+                                  "\"" + next.control.socket + "\""));
+  if (running.interfaces.size() != next.interfaces.size()) {
+    add({}, "the number of interfaces changed from " + std::to_string(running.interfaces.size()) + " to " +
+                std::to_string(next.interfaces.size()));
+    return out;
+  }
+  for (size_t i = 0; i < next.interfaces.size(); ++i) {
+    const Interface &x = running.interfaces[i], &y = next.interfaces[i];
+    const std::string what = "interface '" + y.name + "'";
+    if (x.name != y.name) add(y.loc, "interface #" + std::to_string(i + 1) + " renamed from '" + x.name + "'");
+    if (x.device != y.device) add(y.loc, changed(what + " device", "\"" + x.device + "\"", "\"" + y.device + "\""));
+    if (x.addr != y.addr || x.prefix_len != y.prefix_len)
+      add(y.loc, changed(what + " address", format_ipv4(x.addr) + "/" + std::to_string(x.prefix_len),
+                         format_ipv4(y.addr) + "/" + std::to_string(y.prefix_len)));
+    if (x.mtu != y.mtu) add(y.loc, changed(what + " mtu", std::to_string(x.mtu), std::to_string(y.mtu)));
+    if (x.mss_clamp != y.mss_clamp)
+      add(y.loc, changed(what + " mss_clamp", std::to_string(x.mss_clamp), std::to_string(y.mss_clamp)));
+    if (x.one_armed != y.one_armed)
+      add(y.loc, changed(what + " one_armed", x.one_armed ? "true" : "false", y.one_armed ? "true" : "false"));
+    if (x.xdp_steering != y.xdp_steering)
+      add(y.loc, changed(what + " xdp_steering", x.xdp_steering ? "true" : "false",
+                         y.xdp_steering ? "true" : "false"));
+  }
+  return out;
 }
 
 }  // namespace natgw::config

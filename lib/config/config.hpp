@@ -94,20 +94,24 @@ struct Nat {
   bool port_overlapping = true;   // RFC 7857 §3: reuse an outside port while 5-tuples stay unique
   bool hairpinning = false;
   uint32_t max_sessions = 1u << 20;  // per worker
+  Location loc;                      // the [nat] table (restart-only keys are reported here)
 };
 
 struct Dataplane {
   uint32_t workers = 1;
   std::vector<std::string> eal;  // passed to rte_eal_init after argv[0]
   uint32_t mbufs = 0;            // 0 = sized automatically from ports, queues and workers
+  Location loc;
 };
 
 struct Metrics {
-  std::string listen;  // "127.0.0.1:9100"; empty = off
+  std::string listen;  // "127.0.0.1:9100" or "host:9100"; empty = off
+  Location loc;
 };
 
 struct Control {
   std::string socket = "/run/natgw/natgw.sock";
+  Location loc;
 };
 
 struct Config {
@@ -143,6 +147,12 @@ LoadResult load_file(const std::string& path);
 // Same, from text; `name` is used in messages, `base_dir` to resolve prefix lists.
 LoadResult load_string(const std::string& text, const std::string& name,
                        const std::string& base_dir = ".");
+
+// What a reload from `running` to `next` cannot apply while natgw runs (EAL, workers,
+// mbufs, session table size, interfaces and their devices, the control socket and the
+// metrics listener): one error per change, at the line of its table in `next`. Empty
+// when the reload can be applied live.
+std::vector<Error> restart_reasons(const Config& running, const Config& next);
 
 // Prefix-list file: one CIDR per line; '#' starts a comment; blank lines ignored.
 // Errors are appended with the list file's own line numbers; a file that cannot be

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -10,38 +11,57 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <stdexcept>
 
 namespace natgw::control {
 
 namespace {
-constexpr int kIoTimeoutMs = 2000;
+// What one client gets to send its request, and again to take the reply (counted
+// from when it is ready: a reload may take a while). The control loop serves clients
+// one at a time, so this bounds how long a slow or malicious one (a byte a second,
+// or nothing at all) holds off signals, reloads and ENA's timers.
+constexpr int kClientBudgetMs = 2000;
 constexpr size_t kMaxRequest = 8192;
 
 std::string errno_text() { return std::strerror(errno); }
 
-void set_timeouts(int fd) {
-  timeval tv{kIoTimeoutMs / 1000, (kIoTimeoutMs % 1000) * 1000};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+using Clock = std::chrono::steady_clock;
+Clock::time_point budget() { return Clock::now() + std::chrono::milliseconds(kClientBudgetMs); }
+
+// Wait until fd is ready for `events` or the deadline passes.
+bool wait_ready(int fd, short events, Clock::time_point deadline) {
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return false;
+    pollfd p{fd, events, 0};
+    const int r = ::poll(&p, 1, static_cast<int>(left));
+    if (r > 0) return true;
+    if (r == 0 || errno != EINTR) return false;
+  }
 }
 
-void write_all(int fd, const std::string& s) {
+void write_all(int fd, const std::string& s, Clock::time_point deadline) {
   size_t off = 0;
   while (off < s.size()) {
-    const ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) return;  // client went away or timed out: nothing to do
+    if (!wait_ready(fd, POLLOUT, deadline)) return;  // too slow: give up on this client
+    const ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n <= 0) return;  // client went away
     off += static_cast<size_t>(n);
   }
 }
 
-// Read until `terminator` appears or the peer closes; bounded in size and time.
-std::string read_until(int fd, const char* terminator) {
+// Read until `terminator` appears, the peer closes or the deadline passes; bounded in size.
+std::string read_until(int fd, const char* terminator, Clock::time_point deadline) {
   std::string buf;
   char tmp[1024];
   while (buf.size() < kMaxRequest && buf.find(terminator) == std::string::npos) {
-    const ssize_t n = ::recv(fd, tmp, sizeof(tmp), 0);
+    if (!wait_ready(fd, POLLIN, deadline)) break;
+    const ssize_t n = ::recv(fd, tmp, sizeof(tmp), MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
     if (n <= 0) break;
     buf.append(tmp, static_cast<size_t>(n));
   }
@@ -66,8 +86,9 @@ ControlServer::~ControlServer() {
 }
 
 void ControlServer::listen_unix(const std::string& path) {
-  const auto slash = path.rfind('/');
-  if (slash != std::string::npos && slash > 0) ::mkdir(path.substr(0, slash).c_str(), 0755);
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!dir.empty()) std::filesystem::create_directories(dir, ec);  // bind() below names the failure
   // A socket file left by a crashed instance is removed only if nobody answers on it.
   const sockaddr_un a = unix_addr(path);
   int probe = ::socket(AF_UNIX, SOCK_STREAM, 0);
@@ -92,12 +113,18 @@ void ControlServer::listen_http(const std::string& host_port) {
   const auto colon = host_port.rfind(':');
   if (colon == std::string::npos) throw std::runtime_error("metrics listen must be host:port");
   const std::string host = host_port.substr(0, colon);
-  const int port = std::stoi(host_port.substr(colon + 1));
+  const std::string port = host_port.substr(colon + 1);
+  // An IPv4 address or a host name (resolved once, here, to its first IPv4 address).
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  if (const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0 || !res)
+    throw std::runtime_error("metrics listen address '" + host_port + "': " + gai_strerror(rc));
   sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  if (inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1)
-    throw std::runtime_error("metrics listen address '" + host + "' is not an IPv4 address");
+  std::memcpy(&a, res->ai_addr, sizeof(a));
+  ::freeaddrinfo(res);
   http_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (http_fd_ < 0) throw std::runtime_error("socket(AF_INET): " + errno_text());
   const int one = 1;
@@ -123,7 +150,6 @@ void ControlServer::poll_once(int timeout_ms, const CommandHandler& cmd,
     if (!(fds[i].revents & POLLIN)) continue;
     const int c = ::accept4(fds[i].fd, nullptr, nullptr, SOCK_CLOEXEC);
     if (c < 0) continue;
-    set_timeouts(c);
     if (fds[i].fd == unix_fd_)
       serve_unix(c, cmd);
     else
@@ -133,7 +159,7 @@ void ControlServer::poll_once(int timeout_ms, const CommandHandler& cmd,
 }
 
 void ControlServer::serve_unix(int fd, const CommandHandler& cmd) {
-  std::string line = read_until(fd, "\n");
+  std::string line = read_until(fd, "\n", budget());
   if (auto nl = line.find('\n'); nl != std::string::npos) line.resize(nl);
   Reply r;
   try {
@@ -141,11 +167,11 @@ void ControlServer::serve_unix(int fd, const CommandHandler& cmd) {
   } catch (const std::exception& e) {
     r = Reply{false, e.what()};
   }
-  write_all(fd, (r.ok ? std::string("OK\n") : "ERR " + r.body + "\n") + (r.ok ? r.body : ""));
+  write_all(fd, (r.ok ? std::string("OK\n") : "ERR " + r.body + "\n") + (r.ok ? r.body : ""), budget());
 }
 
 void ControlServer::serve_http(int fd, const MetricsHandler& metrics) {
-  const std::string req = read_until(fd, "\r\n\r\n");
+  const std::string req = read_until(fd, "\r\n\r\n", budget());
   const bool get = req.rfind("GET ", 0) == 0;
   const auto sp = req.find(' ', 4);
   const std::string path = get && sp != std::string::npos ? req.substr(4, sp - 4) : "";
@@ -163,7 +189,8 @@ void ControlServer::serve_http(int fd, const MetricsHandler& metrics) {
   }
   write_all(fd, "HTTP/1.0 " + status + "\r\nContent-Type: " + type +
                     "\r\nContent-Length: " + std::to_string(body.size()) +
-                    "\r\nConnection: close\r\n\r\n" + body);
+                    "\r\nConnection: close\r\n\r\n" + body,
+            budget());
 }
 
 Reply send_command(const std::string& path, const std::string& line, int timeout_ms) {
@@ -178,7 +205,7 @@ Reply send_command(const std::string& path, const std::string& line, int timeout
     ::close(fd);
     throw std::runtime_error("no natgw is running at " + path + " (" + why + ")");
   }
-  write_all(fd, line + "\n");
+  write_all(fd, line + "\n", Clock::now() + std::chrono::milliseconds(timeout_ms));
   std::string all;
   char buf[4096];
   for (;;) {

@@ -3,7 +3,7 @@
 //    and a text body out, then close;
 //  - an HTTP listener for Prometheus (GET /metrics), HTTP/1.0, one response per connection.
 // Single-threaded with poll(): a slow client can stall the control loop for at most
-// the per-connection I/O timeout, never a worker.
+// the per-client budget (2 s to send its request, 2 s to take the reply), never a worker.
 #pragma once
 
 #include <functional>

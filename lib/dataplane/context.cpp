@@ -14,6 +14,8 @@ namespace natgw::dp {
 namespace {
 uint32_t mask_of(uint8_t len) { return len ? ~0u << (32 - len) : 0; }
 
+std::string where(const config::Location& loc) { return loc.file + ":" + std::to_string(loc.line) + ": "; }
+
 // Port range every outside address gets, from the SNAT rules that can use it.
 struct PortRangeUse {  // an outside address's port range and the [[snat]] rule that set it
   uint16_t lo, hi;
@@ -51,6 +53,16 @@ void init_context(Context& ctx, const config::Config& cfg) {
     auto it = ranges.find(a);
     const auto pr = it == ranges.end() ? std::make_pair<uint16_t, uint16_t>(1024, 65535)
                                        : std::make_pair(it->second.lo, it->second.hi);
+    // Session tables name an outside address by an 8-bit index.
+    if (ctx.outside.size() == 255)
+      throw std::runtime_error((it == ranges.end() ? std::string("config") : where(it->second.loc)) +
+                               "at most 255 outside addresses (interfaces and pools together); " +
+                               config::format_ipv4(a) + " is one more");
+    // Each worker takes its own share of every address's ports.
+    if (static_cast<uint32_t>(pr.second - pr.first) + 1 < cfg.dataplane.workers)
+      throw std::runtime_error(where(it->second.loc) + "port range " + std::to_string(pr.first) + "-" +
+                               std::to_string(pr.second) + " of " + config::format_ipv4(a) + " has fewer ports than the " +
+                               std::to_string(cfg.dataplane.workers) + " workers that share it");
     ctx.outside.push_back(nat::OutsideAddress{rte_cpu_to_be_32(a), pr.first, pr.second});
     ctx.local.push_back(rte_cpu_to_be_32(a));
     return static_cast<uint8_t>(ctx.outside.size() - 1);

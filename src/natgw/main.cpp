@@ -74,21 +74,32 @@ std::string summary(const config::Config& c) {
 }
 
 // Config values that are parsed but not implemented yet are refused, never ignored.
-bool refuse_unimplemented(const config::Config& c) {
-  bool ok = true;
-  if (c.nat.hairpinning) {
-    std::cerr << c.path << ": [nat] hairpinning = true is not implemented yet\n";
-    ok = false;
-  }
+// What this build cannot do that the config asks for (the loader refuses what no build does);
+// empty when nothing.
+std::string refuse_unimplemented(const config::Config& c) {
+  std::string why;
 #ifndef NATGW_HAVE_XDP
   for (const auto& itf : c.interfaces)
-    if (itf.xdp_steering) {
-      std::cerr << itf.loc.file << ":" << itf.loc.line << ": interface " << itf.name
-                << ": xdp_steering needs a natgw built with libbpf (install libbpf-dev and clang, rebuild)\n";
-      ok = false;
-    }
+    if (itf.xdp_steering)
+      why += itf.loc.file + ":" + std::to_string(itf.loc.line) + ": interface " + itf.name +
+             ": xdp_steering needs a natgw built with libbpf (install libbpf-dev and clang, rebuild)\n";
+#else
+  (void)c;
 #endif
-  return ok;
+  return why;
+}
+
+// What init_context and the session tables would refuse at startup (an address used
+// with two port ranges, a range smaller than the worker count, too many outside
+// addresses), checked without DPDK so that --check catches it too. Empty when fine.
+std::string refuse_at_startup(const config::Config& c) {
+  try {
+    dp::Context scratch;
+    dp::init_context(scratch, c);
+  } catch (const std::exception& e) {
+    return std::string(e.what()) + "\n";
+  }
+  return {};
 }
 
 #ifdef NATGW_HAVE_XDP
@@ -258,13 +269,27 @@ control::Reply Daemon::reload() {
   const auto r = config::load_file(cfg_.path);
   std::string why;
   for (const auto& e : r.errors) why += e.str() + "\n";
-  if (r.ok() && !refuse_unimplemented(*r.config)) why += "the config uses features not implemented yet (see above)\n";
+  if (r.ok()) {
+    why += refuse_unimplemented(*r.config);
+    for (const auto& e : config::restart_reasons(cfg_, *r.config)) why += e.str() + "\n";
+  }
   if (why.empty()) {
     try {
       auto t = dp::build_tables(ctx_, *r.config, generation_);
+      // XDP steering first: if it refuses the new config, nothing has changed yet (its
+      // maps are put back as the running config has them).
+      try {
+        xdp_.configure(*r.config);
+      } catch (...) {
+        try {
+          xdp_.configure(cfg_);
+        } catch (const std::exception& e) {
+          std::cerr << "natgw: restoring XDP steering: " << e.what() << "\n";
+        }
+        throw;
+      }
       dp::publish_tables(ctx_, std::move(t));
       cfg_ = *r.config;
-      xdp_.configure(cfg_);
       reload_.generation = generation_++;
       reload_.last_ok = true;
       reload_.last_error.clear();
@@ -363,6 +388,11 @@ int Daemon::run(const char* argv0) {
   int rc = 0;
   std::vector<uint16_t> started;
   try {
+    // The control socket first: a second natgw on the same socket stops here, before
+    // it touches the ports. Without it (or without the metrics asked for) natgw could
+    // not be controlled or watched: refuse to run.
+    server_.listen_unix(cfg_.control.socket);
+    if (!cfg_.metrics.listen.empty()) server_.listen_http(cfg_.metrics.listen);
     dp::init_context(ctx_, cfg_);
     uint16_t max_mtu = 0;
     for (size_t i = 0; i < cfg_.interfaces.size(); ++i) {
@@ -431,12 +461,6 @@ int Daemon::run(const char* argv0) {
   }
   reload_.generation = generation_ - 1;
   register_telemetry();
-  try {
-    server_.listen_unix(cfg_.control.socket);
-    if (!cfg_.metrics.listen.empty()) server_.listen_http(cfg_.metrics.listen);
-  } catch (const std::exception& e) {
-    std::cerr << "natgw: " << e.what() << " (control/metrics disabled)\n";
-  }
   std::cout << "natgw: running: " << summary(cfg_) << std::endl;
   for (size_t i = 0; i < ctx_.ifaces.size(); ++i) {
     char mac[RTE_ETHER_ADDR_FMT_SIZE];
@@ -501,6 +525,9 @@ int main(int argc, char** argv) {
       return 0;
     } else if (a == "--help" || a == "-h") {
       return usage(argv[0], 0);
+    } else if (a == "--config" || a == "-c") {
+      std::cerr << "natgw: " << a << " needs a config file\n";
+      return usage(argv[0], 2);
     } else {
       std::cerr << "natgw: unknown argument '" << a << "'\n";
       return usage(argv[0], 2);
@@ -510,7 +537,10 @@ int main(int argc, char** argv) {
 
   const auto r = config::load_file(config_path);
   if (!report(r)) return 2;
-  if (!refuse_unimplemented(*r.config)) return 2;
+  if (const std::string why = refuse_unimplemented(*r.config) + refuse_at_startup(*r.config); !why.empty()) {
+    std::cerr << why;
+    return 2;
+  }
   if (check_only) {
     std::cout << config_path << ": OK: " << summary(*r.config) << "\n";
     return 0;

@@ -130,7 +130,7 @@ TEST(ConfigLoad, FullConfigRoundTripsEveryField) {
       "[nat]",                                                        // 32
       "port_preservation = false",                                    // 33
       "port_overlapping = false",                                     // 34
-      "hairpinning = true",                                           // 35
+      "hairpinning = false",                                          // 35
       "max_sessions = 4096",                                          // 36
       "filtering = \"address-port-dependent\"",                       // 37
       "[[acl]]",                                                      // 38
@@ -209,7 +209,7 @@ TEST(ConfigLoad, FullConfigRoundTripsEveryField) {
 
   EXPECT_FALSE(c.nat.port_preservation);
   EXPECT_FALSE(c.nat.port_overlapping);
-  EXPECT_TRUE(c.nat.hairpinning);
+  EXPECT_FALSE(c.nat.hairpinning);
   EXPECT_EQ(c.nat.max_sessions, 4096u);
 
   ASSERT_EQ(c.acl.size(), 2u);
@@ -741,7 +741,56 @@ TEST(ConfigErrors, FilteringModesOtherThanAddressPortDependentAreRejected) {
 
 TEST(ConfigErrors, NatMaxSessions) {
   const auto r = load(lines({kIf1, kIf2, kIf3, kIf4, "[nat]", "max_sessions = 0"}));
-  EXPECT_TRUE(HasError(r, 6, "nat.max_sessions = 0 is out of range 1..4294967295"));
+  EXPECT_TRUE(HasError(r, 6, "nat.max_sessions = 0 is out of range 1..2147483647"));
+  // Session indexes keep bit 31 for the direction: 2^31 used to pass the loader and fail at startup.
+  const auto big = load(lines({kIf1, kIf2, kIf3, kIf4, "[nat]", "max_sessions = 2147483648"}));
+  EXPECT_TRUE(HasError(big, 6, "nat.max_sessions = 2147483648 is out of range 1..2147483647"));
+  EXPECT_TRUE(load(lines({kIf1, kIf2, kIf3, kIf4, "[nat]", "max_sessions = 2147483647"})).ok());
+}
+
+TEST(ConfigErrors, HairpinningIsRefusedAtItsLine) {
+  const auto r = load(lines({kIf1, kIf2, kIf3, kIf4, "[nat]", "port_overlapping = true", "hairpinning = true"}));
+  EXPECT_TRUE(HasError(r, 7, "nat.hairpinning = true is not implemented yet"));
+  EXPECT_TRUE(load(lines({kIf1, kIf2, kIf3, kIf4, "[nat]", "hairpinning = false"})).ok());
+}
+
+// What a reload cannot apply live, reported at the line of the table in the new file.
+TEST(RestartReasons, LiveChangesPassRestartOnlyChangesAreNamed) {
+  const std::string base = lines({"[dataplane]", "workers = 1", "eal = [\"--no-huge\"]",  // 1-3
+                                  kIf1, kIf2, kIf3, kIf4,                                   // 4-7
+                                  "[nat]", "max_sessions = 4096",                           // 8-9
+                                  "[timeouts]", "udp = 300",                                // 10-11
+                                  "[metrics]", "listen = \"127.0.0.1:9100\"",             // 12-13
+                                  "[control]", "socket = \"/tmp/a.sock\""});              // 14-15
+  const auto a = load(base);
+  ASSERT_TRUE(a.ok()) << dump(a);
+  const auto with = [&](std::string_view from, std::string_view to) {
+    std::string t = base;
+    const auto at = t.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    t.replace(at, from.size(), to);
+    auto r = load(t);
+    EXPECT_TRUE(r.ok()) << dump(r);
+    return restart_reasons(*a.config, *r.config);
+  };
+  EXPECT_TRUE(restart_reasons(*a.config, *a.config).empty());
+  EXPECT_TRUE(with("udp = 300", "udp = 60").empty());  // timeouts apply live
+  const auto one = [](const std::vector<Error>& v) { return v.size() == 1 ? v[0].str() : "(" + std::to_string(v.size()) + " reasons)"; };
+  EXPECT_EQ(one(with("workers = 1", "workers = 2")),
+            "t.toml:1: dataplane.workers changed from 1 to 2: that needs a restart");
+  EXPECT_EQ(one(with("\"--no-huge\"]", "\"--no-huge\", \"-m\", \"512\"]")),
+            "t.toml:1: dataplane.eal changed from [\"--no-huge\"] to [\"--no-huge\", \"-m\", \"512\"]: that needs a restart");
+  EXPECT_EQ(one(with("max_sessions = 4096", "max_sessions = 8192")),
+            "t.toml:8: nat.max_sessions changed from 4096 to 8192: that needs a restart");
+  EXPECT_EQ(one(with("10.0.1.10/24", "10.0.1.10/16")),
+            "t.toml:4: interface 'inside' address changed from 10.0.1.10/24 to 10.0.1.10/16: that needs a restart");
+  EXPECT_EQ(one(with("iface=nat-in", "iface=nat-in2")),
+            "t.toml:4: interface 'inside' device changed from \"net_af_packet0,iface=nat-in\" to "
+            "\"net_af_packet0,iface=nat-in2\": that needs a restart");
+  EXPECT_EQ(one(with("127.0.0.1:9100", "127.0.0.1:9200")),
+            "t.toml:12: metrics.listen changed from \"127.0.0.1:9100\" to \"127.0.0.1:9200\": that needs a restart");
+  EXPECT_EQ(one(with("/tmp/a.sock", "/tmp/b.sock")),
+            "t.toml:14: control.socket changed from \"/tmp/a.sock\" to \"/tmp/b.sock\": that needs a restart");
 }
 
 TEST(ConfigErrors, MetricsListenMustBeHostPort) {

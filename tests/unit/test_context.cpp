@@ -69,5 +69,46 @@ TEST(Context, IsLocalHoldsExactlyTheInterfaceAndPoolAddresses) {
   }
 }
 
+// What the session tables would refuse at startup is refused by init_context with
+// the [[snat]] rule's line, so `natgw --check` (which runs it without DPDK) catches it.
+TEST(Context, RefusesTooManyOutsideAddressesAtTheRule) {
+  auto ok = config::load_string(config_with_pool(253), "test.toml");  // 2 interfaces + 253 = 255
+  ASSERT_TRUE(ok.ok());
+  Context a;
+  EXPECT_NO_THROW(init_context(a, *ok.config));
+  auto r = config::load_string(config_with_pool(254), "test.toml");
+  ASSERT_TRUE(r.ok());
+  Context b;
+  try {
+    init_context(b, *r.config);
+    ADD_FAILURE() << "256 outside addresses accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("test.toml:14: at most 255 outside addresses"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(Context, RefusesAPortRangeSmallerThanTheWorkers) {
+  const auto with = [](unsigned workers, const char* ports) {
+    return "[dataplane]\nworkers = " + std::to_string(workers) + "\n" + config_with_pool(1) + "ports = \"" +
+           ports + "\"\n";
+  };
+  auto fits = config::load_string(with(4, "2000-2003"), "test.toml");
+  ASSERT_TRUE(fits.ok()) << (fits.errors.empty() ? "" : fits.errors[0].str());
+  Context a;
+  EXPECT_NO_THROW(init_context(a, *fits.config));
+  auto small = config::load_string(with(4, "2000-2002"), "test.toml");
+  ASSERT_TRUE(small.ok());
+  Context b;
+  try {
+    init_context(b, *small.config);
+    ADD_FAILURE() << "3 ports for 4 workers accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("test.toml:16: port range 2000-2002 of 100.64.0.1 has fewer ports than the 4 workers"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace natgw::dp

@@ -1,0 +1,151 @@
+// The control thread's sockets (natgwctl's unix socket, the metrics listener): they are
+// served one client at a time from the loop that also handles signals, reloads and
+// ENA's timers, so a client must never hold that loop for long.
+#include <gtest/gtest.h>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include "control/server.hpp"
+
+namespace natgw::control {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct TempSocket {
+  std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                              ("natgw-ctl-test-" + std::to_string(::getpid()));
+  std::string path = (dir / "sub" / "natgw.sock").string();  // "sub" does not exist yet
+  ~TempSocket() { std::filesystem::remove_all(dir); }
+};
+
+int connect_unix(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, path.c_str(), sizeof(a.sun_path) - 1);
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Serve until `done` is set (the client thread's reply arrived), at most `limit`.
+void serve_until(ControlServer& s, const std::atomic<bool>& done, std::chrono::seconds limit) {
+  const auto end = Clock::now() + limit;
+  while (!done && Clock::now() < end)
+    s.poll_once(50, [](const std::string& l) { return Reply{true, "you said " + l + "\n"}; },
+                [] { return std::string("metric 1\n"); });
+}
+
+TEST(ControlServer, AnswersACommandAndCreatesTheSocketFolder) {
+  TempSocket t;
+  ControlServer s;
+  s.listen_unix(t.path);  // creates dir/sub
+  std::atomic<bool> done{false};
+  Reply r;
+  std::thread client([&] {
+    r = send_command(t.path, "status");
+    done = true;
+  });
+  serve_until(s, done, std::chrono::seconds(10));
+  client.join();
+  EXPECT_TRUE(r.ok);
+  EXPECT_EQ(r.body, "you said status\n");
+}
+
+TEST(ControlServer, ASecondInstanceOnTheSameSocketIsRefused) {
+  TempSocket t;
+  ControlServer a;
+  a.listen_unix(t.path);
+  ControlServer b;
+  try {
+    b.listen_unix(t.path);
+    ADD_FAILURE() << "two servers on one socket";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("another natgw is already listening"), std::string::npos) << e.what();
+  }
+}
+
+// A client that sends its request a byte every 200 ms for 12 s (or keeps the connection
+// open without a newline): the loop must move on after its budget (2 s), not after the
+// client is done. Per-recv timeouts alone let such a client hold the loop for hours.
+TEST(ControlServer, ASlowClientHoldsTheLoopForItsBudgetOnly) {
+  TempSocket t;
+  ControlServer s;
+  s.listen_unix(t.path);
+  std::atomic<bool> stop{false};
+  std::thread slow([&] {
+    const int fd = connect_unix(t.path);
+    ASSERT_GE(fd, 0);
+    for (int i = 0; i < 60 && !stop; ++i) {
+      if (::send(fd, "x", 1, MSG_NOSIGNAL) != 1) break;  // the server gave up on us
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    ::close(fd);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // connected and dribbling
+  const auto t0 = Clock::now();
+  s.poll_once(1000, [](const std::string&) { return Reply{true, ""}; }, [] { return std::string(); });
+  const double held = std::chrono::duration<double>(Clock::now() - t0).count();
+  EXPECT_LT(held, 6.0) << "a slow client held the control loop for " << held << " s";
+  EXPECT_GT(held, 1.0) << "the slow client was not served at all";
+  stop = true;
+  slow.join();
+  // And the loop still serves the next client.
+  std::atomic<bool> done{false};
+  Reply r;
+  std::thread client([&] {
+    r = send_command(t.path, "next");
+    done = true;
+  });
+  serve_until(s, done, std::chrono::seconds(10));
+  client.join();
+  EXPECT_EQ(r.body, "you said next\n");
+}
+
+// metrics.listen accepts host names (the loader does): the listener resolves them.
+TEST(ControlServer, MetricsListenResolvesAHostName) {
+  ControlServer s;
+  const int port = 20000 + ::getpid() % 20000;
+  try {
+    s.listen_http("localhost:" + std::to_string(port));
+  } catch (const std::runtime_error& e) {
+    GTEST_SKIP() << "cannot listen on localhost:" << port << ": " << e.what();
+  }
+  std::atomic<bool> done{false};
+  std::string reply;
+  std::thread client([&] {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) == 0) {
+      const std::string req = "GET /metrics HTTP/1.0\r\n\r\n";
+      (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+      char buf[512];
+      for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) reply.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    done = true;
+  });
+  serve_until(s, done, std::chrono::seconds(10));
+  client.join();
+  EXPECT_EQ(reply.rfind("HTTP/1.0 200 OK", 0), 0u) << reply;
+  EXPECT_NE(reply.find("metric 1\n"), std::string::npos) << reply;
+}
+
+}  // namespace
+}  // namespace natgw::control
