@@ -82,6 +82,7 @@ Snapshot snapshot(const dp::Context& ctx, const std::vector<const dp::Worker*>& 
     s.table_full += st.table_full.get();
     s.mappings += st.mappings.get();
     s.port_overlapped += st.overlapped.get();
+    s.port_scans += st.port_scans.get();
   }
   s.arp_entries = ctx.arp.size();
   return s;  // generation is filled by the caller: the tables may be swapped under a reader
@@ -105,7 +106,8 @@ std::string format_text(const Snapshot& s) {
   o << "; expired";
   for (int p = 0; p < 3; ++p) o << " " << kProto[p] << " " << s.sessions_expired[p];
   o << "; mappings " << s.mappings << "; port alloc errors " << s.port_alloc_errors
-    << "; table full " << s.table_full << "\n";
+    << "; table full " << s.table_full << "; ports shared " << s.port_overlapped << "; port scans "
+    << s.port_scans << "\n";
   o << "drops:";
   for (unsigned d = 0; d < dp::kDropCount; ++d)
     if (s.drops[d]) o << " " << dp::drop_name(d) << "=" << s.drops[d];

@@ -115,6 +115,12 @@ std::string render_prometheus(const Snapshot& s, const dp::Context& ctx, const R
              s.sessions_expired[i]);
   p.family("natgw_port_allocation_errors_total", "New flows refused: no free outside port", "counter");
   p.sample("natgw_port_allocation_errors_total", "", s.port_alloc_errors);
+  p.family("natgw_ports_shared_total", "Outside ports given to a new mapping while in use (RFC 7857 overlapping)",
+           "counter");
+  p.sample("natgw_ports_shared_total", "", s.port_overlapped);
+  p.family("natgw_port_scans_total",
+           "Full scans of a port range for a port to share (an address with every port in use)", "counter");
+  p.sample("natgw_port_scans_total", "", s.port_scans);
   p.family("natgw_session_table_full_total", "New flows refused: session table full", "counter");
   p.sample("natgw_session_table_full_total", "", s.table_full);
   p.family("natgw_mappings_active", "Endpoint-independent mappings", "gauge");

@@ -72,6 +72,7 @@ struct Context {
   arp::ArpTable arp{4096};
   std::atomic<const RuntimeTables*> tables{nullptr};
   rte_rcu_qsbr* qsbr = nullptr;
+  uint64_t clock_origin_tsc = 0;  // TSC at which every worker's millisecond clock reads 0 (the first Worker sets it)
   std::vector<std::unique_ptr<nat::SessionTable>> sessions;  // one per worker
   // Per-worker inbox for packets another worker hands over: new flows go to the
   // worker that owns their inside host (so endpoint-independent mapping holds

@@ -26,6 +26,7 @@ enum Drop : uint8_t {
   kDropNoMbuf,         // mempool empty when building a reply
   kDropTxFull,         // the TX queue did not take the packet
   kDropUnsupported,    // protocol NAT cannot translate (e.g. SCTP from a SNAT source)
+  kDropHandoff,        // the worker that owns the flow had no room in its handoff ring
   kDropCount
 };
 

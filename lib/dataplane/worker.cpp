@@ -114,7 +114,11 @@ inline uint32_t frag_hash(rte_be32_t src, rte_be32_t dst, rte_be16_t id, uint8_t
 Worker::Worker(Context& ctx, uint16_t id, rte_mempool* pool) : ctx_(ctx), id_(id), pool_(pool) {
   const uint64_t hz = rte_get_tsc_hz();  // 0 only before the EAL is up (tests set the clock)
   ms_per_tsc_ = hz ? static_cast<uint64_t>((static_cast<__uint128_t>(1000) << 64) / hz) : 0;
-  tsc0_ = rte_get_tsc_cycles();
+  // One origin for every worker's millisecond clock: a session two workers touch
+  // (touch() stores last_seen_ms when it differs) is not rewritten back and forth,
+  // and expiry reads the same time as the workers that refresh it.
+  if (!ctx_.clock_origin_tsc) ctx_.clock_origin_tsc = rte_get_tsc_cycles();
+  tsc0_ = ctx_.clock_origin_tsc;
   tables_ = ctx_.tables.load(std::memory_order_acquire);
   probe_rng_ = static_cast<uint32_t>(rte_rand()) | 1;  // xorshift32: never 0
 }
@@ -343,13 +347,21 @@ Worker::Lane Worker::classify(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, FlowKe
     // Forwarding only: stateless unless an ACL must judge flows; then flows are
     // tracked (pass-through sessions) so that the replies of allowed ones pass.
     if (t.acl->empty()) return Lane::kForward;
-    if (!(p.flags & net::PKT_FIRST_FRAGMENT) || !(p.flags & net::PKT_HAS_PORTS) || !inside_key(p, k))
-      return new_flow(iface, m, p, FlowKey{}), Lane::kDone;
+    // An ICMP error about a tracked flow passes as its packets do (PMTUD's frag-needed
+    // from a router beyond the server, to the client, with a default deny).
+    if ((p.flags & net::PKT_FIRST_FRAGMENT) && p.proto == IPPROTO_ICMP && net::is_icmp_error(icmp_of(p)->type) &&
+        icmp_error_of_tracked_flow(p))
+      return Lane::kForward;
+    // Later fragments follow what the ACL decided for their first (they carry no ports).
+    if (!(p.flags & net::PKT_FIRST_FRAGMENT)) return handle_fragment(iface, m, p, false), Lane::kDone;
+    if (!(p.flags & net::PKT_HAS_PORTS) || !inside_key(p, k)) return new_flow(iface, m, p, FlowKey{}), Lane::kDone;
     return Lane::kInside;
   }
   if (!(p.flags & net::PKT_FIRST_FRAGMENT)) return handle_fragment(iface, m, p, false), Lane::kDone;
   if (p.proto == IPPROTO_ICMP && net::is_icmp_error(icmp_of(p)->type)) {
-    if (!handle_icmp_error_in2out(iface, m, p)) forward(iface, m, p);
+    // Not about a session: judged as a packet of its own (routes, ACL; from a host NAT
+    // translates it is dropped: forwarding it would show the inside address).
+    if (!handle_icmp_error_in2out(iface, m, p)) new_flow(iface, m, p, FlowKey{});
     return Lane::kDone;
   }
   if (!(p.flags & net::PKT_HAS_PORTS) || !inside_key(p, k)) return new_flow(iface, m, p, FlowKey{}), Lane::kDone;
@@ -417,7 +429,7 @@ void Worker::finish_in2out(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, uint16_t 
 
 void Worker::hand_off(uint16_t to, uint16_t iface, rte_mbuf* m) {
   m->port = ctx_.ifaces[iface].port_id;
-  if (rte_ring_mp_enqueue(ctx_.handoff[to], m) != 0) return drop(m, kDropTableFull);
+  if (rte_ring_mp_enqueue(ctx_.handoff[to], m) != 0) return drop(m, kDropHandoff);
   counters_.handed_off.add();
 }
 
@@ -459,7 +471,16 @@ void Worker::touch(Session& s, const Ipv4Packet& p, bool from_inside) {
   uint8_t add = from_inside ? 0 : nat::kSeenOut;
   if (p.proto == IPPROTO_TCP && (p.flags & net::PKT_HAS_PORTS)) {
     const uint8_t tf = reinterpret_cast<const rte_tcp_hdr*>(p.l4)->tcp_flags;
-    if (tf & RTE_TCP_SYN_FLAG) add |= from_inside ? nat::kSynIn : nat::kSynOut;
+    if (tf & RTE_TCP_SYN_FLAG) {
+      add |= from_inside ? nat::kSynIn : nat::kSynOut;
+      // A client's SYN (no ACK) on a closed connection's 5-tuple opens a new one: it
+      // starts over instead of inheriting the closed one's transitory timeout.
+      if (from_inside && !(tf & RTE_TCP_ACK_FLAG) &&
+          (s.flags.load(std::memory_order_relaxed) & (nat::kRst | nat::kFinIn | nat::kFinOut))) [[unlikely]] {
+        s.flags.store(nat::kSynIn, std::memory_order_relaxed);
+        return;
+      }
+    }
     if (tf & RTE_TCP_FIN_FLAG) add |= from_inside ? nat::kFinIn : nat::kFinOut;
     if (tf & RTE_TCP_RST_FLAG) add |= nat::kRst;
   }
@@ -585,6 +606,8 @@ void Worker::out2in(rte_mbuf* m, Ipv4Packet& p, Session& s) {
       if (ctx_.sessions[id_]->create_passthrough(a, now_ms_, idx) == nat::CreateResult::kOk)
         return finish_in2out(iface, m, p, id_, idx);
     }
+    // Its later fragments (no ports, maybe from a SNAT source) go the same way.
+    if (p.flags & net::PKT_FRAGMENT) remember_fragment(p, 0, 0, kFragForward);
     return forward(iface, m, p);
   }
   if (!(p.flags & net::PKT_HAS_PORTS) || nat::proto_class(p.proto) < 0 ||
@@ -719,6 +742,21 @@ void refresh_icmp_checksum(Ipv4Packet& p) {
 // An error from the inside (a host or an on-prem router) about reply traffic: the
 // quote shows the inside endpoint as destination; show the outside one instead and
 // send it from our outside address.
+// Forward-only mode with an ACL: does the packet an ICMP error quotes belong to a
+// flow the ACL let through (its pass-through session, either direction)?
+[[gnu::noinline]] bool Worker::icmp_error_of_tracked_flow(const Ipv4Packet& p) const {
+  Embedded e;
+  if (!embedded_of(p, e)) return false;
+  const uint8_t proto = e.ip->next_proto_id;
+  if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) return false;
+  const auto* ports = reinterpret_cast<const rte_be16_t*>(e.l4);
+  uint32_t idx;
+  // The quote is a packet of the flow's first direction (the error goes back to
+  // the client) or of its replies (the error goes to the server).
+  return find(nat::make_key(e.ip->src_addr, e.ip->dst_addr, ports[0], ports[1], proto, nat::kInside), id_, idx) >= 0 ||
+         find(nat::make_key(e.ip->dst_addr, e.ip->src_addr, ports[1], ports[0], proto, nat::kInside), id_, idx) >= 0;
+}
+
 [[gnu::noinline]] bool Worker::handle_icmp_error_in2out(uint16_t iface, rte_mbuf* m,
                                                         Ipv4Packet& p) {
   (void)iface;
@@ -761,8 +799,9 @@ void refresh_icmp_checksum(Ipv4Packet& p) {
 void Worker::remember_fragment(const Ipv4Packet& p, uint16_t table, uint32_t idx, uint8_t dir) {
   const rte_ipv4_hdr* ip = p.ip;
   FragEntry& f = frags_[frag_hash(ip->src_addr, ip->dst_addr, ip->packet_id, p.proto) % kFragSlots];
+  const uint32_t created = dir == kFragForward ? 0 : ctx_.sessions[table]->session(idx).created_ms;
   f = FragEntry{ip->src_addr, ip->dst_addr, ip->packet_id, p.proto, dir, true, table, idx,
-                now_ms_ + tables_->fragment_timeout_ms, ctx_.sessions[table]->session(idx).created_ms};
+                now_ms_ + tables_->fragment_timeout_ms, created};
   if (held_used_) release_held_fragments();
 }
 
@@ -775,6 +814,7 @@ void Worker::remember_fragment(const Ipv4Packet& p, uint16_t table, uint32_t idx
   const bool hit = f.used && f.src == ip->src_addr && f.dst == ip->dst_addr &&
                    f.id == ip->packet_id && f.proto == p.proto &&
                    static_cast<int32_t>(f.expires_ms - now_ms_) >= 0;
+  if (hit && f.dir == kFragForward) return forward(iface, m, p);  // its first was routed as it was
   if (hit) {
     Session& s = ctx_.sessions[f.table]->session(f.session);
     // The entry outlives quiescent states, so its session may have expired and its
@@ -797,8 +837,9 @@ void Worker::remember_fragment(const Ipv4Packet& p, uint16_t table, uint32_t idx
     counters_.fragments_translated.add();
     return send_l3(s.out_iface, s.out_nh, m);
   }
-  // Not (yet) known. A fragment from a non-NAT source is plain forwarding.
-  if (!local) {
+  // Not (yet) known. A fragment from a non-NAT source is plain forwarding, unless an
+  // ACL must judge it: then it waits for its first fragment's verdict.
+  if (!local && tables_->acl->empty()) {
     const uint32_t src = rte_be_to_cpu_32(ip->src_addr);
     bool snat = false;
     for (const auto& r : tables_->snat)

@@ -71,13 +71,16 @@ class Worker {
     rte_be32_t src = 0, dst = 0;
     rte_be16_t id = 0;
     uint8_t proto = 0;
-    uint8_t dir = 0;     // nat::Dir of the packet that created it
+    uint8_t dir = 0;     // nat::Dir of the packet that created it, or kFragForward
     bool used = false;   // holds a first fragment's session (until swept after expiry)
     uint16_t table = 0;  // which worker's session table
     uint32_t session = 0;
     uint32_t expires_ms = 0;
     uint32_t created_ms = 0;  // the session's: tells a reused slot from the session itself
   };
+  // FragEntry::dir of a first fragment routed untranslated without a session (no
+  // SNAT applied, no ACL tracking): its later fragments are forwarded as they are.
+  static constexpr uint8_t kFragForward = 2;
   struct HeldFrag {  // a later fragment that arrived before its first
     rte_mbuf* m = nullptr;
     uint16_t iface = 0;
@@ -114,6 +117,7 @@ class Worker {
   void handle_arp(uint16_t iface, rte_mbuf* m);
   void handle_icmp_error_out2in(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
   bool handle_icmp_error_in2out(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
+  bool icmp_error_of_tracked_flow(const net::Ipv4Packet& p) const;
   void handle_fragment(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, bool local);
   void new_flow(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& key, uint32_t probe = 0,
                 uint8_t probe_addr = 0);

@@ -176,7 +176,7 @@ FlowKey outside_key(const FlowKey& in, rte_be32_t out_ip, rte_be16_t out_port) {
 }
 }  // namespace
 
-bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t& midx) {
+bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t now_ms, uint32_t& midx) {
   const FlowKey& in = *a.in;
   const uint8_t addr_idx = paired_address(in.src, a.pool, a.pool_len);
   PortAllocator& pa = allocator(addr_idx, pc);
@@ -197,7 +197,14 @@ bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t& midx) {
     const uint32_t size = pa.size();
     const uint32_t start = next_rand() % size;
     const bool hinted = a.first_probe != 0 && a.probe_addr == addr_idx;
-    for (uint32_t n = 0; n < 16 + size && !got; ++n) {
+    // The destination as the scan sees it: this address's ports toward (dst, dport).
+    const uint64_t tag = uint64_t{in.dst} << 32 | uint64_t{in.dport} << 16 | uint64_t{addr_idx} << 8 |
+                         static_cast<uint64_t>(pc) << 1 | 1;  // never 0 (empty)
+    Exhausted& ex = exhausted_[(tag * 0x9E3779B97F4A7C15ull) >> 60];
+    const bool scan = !(ex.tag == tag && static_cast<int32_t>(ex.until_ms - now_ms) > 0);
+    const uint32_t probes = 16 + (scan ? size : 0);
+    if (scan) stats_.port_scans.add();
+    for (uint32_t n = 0; n < probes && !got; ++n) {
       const uint16_t cand = n < 16 ? pa.at(n == 0 && hinted ? a.first_probe : next_rand())
                                    : static_cast<uint16_t>(pa.lo() + (start + n - 16) % size);
       if (pa.refs(cand) == 0 || pa.refs(cand) == UINT16_MAX) continue;
@@ -209,6 +216,7 @@ bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t& midx) {
       stats_.overlapped.add();
       if (n == 0 && hinted) stats_.first_probes.add();
     }
+    if (!got && scan) ex = Exhausted{tag, now_ms + kExhaustedMs};
   }
   if (!got) return false;
   midx = free_mappings_[--nfree_mappings_];
@@ -281,7 +289,7 @@ CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, 
   if (const int64_t found = maps_.find(hash_of(mk), MapMatches{this, &mk}); found >= 0) {
     midx = static_cast<uint32_t>(found);
   } else {
-    if (!alloc_mapping(a, pc, midx)) {
+    if (!alloc_mapping(a, pc, now_ms, midx)) {
       stats_.no_port.add();
       return CreateResult::kNoPort;
     }

@@ -58,6 +58,7 @@ struct SessionStats {  // owner-written, read by the control thread
   Counter collisions;   // outside 5-tuple already in use for this mapping
   Counter overlapped;   // ports given out shared (RFC 7857 overlapping)
   Counter first_probes; // of those, the first probe drawn (and prefetched) ahead
+  Counter port_scans;   // full scans of a port range for a port to share (exhaustion's slow path)
   Counter mappings;     // live endpoint-independent mappings
 };
 
@@ -259,7 +260,7 @@ class SessionTable {
   }
   void release(uint32_t idx);
   void queue_closing(uint32_t idx);
-  bool alloc_mapping(const CreateArgs& a, int pc, uint32_t& midx);
+  bool alloc_mapping(const CreateArgs& a, int pc, uint32_t now_ms, uint32_t& midx);
   void drop_mapping_ref(uint32_t midx);
   CreateResult install(const CreateArgs& a, const FlowKey& out, rte_be32_t out_ip, rte_be16_t out_port,
                        uint8_t out_addr, uint32_t midx, uint32_t now_ms, uint32_t& idx);
@@ -286,6 +287,18 @@ class SessionTable {
   uint32_t active_ = 0;
   uint32_t inserts_ = 0;
   uint32_t rng_ = 0x9e3779b9;
+  // Destinations a full scan found no port to share for (outside address, remote
+  // address and port, protocol class), each for kExhaustedMs: until then their new
+  // flows try only the random probes. Without it, every packet of a flow that cannot
+  // get a port (each retransmitted SYN, each datagram) scanned the whole range
+  // (~64k lookups, milliseconds) and stalled the worker.
+  static constexpr unsigned kExhaustedSlots = 16;
+  static constexpr uint32_t kExhaustedMs = 1000;
+  struct Exhausted {
+    uint64_t tag = 0;  // 0 = empty
+    uint32_t until_ms = 0;
+  };
+  Exhausted exhausted_[kExhaustedSlots];
   uint16_t worker_ = 0;
   uint16_t workers_ = 1;
   size_t memory_bytes_ = 0;

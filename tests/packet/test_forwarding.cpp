@@ -449,6 +449,43 @@ TEST(ForwardingAcl, RepliesOfAllowedFlowsPass) {
   EXPECT_EQ(p.worker().counters().in2out.get() + p.worker().counters().out2in.get(), 4u);
 }
 
+// PMTUD through a default-deny ACL: a router beyond the server sends the client
+// "fragmentation needed" about the client's packet of an allowed flow; it must pass
+// (design §7: what belongs to an allowed flow passes). An error about a flow the ACL
+// never let through still meets the default deny.
+TEST(ForwardingAcl, IcmpErrorsAboutAllowedFlowsPass) {
+  Pipeline p(forward_acl());
+  lab_neighbours(p);
+  const auto syn = build_frame(client(IPPROTO_TCP, "203.0.113.10", 40000, 443));
+  p.rx(kInside, syn);
+  auto out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 1u);
+  const auto err = build_icmp_error_frame(mac(kInternetGwMac), our_mac(kInternet), ip("198.51.100.1"),
+                                          ip("192.168.10.2"), 3, 4, ip_of(out[0]), 1400);
+  p.rx(kInternet, err);
+  auto in = ipv4_only(p.out(kInside));
+  ASSERT_EQ(in.size(), 1u) << "frag-needed about an allowed flow was dropped: a PMTUD black hole";
+  const Parsed e = parse_frame(in[0]);
+  EXPECT_EQ(ipstr(e.src), "198.51.100.1");
+  EXPECT_EQ(e.icmp_type, 3);
+  EXPECT_EQ(e.icmp_code, 4);
+  EXPECT_TRUE(checksums_exact(in[0]));
+  // The server's side: an error from the client about the server's reply passes too.
+  auto reply = reply_to(parse_frame(out[0]), kInternet);
+  p.rx(kInternet, build_frame(reply));
+  auto back = ipv4_only(p.out(kInside));
+  ASSERT_EQ(back.size(), 1u);
+  p.rx(kInside, build_icmp_error_frame(mac(kTgwMac), our_mac(kInside), ip("192.168.10.2"), ip("203.0.113.10"), 3,
+                                       3, ip_of(back[0])));
+  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 1u);
+  // About a flow that was never allowed (port 80): dropped by the ACL.
+  auto other = ip_of(build_frame(client(IPPROTO_TCP, "203.0.113.10", 40001, 80)));
+  p.rx(kInternet, build_icmp_error_frame(mac(kInternetGwMac), our_mac(kInternet), ip("198.51.100.1"),
+                                         ip("192.168.10.2"), 3, 4, other, 1400));
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  EXPECT_EQ(drops(p, dp::kDropAcl), 1u);
+}
+
 // A tracked flow's packets arriving together in its first burst: one pass-through
 // session, every packet counted on it (none re-judged as a new flow).
 TEST(ForwardingAcl, NewFlowTwiceInOneBurstIsTrackedOnce) {

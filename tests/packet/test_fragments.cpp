@@ -191,6 +191,61 @@ TEST(FragmentsNoNat, FragmentsOfASourceWithoutSnatAreForwardedAsTheyAre) {
   EXPECT_EQ(reassemble(out), expected(whole, {.src_mac = our_mac(kInside), .dst_mac = mac(kTgwMac)}));
 }
 
+// A SNAT source whose datagram is routed back out the interface it came in on (to
+// another on-prem network): no translation; its later fragments, which carry no
+// ports, must go the same way, in any order, not wait for a session that never comes.
+TEST(FragmentsNoNat, FragmentsOfAnUntranslatedFlowFromANatSourceFollowTheirFirst) {
+  Pipeline p(std::string(kLabConfig) + "[[route]]\nprefix = \"192.168.0.0/16\"\nvia = \"10.0.1.1\"\n" +
+             "interface = \"inside\"\n");
+  lab_neighbours(p);
+  for (bool first_last : {false, true}) {
+    auto s = big_udp("192.168.10.2", first_last ? 0x5151 : 0x5150);
+    s.dst = ip("192.168.20.5");
+    const auto whole = build_frame(s);
+    const auto frags = fragment(whole, 512);
+    if (first_last)
+      p.rx(kInside, {frags[2], frags[1], frags[0]});
+    else
+      p.rx(kInside, frags);
+    const auto out = ipv4_only(p.out(kInside));
+    ASSERT_EQ(out.size(), 3u) << (first_last ? "first fragment last" : "in order");
+    EXPECT_EQ(reassemble(out), expected(whole, {.src_mac = our_mac(kInside), .dst_mac = mac(kTgwMac)}));
+    EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty());
+  }
+  EXPECT_EQ(all_drops(p), 0u);
+}
+
+// Forward-only mode with a default-deny ACL that allows TCP to port 443: the ACL
+// judges a datagram by its first fragment (the only one with ports); the later ones
+// follow that verdict, in any order, never judged on their own.
+TEST(FragmentsAcl, LaterFragmentsFollowTheirFirstFragmentsVerdict) {
+  Pipeline p(kForwardConfig +
+             "[acl_default]\naction = \"deny\"\n"
+             "[[acl]]\naction = \"allow\"\nsrc = \"192.168.0.0/16\"\nprotocol = \"tcp\"\ndst_ports = \"443\"\n");
+  lab_neighbours(p);
+  const auto segment = [](uint16_t dport, uint16_t id) {
+    auto s = client(IPPROTO_TCP, "203.0.113.10", 40000, dport);
+    s.ip_id = id;
+    s.payload.assign(1200, 0x5a);
+    return build_frame(s);
+  };
+  const auto allowed = segment(443, 0x6001);
+  auto frags = fragment(allowed, 512);
+  p.rx(kInside, {frags[1], frags[0], frags[2]});
+  auto out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 3u) << "later fragments of an allowed flow were dropped";
+  EXPECT_EQ(reassemble(out), expected(allowed, {.src_mac = our_mac(kInternet), .dst_mac = mac(kInternetGwMac)}));
+  // Denied by its first fragment: the later ones do not slip through (they carry no
+  // port the rules could deny), they wait and expire.
+  frags = fragment(segment(80, 0x6002), 512);
+  p.rx(kInside, {frags[1], frags[0], frags[2]});
+  EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty());
+  EXPECT_EQ(drops(p, dp::kDropAcl), 1u);
+  p.advance(3000);
+  EXPECT_EQ(drops(p, dp::kDropFragment), 2u);
+  EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty());
+}
+
 class FragmentsTwoWorkers : public Fragments {
  protected:
   FragmentsTwoWorkers() : Fragments(2) {}

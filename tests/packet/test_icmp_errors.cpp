@@ -122,6 +122,24 @@ TEST_F(IcmpErrors, ErrorsWithoutASessionAreDropped) {
   EXPECT_EQ(drops(p, dp::kDropNoSession), 1u);
 }
 
+// An error from an inside host quoting a packet no session knows: NAT has nothing to
+// translate it with, and forwarding it would show the inside address outside (and
+// carry whatever the host put in the quote past the ACL).
+TEST_F(IcmpErrors, ErrorsFromInsideWithoutASessionDoNotLeak) {
+  PacketSpec stray = client(IPPROTO_UDP, "192.168.10.2", 53, 40000);
+  stray.src = ip("203.0.113.10");  // a "reply" natgw never forwarded
+  const auto err = build_icmp_error_frame(mac(kTgwMac), our_mac(kInside), ip("192.168.10.2"), ip("203.0.113.10"),
+                                          3, 3, ip_of(build_frame(stray)));
+  p.rx(kInside, err);
+  EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty()) << "an untranslated inside address left";
+  EXPECT_EQ(drops(p, dp::kDropUnsupported), 1u);
+  // An error from the inside router (not a NAT source) about nothing is routed as before.
+  const auto router = build_icmp_error_frame(mac(kTgwMac), our_mac(kInside), ip("10.0.1.1"), ip("203.0.113.10"),
+                                             3, 3, ip_of(build_frame(stray)));
+  p.rx(kInside, router);
+  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 1u);
+}
+
 class IcmpErrorsShortUdp : public IcmpErrors {
  protected:
   IcmpErrorsShortUdp() : IcmpErrors(std::string(kLabConfig) + "[timeouts]\nudp = 30\n") {}

@@ -259,6 +259,34 @@ TEST_F(NatTimeouts, FinFromBothSidesMovesToTransitory) {
   EXPECT_EQ(port_for_another_host(IPPROTO_TCP), 40000);
 }
 
+// A client reuses a closed connection's 5-tuple (its session still waits out the
+// transitory timeout): the new connection starts over, so once the server answers
+// it lives on the established timeout, not the closed one's 10 s.
+TEST_F(NatTimeouts, ANewConnectionOnAClosedOnesTupleStartsOver) {
+  for (uint8_t close : {uint8_t(RTE_TCP_RST_FLAG | RTE_TCP_ACK_FLAG), uint8_t(RTE_TCP_FIN_FLAG | RTE_TCP_ACK_FLAG)}) {
+    const Parsed o = open_tcp();
+    tcp_from_inside(close);
+    if (close & RTE_TCP_FIN_FLAG) tcp_from_outside(o, RTE_TCP_FIN_FLAG | RTE_TCP_ACK_FLAG);
+    wait_s(2);
+    const Parsed again = open_tcp();  // SYN from the client, SYN+ACK back, same tuple and session
+    EXPECT_EQ(again.sport, o.sport);
+    EXPECT_EQ(active_sessions(p), 1u);
+    wait_s(20);
+    EXPECT_TRUE(alive(again)) << "the reused tuple kept the closed connection's transitory timeout";
+    // Clean up for the next round: close it and let it go.
+    tcp_from_inside(RTE_TCP_RST_FLAG | RTE_TCP_ACK_FLAG);
+    wait_s(11);
+    ASSERT_EQ(active_sessions(p), 0u);
+  }
+  // A SYN+ACK from the client (not a new connection) does not reset anything.
+  const Parsed o = open_tcp();
+  tcp_from_inside(RTE_TCP_RST_FLAG | RTE_TCP_ACK_FLAG);
+  tcp_from_inside(RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG);
+  wait_s(11);
+  EXPECT_EQ(active_sessions(p), 0u);
+  EXPECT_FALSE(alive(o));
+}
+
 TEST_F(NatTimeouts, SynWithoutReplyIsTransitory) {
   out1(build_frame(client(IPPROTO_TCP, "203.0.113.10", 40000, 443)));
   wait_s(11);

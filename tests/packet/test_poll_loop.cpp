@@ -13,6 +13,7 @@ namespace natgw::test {
 namespace {
 
 TEST(PollLoop, ClockAndCycleAccountingCoverTheWholeRun) {
+  const uint64_t t_made = rte_rdtsc();  // before the context's first worker: the clocks' origin
   Pipeline p(kLabConfig);
   for (size_t i = 0; i < p.ctx.ifaces.size(); ++i) p.ctx.port_paused[i].store(true);  // no RX, no TX
   dp::Worker w(p.ctx, 0, p.pool);  // the TSC clock, not the pipeline's manual one
@@ -34,8 +35,9 @@ TEST(PollLoop, ClockAndCycleAccountingCoverTheWholeRun) {
   const uint64_t counted = c.busy_cycles.get() + c.idle_cycles.get();
   EXPECT_GE(counted, (t_stop - t0) * 9 / 10);
   EXPECT_LE(counted, t1 - t0);
-  // The clock counts milliseconds since the worker was made.
-  const uint64_t ms_max = (t1 - t0) * 1000 / hz + 1;
+  // The clock counts milliseconds since the context's first worker was made (one
+  // origin for all workers: they agree on session times).
+  const uint64_t ms_max = (t1 - t_made) * 1000 / hz + 1;
   // (the clock is read when a poll starts: a worker preempted in its last poll reads low)
   EXPECT_GE(w.now_ms(), 100u);
   EXPECT_LE(w.now_ms(), ms_max);
@@ -43,6 +45,23 @@ TEST(PollLoop, ClockAndCycleAccountingCoverTheWholeRun) {
   EXPECT_FALSE(arp.empty()) << "housekeeping ran: it asked for the gateway's MAC";
   for (rte_mbuf* m : arp) rte_pktmbuf_free(m);
   p.ctx.stop.store(false);
+}
+
+TEST(PollLoop, WorkersMadeAtDifferentTimesShareOneClock) {
+  Pipeline p(kLabConfig);
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  dp::Worker late(p.ctx, 0, p.pool);  // made 30 ms after the pipeline's worker
+  EXPECT_NE(p.ctx.clock_origin_tsc, 0u);
+  // Both read the same TSC: the later one must not read 30 ms less.
+  for (size_t i = 0; i < p.ctx.ifaces.size(); ++i) p.ctx.port_paused[i].store(true);
+  dp::Worker other(p.ctx, 0, p.pool);  // and one more: all three read the context's origin
+  late.capture_tx(true);
+  other.capture_tx(true);
+  const uint64_t now = rte_rdtsc();
+  late.poll_once(now);
+  other.poll_once(now);
+  EXPECT_GE(late.now_ms(), 30u);
+  EXPECT_EQ(late.now_ms(), other.now_ms());
 }
 
 }  // namespace

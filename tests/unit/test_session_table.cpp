@@ -449,6 +449,45 @@ TEST_F(SessionTableTest, OverlappingGivesAFullRangeOfSessionsPerDestination) {
                       << ok << " sessions could be created (no_port=" << t.stats().no_port.get() << ")";
 }
 
+// An address with every port in use toward one destination: a new flow to it scans
+// the whole range once, then its retries (each SYN, each datagram) try only random
+// probes for a second, not ~64k lookups each; other destinations and protocols, and
+// the same destination a second later, scan again.
+TEST_F(SessionTableTest, AnExhaustedDestinationIsScannedOncePerSecond) {
+  SessionTable& t = make({{out1, 1024, 1279}}, 4096);
+  const uint32_t dst = ip("203.0.113.10");
+  for (uint32_t i = 0; i < 256; ++i) {
+    uint32_t idx;
+    ASSERT_EQ(create(t, in_key(ip_n(0xc0a80000 + i), 40000, dst, 53), 1000, idx, {0}, false), CreateResult::kOk);
+  }
+  const auto scans = [&] { return t.stats().port_scans.get(); };
+  const uint64_t s0 = scans();
+  uint32_t idx;
+  for (uint32_t i = 0; i < 100; ++i)
+    ASSERT_EQ(create(t, in_key(ip_n(0xc0a90000 + i), 40000, dst, 53), 1200, idx, {0}, false), CreateResult::kNoPort);
+  EXPECT_EQ(scans() - s0, 1u) << "a destination with no port left was scanned for every new flow";
+  // TCP to the same address and port is another destination for the ports (its own range).
+  ASSERT_EQ(create(t, in_key(ip_n(0xc0aa0001), 40000, dst, 53, IPPROTO_TCP), 1200, idx, {0}, false),
+            CreateResult::kOk);
+  // Another destination gets its ports (a scan of its own: random probes may find one first).
+  ASSERT_EQ(create(t, in_key(ip_n(0xc0aa0002), 40000, ip("203.0.113.11"), 53), 1200, idx, {0}, false),
+            CreateResult::kOk);
+  // A second later the exhausted destination is scanned again (once).
+  const uint64_t s1 = scans();
+  for (uint32_t i = 0; i < 10; ++i)
+    ASSERT_EQ(create(t, in_key(ip_n(0xc0ab0000 + i), 40000, dst, 53), 2300, idx, {0}, false), CreateResult::kNoPort);
+  EXPECT_EQ(scans() - s1, 1u);
+  // A port that comes free while the scans rest is given out at once (it is back in
+  // the free list: no probe needed).
+  const int64_t v = t.lookup(in_key(ip_n(0xc0a80007), 40000, dst, 53));
+  ASSERT_GE(v, 0);
+  t.remove(static_cast<uint32_t>(v) & ~SessionTable::kOutsideBit);
+  t.reclaim();  // nobody registered: the grace period is over at once
+  t.reclaim();
+  EXPECT_EQ(create(t, in_key(ip_n(0xc0ac0001), 40000, dst, 53), 2301, idx, {0}, false), CreateResult::kOk);
+  EXPECT_EQ(scans() - s1, 1u);
+}
+
 TEST_F(SessionTableTest, ExpiryPerProtocolAndTcpState) {
   SessionTable& t = make({{out1, 1024, 65535}});
   Timeouts to;
