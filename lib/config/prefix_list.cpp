@@ -137,6 +137,11 @@ std::string format_ipv4(uint32_t a) {
 
 std::string format_prefix(const Prefix& p) { return format_ipv4(p.addr) + "/" + std::to_string(p.len); }
 
+namespace {
+constexpr uintmax_t kMaxTextFile = uintmax_t{64} << 20;
+constexpr size_t kMaxListErrors = 20;  // a wrong file (ip-ranges.json) gives one per line otherwise
+}  // namespace
+
 std::optional<std::string> read_text_file(const std::string& path, std::string& why) {
   std::error_code ec;
   const auto st = std::filesystem::status(path, ec);
@@ -147,6 +152,17 @@ std::optional<std::string> read_text_file(const std::string& path, std::string& 
   // ifstream "opens" a directory and then reads nothing: say what it is instead.
   if (std::filesystem::is_directory(st)) {
     why = "is a directory";
+    return std::nullopt;
+  }
+  // A device or a FIFO could block the control thread (a reload) forever, or never end
+  // (/dev/zero); config files and prefix lists are files.
+  if (!std::filesystem::is_regular_file(st)) {
+    why = "is not a regular file";
+    return std::nullopt;
+  }
+  if (const auto size = std::filesystem::file_size(path, ec); !ec && size > kMaxTextFile) {
+    why = "is " + std::to_string(size >> 20) + " MB: more than the " + std::to_string(kMaxTextFile >> 20) +
+          " MB a config file or prefix list may have";
     return std::nullopt;
   }
   errno = 0;
@@ -171,26 +187,41 @@ std::vector<Prefix> load_prefix_list(const std::string& path, std::vector<Error>
     errors.push_back({path, 0, "cannot read prefix list " + path + ": " + why});
     return {};
   }
+  // ip-ranges.json itself is the natural mistake: name the converter instead of erring on every line.
+  if (const auto first = text->find_first_not_of(" \t\r\n"); first != std::string::npos && (*text)[first] == '{') {
+    errors.push_back({path, 1, "this looks like JSON (AWS's ip-ranges.json?), not a prefix list: convert it with "
+                               "scripts/ip-ranges-to-prefix-list.py"});
+    return {};
+  }
   std::vector<Prefix> out;
   std::map<std::pair<uint32_t, uint8_t>, int> first_line;
   std::istringstream in(*text);
   std::string raw;
+  size_t bad = 0;
+  int last_bad = 0;
+  const auto report = [&](int line, std::string message) {
+    last_bad = line;
+    if (++bad <= kMaxListErrors) errors.push_back({path, line, std::move(message)});
+  };
   for (int line = 1; std::getline(in, raw); ++line) {
     const std::string entry(trim(std::string_view(raw).substr(0, raw.find('#'))));
     if (entry.empty()) continue;
     const auto p = parse_prefix(entry, why);
     if (!p) {
-      errors.push_back({path, line, "bad prefix \"" + entry + "\": " + why});
+      report(line, "bad prefix \"" + entry + "\": " + why);
       continue;
     }
     const auto [it, fresh] = first_line.try_emplace({p->addr, p->len}, line);
     if (!fresh) {
-      errors.push_back({path, line, "duplicate prefix " + entry + " (first at line " +
-                                        std::to_string(it->second) + ")"});
+      report(line, "duplicate prefix " + entry + " (first at line " + std::to_string(it->second) + ")");
       continue;
     }
     out.push_back(*p);
   }
+  if (bad > kMaxListErrors)
+    errors.push_back({path, last_bad, "... and " + std::to_string(bad - kMaxListErrors) + " more bad lines (" +
+                                          std::to_string(bad) + " in all, the last at this line; the first " +
+                                          std::to_string(kMaxListErrors) + " are listed)"});
   return out;
 }
 

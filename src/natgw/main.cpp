@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -224,7 +225,11 @@ class Daemon {
   XdpHooks xdp_;
 };
 
-Daemon* g_daemon = nullptr;  // for DPDK telemetry callbacks (C function pointers)
+// For DPDK telemetry callbacks (C function pointers, run on DPDK's telemetry thread):
+// cleared under the mutex before the workers and session tables go, so a telemetry
+// client polling during shutdown reads nothing freed.
+Daemon* g_daemon = nullptr;
+std::mutex g_daemon_mutex;
 std::atomic<uint32_t> g_reset_pending{0};  // bit per interface: the PMD asked for a reset
 
 int on_reset_event(uint16_t port, rte_eth_event_type, void* cb_arg, void*) {
@@ -353,7 +358,12 @@ control::Reply Daemon::command(const std::string& line) {
 }
 
 int Daemon::telemetry_stats(const char*, const char*, rte_tel_data* d) {
-  const control::Snapshot s = g_daemon->snap(false);
+  control::Snapshot s;
+  {
+    const std::lock_guard<std::mutex> lock(g_daemon_mutex);
+    if (!g_daemon) return -1;  // stopping
+    s = g_daemon->snap(false);
+  }
   rte_tel_data_start_dict(d);
   for (const auto& i : s.ifaces) {
     rte_tel_data_add_dict_u64(d, (i.name + ".rx_packets").c_str(), i.rx_packets);
@@ -378,7 +388,10 @@ int Daemon::telemetry_stats(const char*, const char*, rte_tel_data* d) {
 }
 
 void Daemon::register_telemetry() {
-  g_daemon = this;
+  {
+    const std::lock_guard<std::mutex> lock(g_daemon_mutex);
+    g_daemon = this;
+  }
   rte_telemetry_register_cmd("/natgw/stats", telemetry_stats,
                              "natgw counters: per-interface packets/bytes, NAT paths, sessions, drops");
 }
@@ -497,6 +510,10 @@ int Daemon::run(const char* argv0) {
   ctx_.stop.store(true);
   rte_eal_mp_wait_lcore();
   std::cout << "natgw: final counters\n" << control::format_text(snap(true)) << std::flush;
+  {
+    const std::lock_guard<std::mutex> lock(g_daemon_mutex);  // telemetry stays up until rte_eal_cleanup
+    g_daemon = nullptr;
+  }
   workers_.clear();  // frees held packets before the ports go
   for (uint16_t p : started) dp::stop_port(p);
   xdp_.remove();

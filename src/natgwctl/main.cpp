@@ -31,6 +31,9 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--socket" && i + 1 < argc) {
       socket = argv[++i];
+    } else if (a == "--socket") {
+      std::cerr << "natgwctl: --socket needs a path\n";
+      return usage(2);
     } else if (a == "-h" || a == "--help") {
       return usage(0);
     } else {

@@ -963,4 +963,32 @@ TEST(PrefixList, LoadsDirectlyWithItsOwnLineNumbers) {
   EXPECT_NE(errors[0].message.find("No such file or directory"), std::string::npos);
 }
 
+// Wrong files: a device (/dev/zero would never end; a FIFO would block a reload) is
+// refused, ip-ranges.json gets one error naming the converter, and a file of bad
+// lines is reported with the first 20 and a count, not 100k lines.
+TEST(PrefixList, WrongFilesGiveOneClearError) {
+  std::vector<Error> errors;
+  EXPECT_TRUE(load_prefix_list("/dev/zero", errors).empty());
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].message.find("is not a regular file"), std::string::npos) << errors[0].str();
+
+  TempDir dir;
+  errors.clear();
+  const std::string json = dir.write("ip-ranges.json", "{\n  \"syncToken\": \"1\",\n  \"prefixes\": []\n}\n");
+  EXPECT_TRUE(load_prefix_list(json, errors).empty());
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].message.find("scripts/ip-ranges-to-prefix-list.py"), std::string::npos) << errors[0].str();
+
+  errors.clear();
+  std::string many;
+  for (int i = 0; i < 1000; ++i) many += "not-a-prefix-" + std::to_string(i) + "\n";
+  many += "10.0.0.0/8\n";
+  const auto ps = load_prefix_list(dir.write("many.txt", many), errors);
+  EXPECT_EQ(ps, (std::vector<Prefix>{{0x0a000000u, 8}}));
+  ASSERT_EQ(errors.size(), 21u);
+  EXPECT_EQ(errors[19].line, 20);
+  EXPECT_EQ(errors[20].line, 1000);
+  EXPECT_NE(errors[20].message.find("and 980 more bad lines (1000 in all"), std::string::npos) << errors[20].str();
+}
+
 }  // namespace
