@@ -1031,13 +1031,13 @@ bool Worker::fits_mtu(uint16_t in_if, uint16_t out_if, rte_mbuf* m, Ipv4Packet& 
       if (rte_be_to_cpu_16(mss_be) > clamp) {
         const uint16_t new_be = rte_cpu_to_be_16(clamp);
         std::memcpy(opt + 2, &new_be, 2);
-        // The option starts on an even offset in practice, but use byte-exact words to be safe.
-        if (((opt + 2) - reinterpret_cast<uint8_t*>(th)) % 2 == 0) {
-          th->cksum = net::csum_apply(th->cksum, net::csum_delta16(mss_be, new_be));
-        } else {
-          th->cksum = 0;
-          th->cksum = rte_ipv4_udptcp_cksum(ip, th);
-        }
+        // An odd offset puts the field's bytes in two checksum words: its weight in the
+        // one's-complement sum is then the byte-swapped value (RFC 1071 byte-order
+        // independence). Patched either way, never recomputed: a SYN may be a first
+        // fragment, whose checksum covers bytes this packet does not hold.
+        const bool even = ((opt + 2) - reinterpret_cast<uint8_t*>(th)) % 2 == 0;
+        th->cksum = net::csum_apply(th->cksum, even ? net::csum_delta16(mss_be, new_be)
+                                                    : net::csum_delta16(rte_bswap16(mss_be), rte_bswap16(new_be)));
         counters_.mss_clamped.add();
       }
       return;

@@ -132,7 +132,7 @@ TEST_F(MssClamp, SynMssAboveTheClampIsLowered) {
   auto opt = tcp_mss_option(1460);
   const auto want = build_frame(syn(tcp_mss_option(1360), 40000));
   EXPECT_EQ(send(syn(opt, 40000)), expected(want, to_endpoint(40000)));
-  // At an odd offset behind a NOP (the checksum is then recomputed, not patched).
+  // At an odd offset behind a NOP (the checksum patched with the byte-swapped delta).
   auto odd = std::vector<uint8_t>{1};
   odd.insert(odd.end(), opt.begin(), opt.end());
   odd.insert(odd.end(), {1, 1, 1});
