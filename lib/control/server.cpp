@@ -160,12 +160,17 @@ void ControlServer::poll_once(int timeout_ms, const CommandHandler& cmd,
 
 void ControlServer::serve_unix(int fd, const CommandHandler& cmd) {
   std::string line = read_until(fd, "\n", budget());
-  if (auto nl = line.find('\n'); nl != std::string::npos) line.resize(nl);
   Reply r;
-  try {
-    r = cmd(line);
-  } catch (const std::exception& e) {
-    r = Reply{false, e.what()};
+  if (auto nl = line.find('\n'); nl != std::string::npos) {
+    line.resize(nl);
+    try {
+      r = cmd(line);
+    } catch (const std::exception& e) {
+      r = Reply{false, e.what()};
+    }
+  } else {
+    // Cut off by the budget or the size limit: never run half a command.
+    r = Reply{false, "incomplete request (a command is one line ending in a newline, sent within 2 s)"};
   }
   write_all(fd, (r.ok ? std::string("OK\n") : "ERR " + r.body + "\n") + (r.ok ? r.body : ""), budget());
 }

@@ -55,11 +55,11 @@ void init_context(Context& ctx, const config::Config& cfg) {
                                        : std::make_pair(it->second.lo, it->second.hi);
     // Session tables name an outside address by an 8-bit index.
     if (ctx.outside.size() == 255)
-      throw std::runtime_error((it == ranges.end() ? std::string("config") : where(it->second.loc)) +
+      throw std::runtime_error((it == ranges.end() ? cfg.path + ": " : where(it->second.loc)) +
                                "at most 255 outside addresses (interfaces and pools together); " +
                                config::format_ipv4(a) + " is one more");
     // Each worker takes its own share of every address's ports.
-    if (static_cast<uint32_t>(pr.second - pr.first) + 1 < cfg.dataplane.workers)
+    if (it != ranges.end() && static_cast<uint32_t>(pr.second - pr.first) + 1 < cfg.dataplane.workers)
       throw std::runtime_error(where(it->second.loc) + "port range " + std::to_string(pr.first) + "-" +
                                std::to_string(pr.second) + " of " + config::format_ipv4(a) + " has fewer ports than the " +
                                std::to_string(cfg.dataplane.workers) + " workers that share it");

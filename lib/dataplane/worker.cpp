@@ -361,7 +361,12 @@ Worker::Lane Worker::classify(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, FlowKe
   if (p.proto == IPPROTO_ICMP && net::is_icmp_error(icmp_of(p)->type)) {
     // Not about a session: judged as a packet of its own (routes, ACL; from a host NAT
     // translates it is dropped: forwarding it would show the inside address).
-    if (!handle_icmp_error_in2out(iface, m, p)) new_flow(iface, m, p, FlowKey{});
+    if (handle_icmp_error_in2out(iface, m, p)) return Lane::kDone;
+    // About an untranslated flow the ACL tracks (PMTUD for routed traffic): passes
+    // as its packets do, unless it comes from a host NAT translates.
+    if (!t.acl->empty() && !t.snat_rule_from(p.ip->src_addr) && icmp_error_of_tracked_flow(p))
+      return forward(iface, m, p), Lane::kDone;
+    new_flow(iface, m, p, FlowKey{});
     return Lane::kDone;
   }
   if (!(p.flags & net::PKT_HAS_PORTS) || !inside_key(p, k)) return new_flow(iface, m, p, FlowKey{}), Lane::kDone;
@@ -606,8 +611,10 @@ void Worker::out2in(rte_mbuf* m, Ipv4Packet& p, Session& s) {
       if (ctx_.sessions[id_]->create_passthrough(a, now_ms_, idx) == nat::CreateResult::kOk)
         return finish_in2out(iface, m, p, id_, idx);
     }
-    // Its later fragments (no ports, maybe from a SNAT source) go the same way.
-    if (p.flags & net::PKT_FRAGMENT) remember_fragment(p, 0, 0, kFragForward);
+    // Its later fragments go the same way (held otherwise: they carry no ports for the
+    // ACL, or come from a source NAT would translate); others are forwarded anyway.
+    if ((p.flags & net::PKT_FRAGMENT) && (!t.acl->empty() || t.snat_rule_from(p.ip->src_addr)))
+      remember_fragment(p, 0, 0, kFragForward);
     return forward(iface, m, p);
   }
   if (!(p.flags & net::PKT_HAS_PORTS) || nat::proto_class(p.proto) < 0 ||
@@ -739,14 +746,15 @@ void refresh_icmp_checksum(Ipv4Packet& p) {
   send_l2(s.in_iface, s.in_mac, m);
 }
 
-// An error from the inside (a host or an on-prem router) about reply traffic: the
-// quote shows the inside endpoint as destination; show the outside one instead and
-// send it from our outside address.
-// Forward-only mode with an ACL: does the packet an ICMP error quotes belong to a
-// flow the ACL let through (its pass-through session, either direction)?
+
+// With an ACL: is this ICMP error about a flow the ACL let through (its pass-through
+// session, either direction), and addressed to the sender of the packet it quotes?
+// (Without that check, an outside host with an allowed flow could send errors that
+// quote it to any inside host.) Redirects are never "about a flow".
 [[gnu::noinline]] bool Worker::icmp_error_of_tracked_flow(const Ipv4Packet& p) const {
+  if (icmp_of(p)->type == 5) return false;  // redirect
   Embedded e;
-  if (!embedded_of(p, e)) return false;
+  if (!embedded_of(p, e) || e.ip->src_addr != p.ip->dst_addr) return false;
   const uint8_t proto = e.ip->next_proto_id;
   if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) return false;
   const auto* ports = reinterpret_cast<const rte_be16_t*>(e.l4);
@@ -757,6 +765,9 @@ void refresh_icmp_checksum(Ipv4Packet& p) {
          find(nat::make_key(e.ip->dst_addr, e.ip->src_addr, ports[1], ports[0], proto, nat::kInside), id_, idx) >= 0;
 }
 
+// An error from the inside (a host or an on-prem router) about reply traffic: the
+// quote shows the inside endpoint as destination; show the outside one instead and
+// send it from our outside address.
 [[gnu::noinline]] bool Worker::handle_icmp_error_in2out(uint16_t iface, rte_mbuf* m,
                                                         Ipv4Packet& p) {
   (void)iface;
@@ -847,16 +858,28 @@ void Worker::remember_fragment(const Ipv4Packet& p, uint16_t table, uint32_t idx
     if (!snat) return forward(iface, m, p);
   }
   // Hold it briefly: fragments may arrive before their first fragment.
-  for (auto& h : held_) {
-    if (h.m) continue;
-    h.m = m;
-    h.iface = iface;
-    h.expires_ms = now_ms_ + tables_->fragment_timeout_ms;
-    ++held_used_;
-    counters_.fragments_buffered.add();
-    return;
+  HeldFrag* slot = nullptr;
+  for (auto& h : held_)
+    if (!h.m) {
+      slot = &h;
+      break;
+    }
+  if (!slot) {
+    // Full (maybe a flood of orphan fragments): the oldest goes, so the buffer keeps
+    // serving fragments that arrive just before their first.
+    slot = &held_[0];
+    for (auto& h : held_)
+      if (static_cast<int32_t>(h.seq - slot->seq) < 0) slot = &h;
+    drop(slot->m, kDropFragment);
+    slot->m = nullptr;
+    --held_used_;
   }
-  drop(m, kDropFragment);
+  slot->m = m;
+  slot->iface = iface;
+  slot->seq = held_seq_++;
+  slot->expires_ms = now_ms_ + tables_->fragment_timeout_ms;
+  ++held_used_;
+  counters_.fragments_buffered.add();
 }
 
 void Worker::release_held_fragments() {

@@ -84,6 +84,7 @@ class Worker {
   struct HeldFrag {  // a later fragment that arrived before its first
     rte_mbuf* m = nullptr;
     uint16_t iface = 0;
+    uint32_t seq = 0;  // arrival order: a full buffer evicts the oldest
     uint32_t expires_ms = 0;
   };
 
@@ -194,6 +195,7 @@ class Worker {
   static constexpr unsigned kHeldFrags = 64;
   HeldFrag held_[kHeldFrags];
   unsigned held_used_ = 0;
+  uint32_t held_seq_ = 0;
   uint32_t last_housekeeping_ms_ = 0;
   uint32_t last_gw_refresh_ms_ = 0;
   bool gw_refreshed_ = false;

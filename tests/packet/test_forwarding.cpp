@@ -484,6 +484,40 @@ TEST(ForwardingAcl, IcmpErrorsAboutAllowedFlowsPass) {
                                          ip("192.168.10.2"), 3, 4, other, 1400));
   EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
   EXPECT_EQ(drops(p, dp::kDropAcl), 1u);
+  // Quoting the allowed flow but sent to another inside host: not about that host's
+  // flow, so the default deny holds (else any outside party with one allowed flow
+  // could reach every inside host). Nor does a redirect pass as "about" the flow.
+  p.rx(kInternet, build_icmp_error_frame(mac(kInternetGwMac), our_mac(kInternet), ip("198.51.100.1"),
+                                         ip("192.168.10.9"), 3, 4, ip_of(out[0]), 1400));
+  p.rx(kInternet, build_icmp_error_frame(mac(kInternetGwMac), our_mac(kInternet), ip("198.51.100.1"),
+                                         ip("192.168.10.2"), 5, 1, ip_of(out[0])));
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  EXPECT_EQ(drops(p, dp::kDropAcl), 3u);
+}
+
+// NAT configs track untranslated flows (sources outside every [[snat]] from) for the
+// ACL too: PMTUD works for them through a default deny, as in forward-only configs.
+TEST(ForwardingAcl, IcmpErrorsAboutAllowedUntranslatedFlowsPassInNatConfigs) {
+  Pipeline p(std::string(kLabConfig) +
+             "[[route]]\nprefix = \"172.16.0.0/12\"\nvia = \"10.0.1.1\"\ninterface = \"inside\"\n"
+             "[acl_default]\naction = \"deny\"\n"
+             "[[acl]]\naction = \"allow\"\nprotocol = \"tcp\"\ndst_ports = \"443\"\n");
+  lab_neighbours(p);
+  const auto syn = build_frame(client(IPPROTO_TCP, "203.0.113.10", 40000, 443, "172.16.0.5"));
+  p.rx(kInside, syn);
+  auto out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(ipstr(parse_frame(out[0]).src), "172.16.0.5") << "not a SNAT source: routed untranslated";
+  p.rx(kInternet, build_icmp_error_frame(mac(kInternetGwMac), our_mac(kInternet), ip("198.51.100.1"),
+                                         ip("172.16.0.5"), 3, 4, ip_of(out[0]), 1400));
+  auto in = ipv4_only(p.out(kInside));
+  ASSERT_EQ(in.size(), 1u) << "frag-needed about an allowed routed flow was dropped";
+  EXPECT_EQ(parse_frame(in[0]).icmp_code, 4);
+  // To another host: the default deny.
+  p.rx(kInternet, build_icmp_error_frame(mac(kInternetGwMac), our_mac(kInternet), ip("198.51.100.1"),
+                                         ip("172.16.0.6"), 3, 4, ip_of(out[0]), 1400));
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  EXPECT_EQ(drops(p, dp::kDropAcl), 1u);
 }
 
 // A tracked flow's packets arriving together in its first burst: one pass-through

@@ -246,6 +246,25 @@ TEST(FragmentsAcl, LaterFragmentsFollowTheirFirstFragmentsVerdict) {
   EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty());
 }
 
+// A flood of orphan later fragments (never followed by their first) fills the hold
+// buffer; the oldest then make room, so a real datagram whose first fragment comes
+// last still gets through.
+TEST_F(Fragments, AFloodOfOrphanFragmentsDoesNotLockTheHoldBufferUp) {
+  for (uint16_t id = 1; id <= 100; ++id) {
+    const auto orphan = fragment(build_frame(big_udp("192.168.10.2", id)), 512);
+    p.rx(kInside, orphan[1]);
+  }
+  EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty());
+  EXPECT_GE(drops(p, dp::kDropFragment), 36u) << "100 orphans, 64 slots";
+  const auto whole = build_frame(big_udp("192.168.10.2", 0x7777));
+  const auto frags = fragment(whole, 512);
+  p.rx(kInside, {frags[2], frags[1]});
+  p.rx(kInside, frags[0]);
+  const auto out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 3u) << "the datagram's held fragments were refused or evicted";
+  EXPECT_EQ(reassemble(out), expected(whole, to_internet(40000)));
+}
+
 class FragmentsTwoWorkers : public Fragments {
  protected:
   FragmentsTwoWorkers() : Fragments(2) {}

@@ -78,6 +78,31 @@ TEST(ControlServer, ASecondInstanceOnTheSameSocketIsRefused) {
   }
 }
 
+// A request cut off (no newline before the client stopped sending) is not run.
+TEST(ControlServer, AnIncompleteRequestIsNotRun) {
+  TempSocket t;
+  ControlServer s;
+  s.listen_unix(t.path);
+  std::atomic<bool> done{false};
+  std::string reply;
+  std::thread client([&] {
+    const int fd = connect_unix(t.path);
+    (void)::send(fd, "reload", 6, MSG_NOSIGNAL);
+    ::shutdown(fd, SHUT_WR);  // no newline, ever
+    char buf[256];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) reply.append(buf, static_cast<size_t>(n));
+    ::close(fd);
+    done = true;
+  });
+  int ran = 0;
+  const auto end = Clock::now() + std::chrono::seconds(10);
+  while (!done && Clock::now() < end)
+    s.poll_once(50, [&](const std::string&) { ++ran; return Reply{true, "ran\n"}; }, [] { return std::string(); });
+  client.join();
+  EXPECT_EQ(ran, 0);
+  EXPECT_EQ(reply.rfind("ERR incomplete request", 0), 0u) << reply;
+}
+
 // A client that sends its request a byte every 200 ms for 12 s (or keeps the connection
 // open without a newline): the loop must move on after its budget (2 s), not after the
 // client is done. Per-recv timeouts alone let such a client hold the loop for hours.
