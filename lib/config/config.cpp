@@ -22,6 +22,8 @@ std::string Error::str() const {
 
 namespace {
 
+constexpr size_t kMaxSnatRules = 128;
+
 // Keeps "seconds * TSC Hz" far from overflowing 64 bits in the dataplane.
 constexpr int64_t kMaxTimeout = 7 * 24 * 3600;
 constexpr size_t kMaxInterfaces = 16;
@@ -665,6 +667,10 @@ class Loader {
     const Section& s = section("snat");
     SnatRule rule;
     rule.loc = {file_, line_of(t)};
+    // A rule's index names its mapping realm, 0..127; 128 + interface is the realm of
+    // rules that take the egress interface's address (dp::build_tables, Worker::new_flow).
+    if (cfg_.snat.size() == kMaxSnatRules)
+      error(rule.loc.line, "too many [[snat]] rules: at most " + std::to_string(kMaxSnatRules));
     if (const auto* n = required(t, s, "from")) {
       if (const auto* a = array(*n, "snat.from", "prefixes")) {
         if (a->empty()) error(line_of(*n), "snat.from is empty: list the source prefixes to translate");

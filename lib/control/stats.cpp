@@ -64,6 +64,8 @@ Snapshot snapshot(const dp::Context& ctx, const std::vector<const dp::Worker*>& 
     s.fragments_translated += c.fragments_translated.get();
     s.fragments_buffered += c.fragments_buffered.get();
     s.mss_clamped += c.mss_clamped.get();
+    s.fragments_created += c.fragments_created.get();
+    s.handed_off += c.handed_off.get();
     WorkerStats ws;
     ws.busy_cycles = c.busy_cycles.get();
     ws.idle_cycles = c.idle_cycles.get();
@@ -123,7 +125,10 @@ std::string format_text(const Snapshot& s) {
   o << "icmp: errors sent " << s.icmp_errors_sent << " (rate-limited " << s.icmp_errors_ratelimited
     << "), echo replies " << s.echo_replies << "\n";
   o << "arp: entries " << s.arp_entries << ", requests sent " << s.arp_requests_sent
-    << ", replies sent " << s.arp_replies_sent << ", learned " << s.arp_learned << "\n";
+    << ", replies sent " << s.arp_replies_sent << ", learned " << s.arp_learned << ", table full "
+    << s.arp_table_full << "\n";
+  o << "other: fragments buffered " << s.fragments_buffered << ", fragments created " << s.fragments_created
+    << ", mss clamped " << s.mss_clamped << ", handed off " << s.handed_off << "\n";
   for (size_t w = 0; w < s.workers.size(); ++w) {
     const auto& ws = s.workers[w];
     const double total = static_cast<double>(ws.busy_cycles + ws.idle_cycles);

@@ -748,6 +748,18 @@ TEST(ConfigErrors, NatMaxSessions) {
   EXPECT_TRUE(load(lines({kIf1, kIf2, kIf3, kIf4, "[nat]", "max_sessions = 2147483647"})).ok());
 }
 
+// Rule indexes name mapping realms below 128 (128 + interface belongs to rules without a pool).
+TEST(ConfigErrors, AtMost128SnatRules) {
+  const auto with = [](int n) {
+    std::string t = lines({kIf1, kIf2, kIf3, kIf4});  // lines 1-4
+    for (int i = 0; i < n; ++i) t += "[[snat]]\nfrom = [\"10." + std::to_string(i) + ".0.0/16\"]\n";
+    return t;
+  };
+  EXPECT_TRUE(load(with(128)).ok());
+  const auto r = load(with(129));
+  EXPECT_TRUE(HasError(r, 5 + 2 * 128, "too many [[snat]] rules: at most 128")) << dump(r);
+}
+
 TEST(ConfigErrors, HairpinningIsRefusedAtItsLine) {
   const auto r = load(lines({kIf1, kIf2, kIf3, kIf4, "[nat]", "port_overlapping = true", "hairpinning = true"}));
   EXPECT_TRUE(HasError(r, 7, "nat.hairpinning = true is not implemented yet"));
