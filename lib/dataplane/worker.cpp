@@ -676,6 +676,8 @@ bool embedded_of(const Ipv4Packet& p, Embedded& e) {
   if ((e.ip->version_ihl >> 4) != 4) return false;
   const uint16_t hl = static_cast<uint16_t>((e.ip->version_ihl & 0xf) * 4);
   if (hl < sizeof(rte_ipv4_hdr) || sizeof(net::IcmpHdr) + hl + 8u > p.l4_len) return false;
+  // A quoted later fragment starts with payload, not ports: nothing to match.
+  if (rte_be_to_cpu_16(e.ip->fragment_offset) & RTE_IPV4_HDR_OFFSET_MASK) return false;
   e.l4 = reinterpret_cast<uint8_t*>(e.ip) + hl;
   e.l4_avail = static_cast<uint16_t>(p.l4_len - sizeof(net::IcmpHdr) - hl);
   return true;
@@ -713,6 +715,8 @@ void refresh_icmp_checksum(Ipv4Packet& p) {
 [[gnu::noinline]] void Worker::handle_icmp_error_out2in(uint16_t iface, rte_mbuf* m, Ipv4Packet& p) {
   Embedded e;
   if (!embedded_of(p, e)) return drop(m, kDropMalformed);
+  // An error goes to the sender of the packet it quotes: that is us, at this address.
+  if (e.ip->src_addr != p.ip->dst_addr) return drop(m, kDropNoSession);
   const uint8_t proto = e.ip->next_proto_id;
   FlowKey k{};
   if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {

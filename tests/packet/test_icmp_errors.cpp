@@ -140,6 +140,32 @@ TEST_F(IcmpErrors, ErrorsFromInsideWithoutASessionDoNotLeak) {
   EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 1u);
 }
 
+// Errors whose quote cannot be about one of our sessions: a quoted later fragment
+// (its first bytes are payload, not ports) or a quote of a packet some other host
+// sent (errors go to the quoted packet's sender).
+TEST_F(IcmpErrors, ErrorsQuotingNoPacketOfOursAreDropped) {
+  const auto o = send(client(IPPROTO_UDP, "203.0.113.10", 40000, 53));
+  auto frag = ip_of(o);
+  frag[6] = 0x00;
+  frag[7] = 0x10;  // offset 128 bytes; the "ports" are payload that happens to match
+  auto* h = reinterpret_cast<rte_ipv4_hdr*>(frag.data());
+  h->hdr_checksum = 0;
+  h->hdr_checksum = ref_csum(h, 20);
+  p.rx(kInternet, build_icmp_error_frame(mac(kInternetGwMac), our_mac(kInternet), ip("203.0.113.10"),
+                                         ip("10.0.3.10"), 3, 3, frag));
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  EXPECT_EQ(drops(p, dp::kDropMalformed), 1u);
+  // The quote names 10.0.3.10 but the error was sent to our other address.
+  p.rx(kInternet, build_icmp_error_frame(mac(kInternetGwMac), our_mac(kInternet), ip("203.0.113.10"),
+                                         ip("10.0.2.10"), 3, 3, ip_of(o)));
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  EXPECT_EQ(drops(p, dp::kDropNoSession), 1u);
+  // The well-formed error still passes.
+  p.rx(kInternet, build_icmp_error_frame(mac(kInternetGwMac), our_mac(kInternet), ip("203.0.113.10"),
+                                         ip("10.0.3.10"), 3, 3, ip_of(o)));
+  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 1u);
+}
+
 class IcmpErrorsShortUdp : public IcmpErrors {
  protected:
   IcmpErrorsShortUdp() : IcmpErrors(std::string(kLabConfig) + "[timeouts]\nudp = 30\n") {}
