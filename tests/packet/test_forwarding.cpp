@@ -495,13 +495,18 @@ TEST(ForwardingAcl, IcmpErrorsAboutAllowedFlowsPass) {
   EXPECT_EQ(drops(p, dp::kDropAcl), 3u);
 }
 
+// The lab's NAT config with a route back to 172.16.0.0/12 (a network outside every
+// [[snat]] from, so its flows stay untranslated), a default deny and `rules`.
+std::string nat_acl(const char* rules) {
+  return std::string(kLabConfig) +
+         "[[route]]\nprefix = \"172.16.0.0/12\"\nvia = \"10.0.1.1\"\ninterface = \"inside\"\n"
+         "[acl_default]\naction = \"deny\"\n" + rules;
+}
+
 // NAT configs track untranslated flows (sources outside every [[snat]] from) for the
 // ACL too: PMTUD works for them through a default deny, as in forward-only configs.
 TEST(ForwardingAcl, IcmpErrorsAboutAllowedUntranslatedFlowsPassInNatConfigs) {
-  Pipeline p(std::string(kLabConfig) +
-             "[[route]]\nprefix = \"172.16.0.0/12\"\nvia = \"10.0.1.1\"\ninterface = \"inside\"\n"
-             "[acl_default]\naction = \"deny\"\n"
-             "[[acl]]\naction = \"allow\"\nprotocol = \"tcp\"\ndst_ports = \"443\"\n");
+  Pipeline p(nat_acl("[[acl]]\naction = \"allow\"\nprotocol = \"tcp\"\ndst_ports = \"443\"\n"));
   lab_neighbours(p);
   const auto syn = build_frame(client(IPPROTO_TCP, "203.0.113.10", 40000, 443, "172.16.0.5"));
   p.rx(kInside, syn);
@@ -552,10 +557,7 @@ TEST(ForwardingAcl, BurstOfNewFlowsWithRepeatsIsTrackedOncePerFlow) {
 // The same for untranslated traffic in a NAT config (a source outside every
 // `from`): replies of an allowed flow pass, the flow keeps its addresses.
 TEST(ForwardingAcl, UntranslatedFlowsInNatConfigsAreTrackedToo) {
-  Pipeline p(std::string(kLabConfig) +
-             "[[route]]\nprefix = \"172.16.0.0/12\"\nvia = \"10.0.1.1\"\ninterface = \"inside\"\n"
-             "[acl_default]\naction = \"deny\"\n"
-             "[[acl]]\naction = \"allow\"\nsrc = \"172.16.0.0/12\"\nprotocol = \"udp\"\n");
+  Pipeline p(nat_acl("[[acl]]\naction = \"allow\"\nsrc = \"172.16.0.0/12\"\nprotocol = \"udp\"\n"));
   lab_neighbours(p);
   const auto q = build_frame(client(IPPROTO_UDP, "203.0.113.10", 5353, 53, "172.16.1.2"));
   p.rx(kInside, q);
