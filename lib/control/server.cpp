@@ -170,7 +170,7 @@ void ControlServer::serve_unix(int fd, const CommandHandler& cmd) {
     }
   } else {
     // Cut off by the budget or the size limit: never run half a command.
-    r = Reply{false, "incomplete request (a command is one line ending in a newline, sent within 2 s)"};
+    r = Reply{false, "incomplete request (a command is one line of at most 8 KiB ending in a newline, sent within 2 s)"};
   }
   write_all(fd, (r.ok ? std::string("OK\n") : "ERR " + r.body + "\n") + (r.ok ? r.body : ""), budget());
 }

@@ -670,14 +670,16 @@ struct Embedded {
   uint8_t* l4;
   uint16_t l4_avail;
 };
+// A quoted later fragment starts with payload, not ports: no session to match.
+bool quotes_later_fragment(const Embedded& e) {
+  return (rte_be_to_cpu_16(e.ip->fragment_offset) & RTE_IPV4_HDR_OFFSET_MASK) != 0;
+}
 bool embedded_of(const Ipv4Packet& p, Embedded& e) {
   if (p.l4_len < sizeof(net::IcmpHdr) + sizeof(rte_ipv4_hdr) + 8) return false;
   e.ip = reinterpret_cast<rte_ipv4_hdr*>(p.l4 + sizeof(net::IcmpHdr));
   if ((e.ip->version_ihl >> 4) != 4) return false;
   const uint16_t hl = static_cast<uint16_t>((e.ip->version_ihl & 0xf) * 4);
   if (hl < sizeof(rte_ipv4_hdr) || sizeof(net::IcmpHdr) + hl + 8u > p.l4_len) return false;
-  // A quoted later fragment starts with payload, not ports: nothing to match.
-  if (rte_be_to_cpu_16(e.ip->fragment_offset) & RTE_IPV4_HDR_OFFSET_MASK) return false;
   e.l4 = reinterpret_cast<uint8_t*>(e.ip) + hl;
   e.l4_avail = static_cast<uint16_t>(p.l4_len - sizeof(net::IcmpHdr) - hl);
   return true;
@@ -716,7 +718,7 @@ void refresh_icmp_checksum(Ipv4Packet& p) {
   Embedded e;
   if (!embedded_of(p, e)) return drop(m, kDropMalformed);
   // An error goes to the sender of the packet it quotes: that is us, at this address.
-  if (e.ip->src_addr != p.ip->dst_addr) return drop(m, kDropNoSession);
+  if (e.ip->src_addr != p.ip->dst_addr || quotes_later_fragment(e)) return drop(m, kDropNoSession);
   const uint8_t proto = e.ip->next_proto_id;
   FlowKey k{};
   if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
@@ -758,15 +760,31 @@ void refresh_icmp_checksum(Ipv4Packet& p) {
 [[gnu::noinline]] bool Worker::icmp_error_of_tracked_flow(const Ipv4Packet& p) const {
   if (icmp_of(p)->type == 5) return false;  // redirect
   Embedded e;
-  if (!embedded_of(p, e) || e.ip->src_addr != p.ip->dst_addr) return false;
+  if (!embedded_of(p, e) || e.ip->src_addr != p.ip->dst_addr || quotes_later_fragment(e)) return false;
   const uint8_t proto = e.ip->next_proto_id;
-  if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) return false;
-  const auto* ports = reinterpret_cast<const rte_be16_t*>(e.l4);
-  uint32_t idx;
-  // The quote is a packet of the flow's first direction (the error goes back to
-  // the client) or of its replies (the error goes to the server).
-  return find(nat::make_key(e.ip->src_addr, e.ip->dst_addr, ports[0], ports[1], proto, nat::kInside), id_, idx) >= 0 ||
-         find(nat::make_key(e.ip->dst_addr, e.ip->src_addr, ports[1], ports[0], proto, nat::kInside), id_, idx) >= 0;
+  rte_be16_t sport, dport;  // the quoted packet's ports, or an echo's identifier and 0
+  if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+    sport = reinterpret_cast<const rte_be16_t*>(e.l4)[0];
+    dport = reinterpret_cast<const rte_be16_t*>(e.l4)[1];
+  } else if (proto == IPPROTO_ICMP && net::is_icmp_query(reinterpret_cast<const net::IcmpHdr*>(e.l4)->type)) {
+    sport = reinterpret_cast<const net::IcmpHdr*>(e.l4)->id;
+    dport = 0;
+  } else {
+    return false;
+  }
+  // The quote is a packet of the flow's first direction (the error goes back to the
+  // client) or of its replies (the error goes to the server). Only pass-through
+  // sessions count: a translated flow's packets never leave with the inside address.
+  const auto tracked = [&](const FlowKey& k) {
+    uint32_t idx;
+    const int table = find(k, id_, idx);
+    return table >= 0 && ctx_.sessions[table]->session(idx).mapping == nat::SessionTable::kNoMapping;
+  };
+  if (proto == IPPROTO_ICMP)
+    return tracked(nat::make_key(e.ip->src_addr, e.ip->dst_addr, sport, 0, proto, nat::kInside)) ||
+           tracked(nat::make_key(e.ip->dst_addr, e.ip->src_addr, sport, 0, proto, nat::kInside));
+  return tracked(nat::make_key(e.ip->src_addr, e.ip->dst_addr, sport, dport, proto, nat::kInside)) ||
+         tracked(nat::make_key(e.ip->dst_addr, e.ip->src_addr, dport, sport, proto, nat::kInside));
 }
 
 // An error from the inside (a host or an on-prem router) about reply traffic: the
@@ -793,6 +811,9 @@ void refresh_icmp_checksum(Ipv4Packet& p) {
   const int table = find(k, id_, idx);
   if (table < 0) return false;
   Session& s = ctx_.sessions[table]->session(idx);
+  // A pass-through session (an untranslated flow the ACL tracks): nothing to rewrite;
+  // the caller passes the error unchanged (its source may be a router on the way).
+  if (s.mapping == nat::SessionTable::kNoMapping) return false;
   p.ip->src_addr = s.out_ip;
   p.ip->time_to_live--;
   net::ipv4_set_checksum(p.ip);

@@ -42,8 +42,9 @@ int main(int argc, char** argv) {
   }
   if (line.empty()) return usage(2);
   try {
-    // A reload rebuilds the routing tables (large prefix lists take a while): wait for its verdict.
-    const int timeout_ms = line.rfind("reload", 0) == 0 ? 120000 : 5000;
+    // A reload rebuilds the routing tables (large prefix lists take a while): wait for its
+    // verdict, within systemd's default 90 s for ExecReload.
+    const int timeout_ms = line.rfind("reload", 0) == 0 ? 80000 : 5000;
     const natgw::control::Reply r = natgw::control::send_command(socket, line, timeout_ms);
     if (!r.ok) {
       std::cerr << "natgwctl: " << r.body << (r.body.empty() || r.body.back() != '\n' ? "\n" : "");

@@ -554,6 +554,40 @@ TEST(ForwardingAcl, BurstOfNewFlowsWithRepeatsIsTrackedOncePerFlow) {
   EXPECT_EQ(p.worker().counters().in2out.get(), 32u) << "repeats bypassed their session";
 }
 
+// A translated flow's packets never leave with the inside address, so an error quoting
+// one untranslated is no error about that flow: it meets the default deny (it used to
+// match the NAT session as if it were a tracked untranslated flow).
+TEST(ForwardingAcl, ErrorsQuotingATranslatedFlowUntranslatedMeetTheAcl) {
+  Pipeline p(nat_acl("[[acl]]\naction = \"allow\"\nprotocol = \"udp\"\n"));
+  lab_neighbours(p);
+  const auto q = build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53));
+  p.rx(kInside, q);
+  auto out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_EQ(ipstr(parse_frame(out[0]).src), "10.0.3.10");
+  p.rx(kInternet, build_icmp_error_frame(mac(kInternetGwMac), our_mac(kInternet), ip("198.51.100.1"),
+                                         ip("192.168.10.2"), 3, 3, ip_of(q)));
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  EXPECT_EQ(drops(p, dp::kDropAcl), 1u);
+}
+
+// Echo flows are tracked too: a router's "time exceeded" about a ping the ACL let
+// out (traceroute -I) reaches the client through a default deny.
+TEST(ForwardingAcl, ErrorsAboutAllowedPingsPass) {
+  Pipeline p(kForwardConfig + "[acl_default]\naction = \"deny\"\n"
+                              "[[acl]]\naction = \"allow\"\nsrc = \"192.168.0.0/16\"\nprotocol = \"icmp\"\n");
+  lab_neighbours(p);
+  p.rx(kInside, build_frame(client(IPPROTO_ICMP, "203.0.113.10", 4242, 0)));
+  auto out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 1u);
+  p.rx(kInternet, build_icmp_error_frame(mac(kInternetGwMac), our_mac(kInternet), ip("198.51.100.1"),
+                                         ip("192.168.10.2"), 11, 0, ip_of(out[0])));
+  auto in = ipv4_only(p.out(kInside));
+  ASSERT_EQ(in.size(), 1u) << "time exceeded about an allowed ping was dropped";
+  EXPECT_EQ(parse_frame(in[0]).icmp_type, 11);
+  EXPECT_EQ(drops(p, dp::kDropAcl), 0u);
+}
+
 // The same for untranslated traffic in a NAT config (a source outside every
 // `from`): replies of an allowed flow pass, the flow keeps its addresses.
 TEST(ForwardingAcl, UntranslatedFlowsInNatConfigsAreTrackedToo) {
