@@ -179,7 +179,8 @@ void ControlServer::serve_http(int fd, const MetricsHandler& metrics) {
   const std::string req = read_until(fd, "\r\n\r\n", budget());
   const bool get = req.rfind("GET ", 0) == 0;
   const auto sp = req.find(' ', 4);
-  const std::string path = get && sp != std::string::npos ? req.substr(4, sp - 4) : "";
+  std::string path = get && sp != std::string::npos ? req.substr(4, sp - 4) : "";
+  if (const auto q = path.find('?'); q != std::string::npos) path.resize(q);  // scrapers may add ?params
   std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
   if (!get) {
     status = "405 Method Not Allowed";

@@ -158,7 +158,7 @@ TEST(ControlServer, MetricsListenResolvesAHostName) {
     a.sin_port = htons(static_cast<uint16_t>(port));
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) == 0) {
-      const std::string req = "GET /metrics HTTP/1.0\r\n\r\n";
+      const std::string req = "GET /metrics?name[]=natgw_up HTTP/1.0\r\n\r\n";  // a query string is ignored
       (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
       char buf[512];
       for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) reply.append(buf, static_cast<size_t>(n));
