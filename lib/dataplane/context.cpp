@@ -149,16 +149,10 @@ std::unique_ptr<RuntimeTables> build_tables(const Context& ctx, const config::Co
                                  config::format_ipv4(a) + " changed from " + std::to_string(o.port_lo) +
                                  "-" + std::to_string(o.port_hi) + ": that needs a restart");
   }
+  // Route next hops index ctx.ifaces: never more interfaces than the context has. What
+  // else of an interface may not change live, a reload names first (config::restart_reasons).
   if (cfg.interfaces.size() != ctx.ifaces.size())
     throw std::runtime_error("interfaces changed: that needs a restart");
-  for (size_t i = 0; i < cfg.interfaces.size(); ++i) {
-    const auto& c = cfg.interfaces[i];
-    if (c.name != ctx.ifaces[i].name || rte_cpu_to_be_32(c.addr) != ctx.ifaces[i].addr ||
-        c.mtu != ctx.ifaces[i].mtu || c.mss_clamp != ctx.ifaces[i].mss_clamp ||
-        c.one_armed != ctx.ifaces[i].one_armed)
-      throw std::runtime_error(c.loc.file + ":" + std::to_string(c.loc.line) + ": interface '" +
-                               c.name + "' changed: interfaces need a restart");
-  }
   t->timeouts.udp = cfg.timeouts.udp * 1000;
   t->timeouts.tcp_established = cfg.timeouts.tcp_established * 1000;
   t->timeouts.tcp_transitory = cfg.timeouts.tcp_transitory * 1000;

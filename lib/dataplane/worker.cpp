@@ -342,33 +342,12 @@ Worker::Lane Worker::classify(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, FlowKe
     send_icmp_error(iface, m, p, 11, 0);
     return drop(m, kDropTtl), Lane::kDone;
   }
-  const RuntimeTables& t = *tables_;
-  if (forward_only) {
-    // Forwarding only: stateless unless an ACL must judge flows; then flows are
-    // tracked (pass-through sessions) so that the replies of allowed ones pass.
-    if (t.acl->empty()) return Lane::kForward;
-    // An ICMP error about a tracked flow passes as its packets do (PMTUD's frag-needed
-    // from a router beyond the server, to the client, with a default deny).
-    if ((p.flags & net::PKT_FIRST_FRAGMENT) && p.proto == IPPROTO_ICMP && net::is_icmp_error(icmp_of(p)->type) &&
-        icmp_error_of_tracked_flow(p))
-      return Lane::kForward;
-    // Later fragments follow what the ACL decided for their first (they carry no ports).
-    if (!(p.flags & net::PKT_FIRST_FRAGMENT)) return handle_fragment(iface, m, p, false), Lane::kDone;
-    if (!(p.flags & net::PKT_HAS_PORTS) || !inside_key(p, k)) return new_flow(iface, m, p, FlowKey{}), Lane::kDone;
-    return Lane::kInside;
-  }
+  // Forwarding only: stateless unless an ACL must judge flows; then flows are tracked
+  // (pass-through sessions) so that the replies of allowed ones pass, as with NAT.
+  if (forward_only && tables_->acl->empty()) return Lane::kForward;
+  // Later fragments follow their first (they carry no ports to translate or judge).
   if (!(p.flags & net::PKT_FIRST_FRAGMENT)) return handle_fragment(iface, m, p, false), Lane::kDone;
-  if (p.proto == IPPROTO_ICMP && net::is_icmp_error(icmp_of(p)->type)) {
-    // Not about a session: judged as a packet of its own (routes, ACL; from a host NAT
-    // translates it is dropped: forwarding it would show the inside address).
-    if (handle_icmp_error_in2out(iface, m, p)) return Lane::kDone;
-    // About an untranslated flow the ACL tracks (PMTUD for routed traffic): passes
-    // as its packets do, unless it comes from a host NAT translates.
-    if (!t.acl->empty() && !t.snat_rule_from(p.ip->src_addr) && icmp_error_of_tracked_flow(p))
-      return forward(iface, m, p), Lane::kDone;
-    new_flow(iface, m, p, FlowKey{});
-    return Lane::kDone;
-  }
+  if (p.proto == IPPROTO_ICMP && net::is_icmp_error(icmp_of(p)->type)) return transit_icmp_error(iface, m, p), Lane::kDone;
   if (!(p.flags & net::PKT_HAS_PORTS) || !inside_key(p, k)) return new_flow(iface, m, p, FlowKey{}), Lane::kDone;
   return Lane::kInside;
 }
@@ -674,6 +653,24 @@ struct Embedded {
 bool quotes_later_fragment(const Embedded& e) {
   return (rte_be_to_cpu_16(e.ip->fragment_offset) & RTE_IPV4_HDR_OFFSET_MASK) != 0;
 }
+// The key of the flow a quoted packet belongs to (TCP, UDP or an ICMP query), or false.
+// `reply`: the quote travelled the flow's second direction (toward its client); kInside
+// keys name the client first, kOutside keys the remote (a quote natgw sent: reply = true).
+bool key_of_quote(const Embedded& e, bool reply, nat::Dir dir, FlowKey& k) {
+  const uint8_t proto = e.ip->next_proto_id;
+  const rte_be32_t a = reply ? e.ip->dst_addr : e.ip->src_addr;
+  const rte_be32_t b = reply ? e.ip->src_addr : e.ip->dst_addr;
+  if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+    const auto* ports = reinterpret_cast<const rte_be16_t*>(e.l4);
+    k = nat::make_key(a, b, ports[reply ? 1 : 0], ports[reply ? 0 : 1], proto, dir);
+    return true;
+  }
+  const auto* ic = reinterpret_cast<const net::IcmpHdr*>(e.l4);
+  if (proto != IPPROTO_ICMP || !net::is_icmp_query(ic->type)) return false;
+  // A query's identifier stands where the inside key has its port: first for kInside, second for kOutside.
+  k = dir == nat::kInside ? nat::make_key(a, b, ic->id, 0, proto, dir) : nat::make_key(a, b, 0, ic->id, proto, dir);
+  return true;
+}
 bool embedded_of(const Ipv4Packet& p, Embedded& e) {
   if (p.l4_len < sizeof(net::IcmpHdr) + sizeof(rte_ipv4_hdr) + 8) return false;
   e.ip = reinterpret_cast<rte_ipv4_hdr*>(p.l4 + sizeof(net::IcmpHdr));
@@ -720,17 +717,8 @@ void refresh_icmp_checksum(Ipv4Packet& p) {
   // An error goes to the sender of the packet it quotes: that is us, at this address.
   if (e.ip->src_addr != p.ip->dst_addr || quotes_later_fragment(e)) return drop(m, kDropNoSession);
   const uint8_t proto = e.ip->next_proto_id;
-  FlowKey k{};
-  if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
-    const auto* ports = reinterpret_cast<const rte_be16_t*>(e.l4);
-    k = nat::make_key(e.ip->dst_addr, e.ip->src_addr, ports[1], ports[0], proto, nat::kOutside);
-  } else if (proto == IPPROTO_ICMP &&
-             net::is_icmp_query(reinterpret_cast<net::IcmpHdr*>(e.l4)->type)) {
-    k = nat::make_key(e.ip->dst_addr, e.ip->src_addr, 0, reinterpret_cast<net::IcmpHdr*>(e.l4)->id,
-                      proto, nat::kOutside);
-  } else {
-    return drop(m, kDropNoSession);
-  }
+  FlowKey k;
+  if (!key_of_quote(e, true, nat::kOutside, k)) return drop(m, kDropNoSession);
   uint32_t idx;
   const int table = find(k, id_, idx);
   if (table < 0) return drop(m, kDropNoSession);
@@ -761,30 +749,30 @@ void refresh_icmp_checksum(Ipv4Packet& p) {
   if (icmp_of(p)->type == 5) return false;  // redirect
   Embedded e;
   if (!embedded_of(p, e) || e.ip->src_addr != p.ip->dst_addr || quotes_later_fragment(e)) return false;
-  const uint8_t proto = e.ip->next_proto_id;
-  rte_be16_t sport, dport;  // the quoted packet's ports, or an echo's identifier and 0
-  if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
-    sport = reinterpret_cast<const rte_be16_t*>(e.l4)[0];
-    dport = reinterpret_cast<const rte_be16_t*>(e.l4)[1];
-  } else if (proto == IPPROTO_ICMP && net::is_icmp_query(reinterpret_cast<const net::IcmpHdr*>(e.l4)->type)) {
-    sport = reinterpret_cast<const net::IcmpHdr*>(e.l4)->id;
-    dport = 0;
-  } else {
-    return false;
-  }
   // The quote is a packet of the flow's first direction (the error goes back to the
   // client) or of its replies (the error goes to the server). Only pass-through
   // sessions count: a translated flow's packets never leave with the inside address.
-  const auto tracked = [&](const FlowKey& k) {
+  const auto tracked = [&](bool reply) {
+    FlowKey k;
     uint32_t idx;
+    if (!key_of_quote(e, reply, nat::kInside, k)) return false;
     const int table = find(k, id_, idx);
     return table >= 0 && ctx_.sessions[table]->session(idx).mapping == nat::SessionTable::kNoMapping;
   };
-  if (proto == IPPROTO_ICMP)
-    return tracked(nat::make_key(e.ip->src_addr, e.ip->dst_addr, sport, 0, proto, nat::kInside)) ||
-           tracked(nat::make_key(e.ip->dst_addr, e.ip->src_addr, sport, 0, proto, nat::kInside));
-  return tracked(nat::make_key(e.ip->src_addr, e.ip->dst_addr, sport, dport, proto, nat::kInside)) ||
-         tracked(nat::make_key(e.ip->dst_addr, e.ip->src_addr, dport, sport, proto, nat::kInside));
+  return tracked(false) || tracked(true);
+}
+
+// An ICMP error passing through (to none of our addresses): translated when it is about
+// a session (RFC 5508); about an untranslated flow the ACL tracks (PMTUD through a
+// default deny), passed as it is unless a host NAT translates sent it; else judged as
+// a packet of its own (routes, ACL; from a host NAT translates it is dropped:
+// forwarding it would show the inside address).
+[[gnu::noinline]] void Worker::transit_icmp_error(uint16_t iface, rte_mbuf* m, Ipv4Packet& p) {
+  if (handle_icmp_error_in2out(iface, m, p)) return;
+  const RuntimeTables& t = *tables_;
+  if (!t.acl->empty() && !t.snat_rule_from(p.ip->src_addr) && icmp_error_of_tracked_flow(p))
+    return forward(iface, m, p);
+  new_flow(iface, m, p, FlowKey{});
 }
 
 // An error from the inside (a host or an on-prem router) about reply traffic: the
@@ -796,17 +784,8 @@ void refresh_icmp_checksum(Ipv4Packet& p) {
   Embedded e;
   if (!embedded_of(p, e)) return false;
   const uint8_t proto = e.ip->next_proto_id;
-  FlowKey k{};
-  if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
-    const auto* ports = reinterpret_cast<const rte_be16_t*>(e.l4);
-    k = nat::make_key(e.ip->dst_addr, e.ip->src_addr, ports[1], ports[0], proto, nat::kInside);
-  } else if (proto == IPPROTO_ICMP &&
-             net::is_icmp_query(reinterpret_cast<net::IcmpHdr*>(e.l4)->type)) {
-    k = nat::make_key(e.ip->dst_addr, e.ip->src_addr, reinterpret_cast<net::IcmpHdr*>(e.l4)->id, 0,
-                      proto, nat::kInside);
-  } else {
-    return false;
-  }
+  FlowKey k;
+  if (!key_of_quote(e, true, nat::kInside, k)) return false;
   uint32_t idx;
   const int table = find(k, id_, idx);
   if (table < 0) return false;
@@ -875,13 +854,7 @@ void Worker::remember_fragment(const Ipv4Packet& p, uint16_t table, uint32_t idx
   }
   // Not (yet) known. A fragment from a non-NAT source is plain forwarding, unless an
   // ACL must judge it: then it waits for its first fragment's verdict.
-  if (!local && tables_->acl->empty()) {
-    const uint32_t src = rte_be_to_cpu_32(ip->src_addr);
-    bool snat = false;
-    for (const auto& r : tables_->snat)
-      for (const auto& [net, mask] : r.from) snat |= (src & mask) == net;
-    if (!snat) return forward(iface, m, p);
-  }
+  if (!local && tables_->acl->empty() && !tables_->snat_rule_from(ip->src_addr)) return forward(iface, m, p);
   // Hold it briefly: fragments may arrive before their first fragment.
   HeldFrag* slot = nullptr;
   for (auto& h : held_)

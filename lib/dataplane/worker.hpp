@@ -119,6 +119,7 @@ class Worker {
   void handle_icmp_error_out2in(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
   bool handle_icmp_error_in2out(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
   bool icmp_error_of_tracked_flow(const net::Ipv4Packet& p) const;
+  void transit_icmp_error(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
   void handle_fragment(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, bool local);
   void new_flow(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& key, uint32_t probe = 0,
                 uint8_t probe_addr = 0);

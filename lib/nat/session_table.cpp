@@ -200,7 +200,7 @@ bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t now_ms, u
     // The destination as the scan sees it: this address's ports toward (dst, dport).
     const uint64_t tag = uint64_t{in.dst} << 32 | uint64_t{in.dport} << 16 | uint64_t{addr_idx} << 8 |
                          static_cast<uint64_t>(pc) << 1 | 1;  // never 0 (empty)
-    Exhausted& ex = exhausted_[(tag * 0x9E3779B97F4A7C15ull) >> 60];
+    Exhausted& ex = exhausted_[(tag * 0x9E3779B97F4A7C15ull) >> kExhaustedShift];
     const bool scan = !(ex.tag == tag && static_cast<int32_t>(ex.until_ms - now_ms) > 0);
     const uint32_t probes = 16 + (scan ? size : 0);
     if (scan) stats_.port_scans.add();

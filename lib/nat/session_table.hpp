@@ -292,7 +292,8 @@ class SessionTable {
   // flows try only the random probes. Without it, every packet of a flow that cannot
   // get a port (each retransmitted SYN, each datagram) scanned the whole range
   // (~64k lookups, milliseconds) and stalled the worker.
-  static constexpr unsigned kExhaustedSlots = 16;
+  static constexpr unsigned kExhaustedShift = 60;  // a 64-bit hash's top 4 bits pick the slot
+  static constexpr unsigned kExhaustedSlots = 1u << (64 - kExhaustedShift);
   static constexpr uint32_t kExhaustedMs = 1000;
   struct Exhausted {
     uint64_t tag = 0;  // 0 = empty
