@@ -223,57 +223,63 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
   if (k == 0) return;
   nat::SessionTable& own = *ctx_.sessions[id_];
   int64_t vals[kBurst];
+  uint64_t hashes[kBurst];
   uint32_t probes[kBurst];  // first ports to share, drawn ahead (0 = none; see egress_guess_)
   uint8_t probe_addrs[kBurst];  // read only where probes[j] != 0
-  uint64_t hits = 0;
   const uint32_t inserts = own.inserts();
-  own.lookup_bulk(kp, k, hits, vals);  // the sessions it found are in cache: it checked their keys
-  const bool all_hit = hits == (uint64_t{1} << k) - 1;
-  if (!all_hit) [[unlikely]] {
-    // New flows (or another worker's). What creating their sessions reads first misses
-    // the cache at scale, one flow after the other: start it for all of them, the
-    // route (rte_lpm's tbl24 is 64 MB), the mapping's index bucket and the free
-    // session and mapping slots the creates will take, in order.
-    const RuntimeTables& t = *tables_;
-    nat::SessionTable::PortRun run;
-    const bool guess =
-        egress_guess_ >= 0 && t.port_overlapping && !t.snat.empty() && own.active() >= kGuessPortsAbove;
-    for (unsigned j = 0, nth = 0; j < k; ++j) {
-      probes[j] = 0;
-      if ((hits >> j) & 1 || lanes[j] != Lane::kInside) continue;
-      t.routes->prefetch(ps[j].ip->dst_addr);
-      // new_flow hands a translated flow to the worker that owns its inside host.
-      if (ctx_.workers > 1 && !t.snat.empty() && ctx_.flow_owner(keys[j].src) != id_) continue;
-      own.prefetch_create(keys[j], nth++);
-      // The port's state and the outside key's bucket can start too when the outside
-      // address is known without the route: a rule with its own pool names it (paired
-      // pooling). Else guess the one the last new flow got (most leave by one route),
-      // for the costliest case only: an address with every port in use, where
-      // create_session probes a random port to share.
-      const SnatRule* r = t.snat_pools ? t.snat_rule_from(keys[j].src) : nullptr;
-      if (t.snat_pools && !r) continue;  // untranslated: no port to prefetch
-      int addr = -1;
-      if (r && !r->pool.empty())
-        addr = nat::SessionTable::paired_address(keys[j].src, r->pool.data(), static_cast<uint8_t>(r->pool.size()));
-      else if (guess && own.ports_exhausted(static_cast<uint8_t>(egress_guess_), keys[j].proto))
-        addr = egress_guess_;
-      if (addr < 0) continue;
-      probes[j] = own.prefetch_port(keys[j], static_cast<uint8_t>(addr), t.port_preservation, t.port_overlapping,
-                                    probe_rng_, run);
-      probe_addrs[j] = static_cast<uint8_t>(addr);
-    }
-  }
-  // Hits first, while those lines arrive (packets of one flow share a key, so a
-  // flow's packets keep their order).
+  // Every key's index bucket, then its guessed session, prefetched for the whole burst.
+  own.guess_bulk(kp, k, hashes, vals);
+  // New flows (or another worker's). What creating their sessions reads first misses
+  // the cache at scale, one flow after the other: start it for all of them as they are
+  // found, the route (rte_lpm's tbl24 is 64 MB), the mapping's index bucket and the
+  // free session and mapping slots the creates will take, in order.
+  const RuntimeTables& t = *tables_;
+  nat::SessionTable::PortRun run;
+  unsigned nth = 0;
+  const auto prepare_miss = [&](unsigned j) {
+    probes[j] = 0;
+    if (lanes[j] != Lane::kInside) return;
+    t.routes->prefetch(ps[j].ip->dst_addr);
+    // new_flow hands a translated flow to the worker that owns its inside host.
+    if (ctx_.workers > 1 && !t.snat.empty() && ctx_.flow_owner(keys[j].src) != id_) return;
+    own.prefetch_create(keys[j], nth++);
+    // The port's state and the outside key's bucket can start too when the outside
+    // address is known without the route: a rule with its own pool names it (paired
+    // pooling). Else guess the one the last new flow got (most leave by one route),
+    // for the costliest case only: an address with every port in use, where
+    // create_session probes a random port to share.
+    const SnatRule* r = t.snat_pools ? t.snat_rule_from(keys[j].src) : nullptr;
+    if (t.snat_pools && !r) return;  // untranslated: no port to prefetch
+    int addr = -1;
+    if (r && !r->pool.empty())
+      addr = nat::SessionTable::paired_address(keys[j].src, r->pool.data(), static_cast<uint8_t>(r->pool.size()));
+    else if (egress_guess_ >= 0 && t.port_overlapping && !t.snat.empty() && own.active() >= kGuessPortsAbove &&
+             own.ports_exhausted(static_cast<uint8_t>(egress_guess_), keys[j].proto))
+      addr = egress_guess_;
+    if (addr < 0) return;
+    probes[j] = own.prefetch_port(keys[j], static_cast<uint8_t>(addr), t.port_preservation, t.port_overlapping,
+                                  probe_rng_, run);
+    probe_addrs[j] = static_cast<uint8_t>(addr);
+  };
+  // Each hit is confirmed and rewritten in arrival order while the later sessions'
+  // lines are still arriving, so the burst's misses overlap the rewrite work instead
+  // of all being waited for first. (A flow's packets share a key: they keep their order.)
   Session* const sessions = &own.session(0);  // once: packet stores might alias the table's fields
+  uint64_t hits = 0;
   for (unsigned j = 0; j < k; ++j) {
-    if (!((hits >> j) & 1)) continue;
+    vals[j] = own.confirm(keys[j], hashes[j], vals[j]);
+    if (vals[j] < 0) [[unlikely]] {
+      prepare_miss(j);
+      continue;
+    }
+    hits |= uint64_t{1} << j;
     const uint32_t idx = static_cast<uint32_t>(vals[j]) & ~nat::SessionTable::kOutsideBit;
     if (lanes[j] == Lane::kOutside)
       finish_out2in(iface, ms[j], ps[j], id_, idx, sessions[idx]);
     else
       finish_in2out(iface, ms[j], ps[j], id_, idx, sessions[idx]);
   }
+  const bool all_hit = hits == (uint64_t{1} << k) - 1;
   if (all_hit) [[likely]]
     return;
   // Other tables, or a new flow. The own table's miss stands while no session was

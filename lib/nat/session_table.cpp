@@ -96,12 +96,10 @@ FlowKey SessionTable::key_of(uint32_t v) const {
 
 constexpr unsigned kPeekRounds = 3;  // buckets past home a bulk lookup prefetches
 
-void SessionTable::lookup_bulk(const FlowKey** keys, unsigned n, uint64_t& hit_mask,
-                               int64_t* vals) const {
-  uint64_t h[64];
-  uint32_t next[64];  // the bucket each key peeks at next
-  uint8_t left[64];   // keys whose guess needs another bucket
-  if (n > 64) n = 64;
+void SessionTable::guess_bulk(const FlowKey** keys, unsigned n, uint64_t* h, int64_t* vals) const {
+  uint32_t next[kBulkMax];  // the bucket each key peeks at next
+  uint8_t left[kBulkMax];   // keys whose guess needs another bucket
+  if (n > kBulkMax) n = kBulkMax;
   for (unsigned i = 0; i < n; ++i) {
     h[i] = hash_of(*keys[i]);
     next[i] = flows_.home(h[i]);
@@ -131,12 +129,16 @@ void SessionTable::lookup_bulk(const FlowKey** keys, unsigned n, uint64_t& hit_m
       if (guess(left[j])) left[kept++] = left[j];
     nleft = kept;
   }
+}
+
+void SessionTable::lookup_bulk(const FlowKey** keys, unsigned n, uint64_t& hit_mask,
+                               int64_t* vals) const {
+  uint64_t h[kBulkMax];
+  if (n > kBulkMax) n = kBulkMax;
+  guess_bulk(keys, n, h, vals);
   hit_mask = 0;
   for (unsigned i = 0; i < n; ++i) {
-    // The guess is right nearly always; a miss, or a signature shared in the
-    // bucket, takes the full walk.
-    const Matches match{this, keys[i]};
-    if (vals[i] < 0 || !match(static_cast<uint32_t>(vals[i]))) vals[i] = flows_.find(h[i], match);
+    vals[i] = confirm(*keys[i], h[i], vals[i]);
     if (vals[i] >= 0) hit_mask |= uint64_t{1} << i;
   }
 }

@@ -87,6 +87,18 @@ class SessionTable {
   // lookup(). Pipelined across the keys: index buckets, then the candidate sessions,
   // are prefetched for all keys before any is compared, so the misses overlap.
   void lookup_bulk(const FlowKey** keys, unsigned n, uint64_t& hit_mask, int64_t* vals) const;
+  // lookup_bulk in two halves, for a caller that works on each hit as it confirms it
+  // (the burst's later sessions still arriving meanwhile): guess_bulk hashes the keys
+  // (h[i]) and guesses, prefetched, each one's session (vals[i], -1 = none found);
+  // confirm(keys[i], h[i], vals[i]) then returns what lookup(keys[i]) would.
+  static constexpr unsigned kBulkMax = 64;
+  void guess_bulk(const FlowKey** keys, unsigned n, uint64_t* h, int64_t* vals) const;
+  // The guess is right nearly always; a miss, or a signature shared in the bucket,
+  // takes the full walk.
+  int64_t confirm(const FlowKey& k, uint64_t h, int64_t guess) const {
+    if (guess >= 0 && has_key(static_cast<uint32_t>(guess), k)) return guess;
+    return flows_.find(h, Matches{this, &k});
+  }
   Session& session(uint32_t idx) { return sessions_[idx]; }
   const Session& session(uint32_t idx) const { return sessions_[idx]; }
   static constexpr uint32_t kOutsideBit = 1u << 31;
