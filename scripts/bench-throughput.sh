@@ -10,6 +10,12 @@
 #             nft-masquerade  Linux forwarding + nftables masquerade (kernel work steered to CPU 1 by RPS)
 #             natgw-afpacket  natgw on the same veths through af_packet
 #             natgw-afxdp     natgw on the same veths through af_xdp
+#   vhost   natgw-trafgen (virtio-user ports, vhost-user socket servers, CPU 0) <-> DUT (vhost-user client, CPU 1);
+#           UDP flows only (Open vSwitch's conntrack refuses TCP picked up mid-stream, which the generator sends):
+#             testpmd-vhost-io  dpdk-testpmd io forwarding on the same vhost-user ports: the ceiling
+#             natgw-vhost-nat   natgw NAT, 1,000 sessions
+#             ovs-ct-nat        Open vSwitch with DPDK (Debian's openvswitch-switch-dpdk), userspace datapath,
+#                               conntrack SNAT (ct(commit,nat(src=...))), one PMD thread on CPU 1
 #
 # Systems are interleaved (A B C A B C ...), each run is one DUT start + one natgw-trafgen invocation
 # (warm-up pass over every flow, a full-load trial, then a bisection for the highest loss-free rate), and
@@ -69,18 +75,29 @@ NATGW=$BUILD/src/natgw/natgw
 TRAFGEN=$BUILD/perf/harness/natgw-trafgen
 [[ -x $NATGW && -x $TRAFGEN ]] || die "natgw or natgw-trafgen not built in '${BUILD:-?}' (--build DIR)"
 TESTPMD=$(command -v dpdk-testpmd || true)
+OVS_VSWITCHD=/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk
 
 if [[ $SMOKE == 1 ]]; then
   RUNS=1 DURATION=1 PRIO=0
-  DEFAULT_SYSTEMS="testpmd-io natgw-forward natgw-nat-1k"
+  DEFAULT_SYSTEMS="testpmd-io natgw-forward natgw-nat-1k natgw-vhost-nat"
 else
-  DEFAULT_SYSTEMS="testpmd-io natgw-forward natgw-nat-1k natgw-nat-1M nft-masquerade natgw-afpacket natgw-afxdp"
+  DEFAULT_SYSTEMS="testpmd-io natgw-forward natgw-nat-1k natgw-nat-1M nft-masquerade natgw-afpacket natgw-afxdp
+                   testpmd-vhost-io natgw-vhost-nat ovs-ct-nat"
 fi
 SYSTEMS=${ONLY//,/ }
-SYSTEMS=${SYSTEMS:-$DEFAULT_SYSTEMS}
-if [[ -z $TESTPMD && " $SYSTEMS " == *" testpmd-io "* ]]; then
+SYSTEMS=$(echo ${SYSTEMS:-$DEFAULT_SYSTEMS})  # one line
+if [[ -z $TESTPMD && " $SYSTEMS " == *" testpmd-"* ]]; then
   log "dpdk-testpmd not found (Debian package dpdk): no ceiling figure"
   SYSTEMS=${SYSTEMS//testpmd-io/}
+  SYSTEMS=${SYSTEMS//testpmd-vhost-io/}
+fi
+if [[ " $SYSTEMS " == *vhost* ]] && ! [[ -e $PMDS/librte_net_vhost.so && -e $PMDS/librte_net_virtio.so ]]; then
+  log "DPDK vhost/virtio PMDs not installed: no vhost-user systems"
+  SYSTEMS=$(for x in $SYSTEMS; do [[ $x == *vhost* ]] || printf '%s ' "$x"; done)
+fi
+if [[ " $SYSTEMS " == *" ovs-ct-nat "* ]] && ! [[ -x $OVS_VSWITCHD ]] ; then
+  log "Open vSwitch with DPDK not installed (apt-get install openvswitch-switch-dpdk): no ovs-ct-nat"
+  SYSTEMS=${SYSTEMS//ovs-ct-nat/}
 fi
 
 if [[ -n $KEEP ]]; then WORK=$KEEP; mkdir -p "$WORK"; else WORK=$(mktemp -d /tmp/ngwb.XXXXXX); fi
@@ -137,6 +154,49 @@ stop_dut() {
   wait "$DUT_PID" 2>/dev/null
   DUT_PID=""
 }
+# Open vSwitch with DPDK, private to this run: its own database, run directory and EAL file prefix.
+OVS_UP=0
+ovs_stop() {
+  [[ $OVS_UP == 1 ]] || return 0
+  ovs-appctl -t "$WORK/ovs/vswitchd.ctl" exit >/dev/null 2>&1
+  ovs-appctl -t "$WORK/ovs/ovsdb.ctl" exit >/dev/null 2>&1
+  for _ in $(seq 50); do pgrep -f "ovs-vswitchd-dpdk unix:$WORK/ovs" >/dev/null || break; sleep 0.1; done
+  pkill -KILL -f "ovs-vswitchd-dpdk unix:$WORK/ovs" 2>/dev/null
+  pkill -KILL -f "ovsdb-server $WORK/ovs" 2>/dev/null
+  OVS_UP=0
+}
+# Two dpdkvhostuserclient ports (ofport 1 = inside, 2 = outside) and conntrack SNAT to 10.0.3.10:
+# inside -> ct(commit, nat(src)) -> outside; outside -> ct(nat) -> inside when established. MACs are
+# fixed on both sides (the generator's virtio-user devargs), so no ARP is involved.
+ovs_start() {
+  local o=$WORK/ovs extra
+  rm -rf "$o"; mkdir -p "$o"
+  OVS_UP=1
+  export OVS_RUNDIR=$o OVS_DBDIR=$o OVS_LOGDIR=$o
+  ovsdb-tool create "$o/conf.db" /usr/share/openvswitch/vswitch.ovsschema || return 1
+  ovsdb-server "$o/conf.db" --remote="punix:$o/db.sock" --pidfile="$o/ovsdb-server.pid" --unixctl="$o/ovsdb.ctl" --detach \
+    --log-file="$o/ovsdb-server.log" 2>>"$o/start.log" || return 1
+  ovs-vsctl --no-wait init || return 1
+  extra="--no-pci --file-prefix=ngwb-ovs --log-level=error ${DUT_MEM[*]}"
+  [[ ${DUT_MEM[*]} == *no-huge* ]] && extra="--no-pci --file-prefix=ngwb-ovs --log-level=error --no-huge --legacy-mem -m 1024"
+  ovs-vsctl --no-wait set Open_vSwitch . other_config:dpdk-init=true other_config:pmd-cpu-mask=0x2 \
+    other_config:dpdk-extra="$extra" || return 1
+  taskset -c 0 "$OVS_VSWITCHD" "unix:$o/db.sock" --pidfile="$o/ovs-vswitchd.pid" --unixctl="$o/vswitchd.ctl" \
+    --detach --log-file="$o/ovs-vswitchd.log" -vconsole:off 2>>"$o/start.log" || return 1
+  ovs-vsctl add-br br0 -- set bridge br0 datapath_type=netdev || return 1
+  ovs-vsctl add-port br0 va -- set Interface va type=dpdkvhostuserclient options:vhost-server-path="$WORK/va.sock" \
+    ofport_request=1 -- add-port br0 vb -- set Interface vb type=dpdkvhostuserclient \
+    options:vhost-server-path="$WORK/vb.sock" ofport_request=2 || return 1
+  ovs-ofctl del-flows br0
+  ovs-ofctl add-flows br0 - <<EOF || return 1
+table=0,priority=100,in_port=1,ip,actions=ct(commit,zone=1,nat(src=10.0.3.10:1024-65535),table=1)
+table=0,priority=100,in_port=2,ip,actions=ct(zone=1,nat,table=2)
+table=0,priority=0,actions=drop
+table=1,priority=100,ip,actions=mod_dl_src:$OVS_MAC_B,mod_dl_dst:$GEN_MAC_B,dec_ttl,output:2
+table=2,priority=100,ip,ct_state=+trk+est,actions=mod_dl_src:$OVS_MAC_A,mod_dl_dst:$GEN_MAC_A,dec_ttl,output:1
+table=2,priority=0,actions=drop
+EOF
+}
 VETH_UP=0
 veth_down() {
   ip netns del ngwb-gen 2>/dev/null
@@ -145,6 +205,7 @@ veth_down() {
 }
 cleanup() {
   stop_dut
+  ovs_stop
   [[ $VETH_UP == 1 ]] && veth_down
   [[ -z $KEEP ]] && rm -rf "$WORK"
 }
@@ -176,6 +237,10 @@ wait_for() {  # $1: seconds; rest: test command
   for _ in $(seq $((t * 10))); do "$@" && return 0; kill -0 "$DUT_PID" 2>/dev/null || return 1; sleep 0.1; done
   return 1
 }
+
+# The TSC rate in GHz (Open vSwitch reports TSC cycles): /proc/cpuinfo's "cpu MHz", which a KVM guest
+# reports as its TSC frequency.
+tsc_ghz() { awk '/^cpu MHz/ { printf "%.3f", $4 / 1000; exit }' /proc/cpuinfo; }
 
 # ---------------------------------------------------------------- DUT configurations
 # natgw: one worker pinned to CPU 1, the control thread on CPU 0 (it sleeps in poll()).
@@ -217,12 +282,20 @@ MEMIF_B="role=server,id=0,rsize=12,socket=$WORK/b.sock,socket-abstract=no"
 GEN_MEMIF=(--vdev="net_memif0,role=client,id=0,rsize=12,socket=$WORK/a.sock,socket-abstract=no"
            --vdev="net_memif1,role=client,id=0,rsize=12,socket=$WORK/b.sock,socket-abstract=no")
 
+# vhost-user: the generator's virtio-user ports are the socket servers (their MACs fixed); the DUT connects
+# as a client and retries until the generator listens. virtio-user needs file-backed (hugepage) memory.
+GEN_MAC_A=02:00:00:00:0a:01 GEN_MAC_B=02:00:00:00:0b:01 OVS_MAC_A=02:00:00:00:0a:0a OVS_MAC_B=02:00:00:00:0b:0a
+VHOST_A="iface=$WORK/va.sock,client=1,queues=1"
+VHOST_B="iface=$WORK/vb.sock,client=1,queues=1"
+GEN_VHOST=(--vdev="net_virtio_user0,path=$WORK/va.sock,server=1,queues=1,mac=$GEN_MAC_A"
+           --vdev="net_virtio_user1,path=$WORK/vb.sock,server=1,queues=1,mac=$GEN_MAC_B")
+
 LAST_JSON=""
 # One run: start the DUT, run the generator, stop the DUT, append a JSON line to $RAW.
 run_one() {  # $1: system, $2: run number
-  local sys=$1 run=$2 flows=1000 mode=nat dut_cpu="" gen_ns=() gen_dev=() extra=() logf="$WORK/$1-$2.log"
+  local sys=$1 run=$2 flows=1000 mode=nat proto=mix dut_cpu="" gen_ns=() gen_dev=() extra=() logf="$WORK/$1-$2.log"
   local out rc load
-  rm -f "$WORK"/a.sock "$WORK"/b.sock
+  rm -f "$WORK"/a.sock "$WORK"/b.sock "$WORK"/va.sock "$WORK"/vb.sock
   take_lock
   load=$(cut -d' ' -f1 /proc/loadavg)
   case $sys in
@@ -256,29 +329,62 @@ run_one() {  # $1: system, $2: run number
         start_bg "$logf" ip netns exec ngwb-dut "$NATGW" --config "$WORK/$sys.toml"
         wait_for 60 grep -q 'natgw: running' "$logf" || { log "$sys: natgw did not start (see $logf)"; cat "$logf" >&2; stop_dut; drop_lock; return 1; }
       fi ;;
+    testpmd-vhost-io|natgw-vhost-nat|ovs-ct-nat)
+      proto=udp gen_dev=("${GEN_VHOST[@]}")
+      [[ $SMOKE == 1 ]] && flows=256
+      case $sys in
+        testpmd-vhost-io)
+          mode=io
+          start_bg "$logf" "$TESTPMD" -l 0,1 "${DUT_MEM[@]}" --no-pci --file-prefix ngwb-dut --log-level error \
+            --vdev="net_vhost0,$VHOST_A" --vdev="net_vhost1,$VHOST_B" -- --forward-mode=io --auto-start \
+            --nb-cores=1 --total-num-mbufs=16384 --stats-period 3600
+          wait_for 20 grep -q 'Checking link statuses' "$logf" || { log "$sys: testpmd did not start (see $logf)"; stop_dut; drop_lock; return 1; } ;;
+        natgw-vhost-nat)
+          natgw_config "$WORK/$sys.toml" "net_vhost0,$VHOST_A" "net_vhost1,$VHOST_B" nat 65536 vhost
+          start_bg "$logf" "$NATGW" --config "$WORK/$sys.toml"
+          wait_for 60 grep -q 'natgw: running' "$logf" || { log "$sys: natgw did not start (see $logf)"; cat "$logf" >&2; stop_dut; drop_lock; return 1; } ;;
+        ovs-ct-nat)
+          extra=(--dut-mac-a "$OVS_MAC_A" --dut-mac-b "$OVS_MAC_B" --settle 2)
+          : > "$logf"
+          ovs_start || { log "$sys: Open vSwitch did not start (see $WORK/ovs)"; ovs_stop; drop_lock; return 1; } ;;
+      esac ;;
     *) die "unknown system $sys" ;;
   esac
   if [[ $SMOKE == 1 ]]; then
-    extra=(--rate 50000 --duration 1 --warmup-rate 100000)
+    extra+=(--rate 50000 --duration 1 --warmup-rate 100000)
   else
-    extra=(--duration "$DURATION" --search --search-steps 6)
+    extra+=(--duration "$DURATION" --search --search-steps 6)
   fi
   [[ $sys == nft-masquerade ]] && extra+=(--measure-cpu "$dut_cpu")
   local t_start
   t_start=$(date +%s.%N)
-  out=$(run_fg "${gen_ns[@]}" "$TRAFGEN" "${GEN_MEM[@]}" --no-pci --file-prefix ngwb-gen --lcores 0@0 \
-          --log-level error "${gen_dev[@]}" -- --mode "$mode" --flows "$flows" --size "$SIZE" --json "${extra[@]}" \
+  local gen_mem=("${GEN_MEM[@]}")
+  # vhost-user maps at most 8 memory regions: one file for all of the generator's hugepages.
+  [[ $sys == *vhost* || $sys == ovs-* ]] && gen_mem+=(--single-file-segments)
+  out=$(run_fg "${gen_ns[@]}" "$TRAFGEN" "${gen_mem[@]}" --no-pci --file-prefix ngwb-gen --lcores 0@0 \
+          --log-level error "${gen_dev[@]}" -- --mode "$mode" --flows "$flows" --proto "$proto" --size "$SIZE" --json "${extra[@]}" \
           2>"$WORK/$sys-$run.gen.log")
   rc=$?
   printf '%s\n' "$out" | grep -v '^{' | sed "s/^/  [$sys #$run] /" >&2
   local t_stop
   t_stop=$(date +%s.%N)
+  local busy_ns=-1
+  if [[ $sys == ovs-ct-nat ]]; then
+    # The PMD's own figure, comparable with natgw's busy time: processing cycles per packet (cycles of
+    # iterations that found packets / packets), converted with the TSC rate natgw reports.
+    ovs-appctl -t "$WORK/ovs/vswitchd.ctl" dpif-netdev/pmd-stats-show > "$WORK/$sys-$run.pmd-stats" 2>&1
+    ovs-appctl -t "$WORK/ovs/vswitchd.ctl" dpctl/ct-stats-show >> "$WORK/$sys-$run.pmd-stats" 2>&1
+    cat "$WORK/$sys-$run.pmd-stats" >> "$logf"
+    busy_ns=$(awk -v ghz="$(tsc_ghz)" '/avg processing cycles per packet:/ { for (i = 1; i <= NF; ++i) if ($i ~ /^[0-9.]+$/) { printf "%.0f", $i / ghz; exit } }' \
+      "$WORK/$sys-$run.pmd-stats")
+    ovs_stop
+  fi
   stop_dut
   local sessions
   sessions=$(grep -o 'sessions: active tcp [0-9]* udp [0-9]*' "$logf" | awk '{s = $4 + $6} END {print s + 0}')
+  [[ $sys == ovs-ct-nat ]] && sessions=$(awk '/^ *Total:/ { print $2; exit }' "$logf")
   # natgw's worker counts the cycles of polls that brought packets ("busy"): its busy time per packet
   # handled over its whole life (warm-up, trials, search), the work a saturated worker would spend.
-  local busy_ns=-1
   if [[ $sys == natgw-* ]]; then
     busy_ns=$(awk -v t0="$t_start" -v t1="$t_stop" '
       /^packets: forwarded/ { gsub(",", ""); pk = $3 + $5 + $7 }
@@ -293,7 +399,7 @@ run_one() {  # $1: system, $2: run number
     printf '{"system":"%s","run":%d,"error":"trafgen exit %d","load":%s}\n' "$sys" "$run" "$rc" "$load" >> "$RAW"
     return 1
   fi
-  printf '{"system":"%s","run":%d,"load":%s,"sessions_at_stop":%s,"natgw_busy_ns_per_pkt":%s,"gen":%s}\n' \
+  printf '{"system":"%s","run":%d,"load":%s,"sessions_at_stop":%s,"dut_busy_ns_per_pkt":%s,"gen":%s}\n' \
     "$sys" "$run" "$load" "${sessions:-0}" "${busy_ns:--1}" "$LAST_JSON" >> "$RAW"
 }
 
@@ -370,29 +476,33 @@ for s in order:
     lf = [(r["gen"].get("loss_free") or {}).get("forwarded_pps", 0) / 1e6 for r in ok if "loss_free" in r["gen"]]
     # DUT CPU per packet: the kernel's time on CPU 1 for nftables; natgw's busy-poll time for natgw.
     cpu = [r["gen"]["dut_kernel_ns_per_pkt"] for r in ok if r["gen"].get("dut_kernel_ns_per_pkt", -1) > 0] + \
-          [r["natgw_busy_ns_per_pkt"] for r in ok if r.get("natgw_busy_ns_per_pkt", -1) > 0]
+          [r["dut_busy_ns_per_pkt"] for r in ok if r.get("dut_busy_ns_per_pkt", -1) > 0]
     busy = [r["gen"]["dut_cpu_busy"] for r in ok if r["gen"].get("dut_cpu_busy", -1) >= 0]
     sess = [r["sessions_at_stop"] for r in ok]
     loads = [r["load"] for r in raw if r["system"] == s]
     stats[s] = dict(full=med(full), lf=med(lf), cpu=med(cpu), busy=med(busy), n=len(ok), bad=bad,
                     full_rng=(min(full), max(full)) if full else None, lf_rng=(min(lf), max(lf)) if lf else None,
                     sess=med(sess), load=med(loads))
-ceiling = stats.get("testpmd-io", {}).get("full")
-ceiling_lf = stats.get("testpmd-io", {}).get("lf")
-nft = stats.get("nft-masquerade", {})
+# Each system against the ceiling and the incumbent NAT on its own kind of port.
+VHOST = ("testpmd-vhost-io", "natgw-vhost-nat", "ovs-ct-nat")
+VETH = ("nft-masquerade", "natgw-afpacket", "natgw-afxdp")
+def ceiling_of(s): return stats.get("testpmd-vhost-io" if s in VHOST else "testpmd-io", {})
+def incumbent_of(s): return stats.get("ovs-ct-nat" if s in VHOST else "nft-masquerade", {}) if s in VHOST + VETH else {}
 lines = []
-lines.append(f"| system | runs | full load Mpps (median, min–max) | loss-free Mpps (median, min–max) | vs testpmd (full / loss-free) | vs nftables (per DUT CPU) | DUT CPU ns/pkt | sessions at stop | load avg |")
+lines.append(f"| system | runs | full load Mpps (median, min–max) | loss-free Mpps (median, min–max) | vs testpmd (full / loss-free) | vs nftables / OVS (per DUT CPU) | DUT CPU ns/pkt | sessions at stop | load avg |")
 lines.append("|---|---|---|---|---|---|---|---|---|")
 for s in order:
     st = stats[s]
     rng = lambda r: "" if not r else f" ({r[0]:.3f}–{r[1]:.3f})"
     vs_t = "—"
-    if ceiling and st["full"] is not None and s.startswith(("natgw", "testpmd")) and s not in ("natgw-afpacket", "natgw-afxdp"):
+    ceiling, ceiling_lf = ceiling_of(s).get("full"), ceiling_of(s).get("lf")
+    if ceiling and st["full"] is not None and s not in VETH:
         vs_t = f"{100 * st['full'] / ceiling:.0f}%"
         if ceiling_lf and st["lf"]: vs_t += f" / {100 * st['lf'] / ceiling_lf:.0f}%"
     vs_n = "—"
-    if nft.get("cpu") and s in ("natgw-afpacket", "natgw-afxdp", "nft-masquerade") and st["cpu"]:
-        vs_n = f"{nft['cpu'] / st['cpu']:.2f}×"
+    inc = incumbent_of(s)
+    if inc.get("cpu") and st["cpu"]:
+        vs_n = f"{inc['cpu'] / st['cpu']:.2f}×"
     runs = f"{st['n']}" + (f" (+{st['bad']} failed)" if st["bad"] else "")
     cpu = fmt(st["cpu"], 0) + ("" if st["busy"] is None else " (%.0f%% busy)" % (100 * st["busy"]))
     sess = "—" if st["sess"] is None else str(int(st["sess"]))
@@ -411,7 +521,8 @@ if smoke:
         if f["in2out_recv_pps"] <= 0 or f["out2in_recv_pps"] <= 0: errs.append(f"{r['system']}: nothing forwarded in one direction")
         if f["bad"]: errs.append(f"{r['system']}: {f['bad']} packets with unexpected addresses")
         if f["loss"] > 0.01: errs.append(f"{r['system']}: {100*f['loss']:.2f}% loss at 50 kpps")
-        if r["system"] == "natgw-nat-1k" and r["sessions_at_stop"] != 256: errs.append(f"natgw-nat-1k: {r['sessions_at_stop']} sessions at stop, expected 256")
+        if r["system"] in ("natgw-nat-1k", "natgw-vhost-nat") and r["sessions_at_stop"] != 256:
+            errs.append(f"{r['system']}: {r['sessions_at_stop']} sessions at stop, expected 256")
     for e in errs: print("FAIL:", e)
     raise SystemExit(1 if errs else 0)
 res = os.environ.get("RESULTS")
@@ -420,7 +531,7 @@ if res:
     block = (f"<!-- bench-throughput:begin (generated by scripts/bench-throughput.sh; do not edit by hand) -->\n"
              f"Command: `{os.environ['CMDLINE']}`  \nMachine: {os.environ['MACHINE']}  \nDate: {now}; memory: {os.environ['MEMNOTE']}; "
              f"{os.environ['RUNS']} interleaved runs per system, {os.environ['DURATION']} s trials, {os.environ['SIZE']}-byte frames, "
-             f"UDP+TCP mix; veth systems use {os.environ['VETH_FLOWS']} flows.\n\n{table}\n"
+             f"UDP+TCP mix (vhost systems: UDP); veth systems use {os.environ['VETH_FLOWS']} flows.\n\n{table}\n"
              f"<!-- bench-throughput:end -->")
     text = open(res).read() if os.path.exists(res) else ""
     b, e = text.find("<!-- bench-throughput:begin"), text.find("<!-- bench-throughput:end -->")

@@ -64,6 +64,7 @@ struct Options {
   uint32_t expect_src_b = 0;  // nat: the DUT's outside address seen at port B (default dut_b)
   double arp_timeout = 10;
   double link_timeout = 15;
+  double settle = 0;  // seconds to wait (polling) after the links are up, before the warm-up
   int measure_cpu = -1;  // report how busy this CPU was during the full-load trial (the DUT's CPU)
 };
 
@@ -97,6 +98,8 @@ void usage() {
       "  --gw-a IP --gw-b IP       addresses we answer ARP for (default 10.0.1.1, 10.0.3.1)\n"
       "  --dut-a IP --dut-b IP     DUT addresses to resolve (default 10.0.1.10, 10.0.3.10)\n"
       "  --dut-mac-a MAC --dut-mac-b MAC   skip resolving\n"
+      "  --settle S                wait S seconds after link-up before sending (a DUT that starts\n"
+      "                            polling a port a while after its link is up: Open vSwitch)\n"
       "  --expect-src-b IP         nat mode: source address expected at port B (default dut-b)\n"
       "  --measure-cpu N           report CPU N's busy time (/proc/stat) during the full-load trial:\n"
       "                            the DUT's CPU cost per packet when the kernel forwards (veth + nftables)\n"
@@ -127,6 +130,7 @@ void parse_args(int argc, char** argv) {
     else if (a == "--rate") o.rate = std::atof(next());
     else if (a == "--duration") o.duration = std::atof(next());
     else if (a == "--warmup-rate") o.warmup_rate = std::atof(next());
+    else if (a == "--settle") o.settle = std::atof(next());
     else if (a == "--search") o.search = true;
     else if (a == "--search-steps") o.search_steps = static_cast<unsigned>(std::atoi(next()));
     else if (a == "--loss-tolerance") o.loss_tolerance = std::atof(next());
@@ -611,6 +615,11 @@ int main(int argc, char** argv) {
       if (!g_opt.have_mac_b && (r = arp_frame(g_mac_b, bcast, RTE_ARP_OP_REQUEST, g_opt.gw_b, zero, g_opt.dut_b)))
         if (rte_eth_tx_burst(g_opt.port_b, 0, &r, 1) != 1) rte_pktmbuf_free(r);
     }
+    poll_a();
+    poll_b();
+  }
+  for (const uint64_t end = rte_get_tsc_cycles() + static_cast<uint64_t>(g_opt.settle * hz);
+       !g_stop && rte_get_tsc_cycles() < end;) {
     poll_a();
     poll_b();
   }
