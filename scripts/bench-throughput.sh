@@ -91,16 +91,17 @@ if [[ -z $TESTPMD && " $SYSTEMS " == *" testpmd-"* ]]; then
   SYSTEMS=${SYSTEMS//testpmd-io/}
   SYSTEMS=${SYSTEMS//testpmd-vhost-io/}
 fi
-if [[ " $SYSTEMS " == *vhost* ]] && ! [[ -e $PMDS/librte_net_vhost.so && -e $PMDS/librte_net_virtio.so ]]; then
+if [[ " $SYSTEMS " == *vhost* || " $SYSTEMS " == *" ovs-"* ]] && ! [[ -e $PMDS/librte_net_vhost.so && -e $PMDS/librte_net_virtio.so ]]; then
   log "DPDK vhost/virtio PMDs not installed: no vhost-user systems"
-  SYSTEMS=$(for x in $SYSTEMS; do [[ $x == *vhost* ]] || printf '%s ' "$x"; done)
+  SYSTEMS=$(for x in $SYSTEMS; do [[ $x == *vhost* || $x == ovs-* ]] || printf '%s ' "$x"; done)
 fi
 if [[ " $SYSTEMS " == *" ovs-ct-nat "* ]] && ! [[ -x $OVS_VSWITCHD ]] ; then
   log "Open vSwitch with DPDK not installed (apt-get install openvswitch-switch-dpdk): no ovs-ct-nat"
   SYSTEMS=${SYSTEMS//ovs-ct-nat/}
 fi
 
-if [[ -n $KEEP ]]; then WORK=$KEEP; mkdir -p "$WORK"; else WORK=$(mktemp -d /tmp/ngwb.XXXXXX); fi
+# Absolute: the Open vSwitch daemons chdir to / once detached, and resolve socket paths after that.
+if [[ -n $KEEP ]]; then WORK=$(realpath -m "$KEEP"); mkdir -p "$WORK"; else WORK=$(mktemp -d /tmp/ngwb.XXXXXX); fi
 RAW=$WORK/runs.jsonl
 : > "$RAW"
 
@@ -156,10 +157,14 @@ stop_dut() {
 }
 # Open vSwitch with DPDK, private to this run: its own database, run directory and EAL file prefix.
 OVS_UP=0
+# Daemons outlive this script if it is killed: they must not inherit the busy lock.
+without_lock_fd() {
+  if [[ $ANCESTOR_LOCK == 0 && -n ${LOCK_FD:-} ]]; then "$@" {LOCK_FD}>&-; else "$@"; fi
+}
 ovs_stop() {
   [[ $OVS_UP == 1 ]] || return 0
-  ovs-appctl -t "$WORK/ovs/vswitchd.ctl" exit >/dev/null 2>&1
-  ovs-appctl -t "$WORK/ovs/ovsdb.ctl" exit >/dev/null 2>&1
+  ovs-appctl --timeout=10 -t "$WORK/ovs/vswitchd.ctl" exit >/dev/null 2>&1
+  ovs-appctl --timeout=10 -t "$WORK/ovs/ovsdb.ctl" exit >/dev/null 2>&1
   for _ in $(seq 50); do pgrep -f "ovs-vswitchd-dpdk unix:$WORK/ovs" >/dev/null || break; sleep 0.1; done
   pkill -KILL -f "ovs-vswitchd-dpdk unix:$WORK/ovs" 2>/dev/null
   pkill -KILL -f "ovsdb-server $WORK/ovs" 2>/dev/null
@@ -174,21 +179,21 @@ ovs_start() {
   OVS_UP=1
   export OVS_RUNDIR=$o OVS_DBDIR=$o OVS_LOGDIR=$o
   ovsdb-tool create "$o/conf.db" /usr/share/openvswitch/vswitch.ovsschema || return 1
-  ovsdb-server "$o/conf.db" --remote="punix:$o/db.sock" --pidfile="$o/ovsdb-server.pid" --unixctl="$o/ovsdb.ctl" --detach \
+  without_lock_fd ovsdb-server "$o/conf.db" --remote="punix:$o/db.sock" --pidfile="$o/ovsdb-server.pid" --unixctl="$o/ovsdb.ctl" --detach \
     --log-file="$o/ovsdb-server.log" 2>>"$o/start.log" || return 1
-  ovs-vsctl --no-wait init || return 1
+  ovs-vsctl --timeout=60 --no-wait init || return 1
   extra="--no-pci --file-prefix=ngwb-ovs --log-level=error ${DUT_MEM[*]}"
   [[ ${DUT_MEM[*]} == *no-huge* ]] && extra="--no-pci --file-prefix=ngwb-ovs --log-level=error --no-huge --legacy-mem -m 1024"
-  ovs-vsctl --no-wait set Open_vSwitch . other_config:dpdk-init=true other_config:pmd-cpu-mask=0x2 \
+  ovs-vsctl --timeout=60 --no-wait set Open_vSwitch . other_config:dpdk-init=true other_config:pmd-cpu-mask=0x2 \
     other_config:dpdk-extra="$extra" || return 1
-  taskset -c 0 "$OVS_VSWITCHD" "unix:$o/db.sock" --pidfile="$o/ovs-vswitchd.pid" --unixctl="$o/vswitchd.ctl" \
+  without_lock_fd taskset -c 0 "$OVS_VSWITCHD" "unix:$o/db.sock" --pidfile="$o/ovs-vswitchd.pid" --unixctl="$o/vswitchd.ctl" \
     --detach --log-file="$o/ovs-vswitchd.log" -vconsole:off 2>>"$o/start.log" || return 1
-  ovs-vsctl add-br br0 -- set bridge br0 datapath_type=netdev || return 1
-  ovs-vsctl add-port br0 va -- set Interface va type=dpdkvhostuserclient options:vhost-server-path="$WORK/va.sock" \
+  ovs-vsctl --timeout=60 add-br br0 -- set bridge br0 datapath_type=netdev || return 1
+  ovs-vsctl --timeout=60 add-port br0 va -- set Interface va type=dpdkvhostuserclient options:vhost-server-path="$WORK/va.sock" \
     ofport_request=1 -- add-port br0 vb -- set Interface vb type=dpdkvhostuserclient \
     options:vhost-server-path="$WORK/vb.sock" ofport_request=2 || return 1
-  ovs-ofctl del-flows br0
-  ovs-ofctl add-flows br0 - <<EOF || return 1
+  ovs-ofctl --timeout=30 del-flows br0
+  ovs-ofctl --timeout=30 add-flows br0 - <<EOF || return 1
 table=0,priority=100,in_port=1,ip,actions=ct(commit,zone=1,nat(src=10.0.3.10:1024-65535),table=1)
 table=0,priority=100,in_port=2,ip,actions=ct(zone=1,nat,table=2)
 table=0,priority=0,actions=drop
@@ -283,7 +288,7 @@ GEN_MEMIF=(--vdev="net_memif0,role=client,id=0,rsize=12,socket=$WORK/a.sock,sock
            --vdev="net_memif1,role=client,id=0,rsize=12,socket=$WORK/b.sock,socket-abstract=no")
 
 # vhost-user: the generator's virtio-user ports are the socket servers (their MACs fixed); the DUT connects
-# as a client and retries until the generator listens. virtio-user needs file-backed (hugepage) memory.
+# as a client and retries until the generator listens. virtio-user needs its memory in files (hugepages, or --no-huge's memfd) that the DUT maps.
 GEN_MAC_A=02:00:00:00:0a:01 GEN_MAC_B=02:00:00:00:0b:01 OVS_MAC_A=02:00:00:00:0a:0a OVS_MAC_B=02:00:00:00:0b:0a
 VHOST_A="iface=$WORK/va.sock,client=1,queues=1"
 VHOST_B="iface=$WORK/vb.sock,client=1,queues=1"
@@ -371,9 +376,9 @@ run_one() {  # $1: system, $2: run number
   local busy_ns=-1
   if [[ $sys == ovs-ct-nat ]]; then
     # The PMD's own figure, comparable with natgw's busy time: processing cycles per packet (cycles of
-    # iterations that found packets / packets), converted with the TSC rate natgw reports.
-    ovs-appctl -t "$WORK/ovs/vswitchd.ctl" dpif-netdev/pmd-stats-show > "$WORK/$sys-$run.pmd-stats" 2>&1
-    ovs-appctl -t "$WORK/ovs/vswitchd.ctl" dpctl/ct-stats-show >> "$WORK/$sys-$run.pmd-stats" 2>&1
+    # iterations that found packets / packets), converted with /proc/cpuinfo's "cpu MHz" (tsc_ghz).
+    ovs-appctl --timeout=10 -t "$WORK/ovs/vswitchd.ctl" dpif-netdev/pmd-stats-show > "$WORK/$sys-$run.pmd-stats" 2>&1
+    ovs-appctl --timeout=10 -t "$WORK/ovs/vswitchd.ctl" dpctl/ct-stats-show >> "$WORK/$sys-$run.pmd-stats" 2>&1
     cat "$WORK/$sys-$run.pmd-stats" >> "$logf"
     busy_ns=$(awk -v ghz="$(tsc_ghz)" '/avg processing cycles per packet:/ { for (i = 1; i <= NF; ++i) if ($i ~ /^[0-9.]+$/) { printf "%.0f", $i / ghz; exit } }' \
       "$WORK/$sys-$run.pmd-stats")
@@ -474,7 +479,8 @@ for s in order:
     bad = len([r for r in raw if r["system"] == s]) - len(ok)
     full = [r["gen"]["full"]["forwarded_pps"] / 1e6 for r in ok]
     lf = [(r["gen"].get("loss_free") or {}).get("forwarded_pps", 0) / 1e6 for r in ok if "loss_free" in r["gen"]]
-    # DUT CPU per packet: the kernel's time on CPU 1 for nftables; natgw's busy-poll time for natgw.
+    # DUT CPU per packet: the kernel's time on CPU 1 for nftables; the busy-poll time (polls or iterations
+    # that brought packets) for natgw and Open vSwitch's PMD.
     cpu = [r["gen"]["dut_kernel_ns_per_pkt"] for r in ok if r["gen"].get("dut_kernel_ns_per_pkt", -1) > 0] + \
           [r["dut_busy_ns_per_pkt"] for r in ok if r.get("dut_busy_ns_per_pkt", -1) > 0]
     busy = [r["gen"]["dut_cpu_busy"] for r in ok if r["gen"].get("dut_cpu_busy", -1) >= 0]

@@ -228,6 +228,7 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
   uint8_t probe_addrs[kBurst];  // read only where probes[j] != 0
   const uint32_t inserts = own.inserts();
   // Every key's index bucket, then its guessed session, prefetched for the whole burst.
+  static_assert(kBurst <= nat::SessionTable::kBulkMax);
   own.guess_bulk(kp, k, hashes, vals);
   // New flows (or another worker's). What creating their sessions reads first misses
   // the cache at scale, one flow after the other: start it for all of them as they are

@@ -130,7 +130,13 @@ void parse_args(int argc, char** argv) {
     else if (a == "--rate") o.rate = std::atof(next());
     else if (a == "--duration") o.duration = std::atof(next());
     else if (a == "--warmup-rate") o.warmup_rate = std::atof(next());
-    else if (a == "--settle") o.settle = std::atof(next());
+    else if (a == "--settle") {
+      o.settle = std::atof(next());
+      if (!(o.settle >= 0 && o.settle <= 600)) {
+        std::fprintf(stderr, "natgw-trafgen: --settle wants 0..600 seconds\n");
+        std::exit(2);
+      }
+    }
     else if (a == "--search") o.search = true;
     else if (a == "--search-steps") o.search_steps = static_cast<unsigned>(std::atoi(next()));
     else if (a == "--loss-tolerance") o.loss_tolerance = std::atof(next());
