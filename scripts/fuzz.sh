@@ -8,7 +8,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 seconds=30
-targets="parse_ipv4 pipeline config"
+targets="parse_ipv4 pipeline config http"
 case "${1:-}" in
   --smoke) seconds=10; shift ;;
   -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
@@ -22,7 +22,7 @@ build=build-fuzz
 if [ ! -f "$build/build.ninja" ]; then
   CC=clang CXX=clang++ meson setup "$build" -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false -Dperf=false
 fi
-nice -n 5 ninja -C "$build" -j2 tests/fuzz/fuzz_parse_ipv4 tests/fuzz/fuzz_pipeline tests/fuzz/fuzz_config
+nice -n 5 ninja -C "$build" -j2 tests/fuzz/fuzz_parse_ipv4 tests/fuzz/fuzz_pipeline tests/fuzz/fuzz_config tests/fuzz/fuzz_http
 
 mkdir -p "$build/fuzz-artifacts"
 status=0

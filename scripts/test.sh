@@ -44,7 +44,7 @@ if [[ $quick -eq 0 ]]; then
   if [[ ! -f build-fuzz/build.ninja ]]; then
     CC=clang CXX=clang++ meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false -Dperf=false
   fi
-  ninja -C build-fuzz tests/fuzz/fuzz_parse_ipv4 tests/fuzz/fuzz_pipeline tests/fuzz/fuzz_config
+  ninja -C build-fuzz tests/fuzz/fuzz_parse_ipv4 tests/fuzz/fuzz_pipeline tests/fuzz/fuzz_config tests/fuzz/fuzz_http
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     run_suite build-fuzz fuzz --num-processes 1 --no-rebuild --suite fuzz
 fi

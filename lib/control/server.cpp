@@ -176,7 +176,10 @@ void ControlServer::serve_unix(int fd, const CommandHandler& cmd) {
 }
 
 void ControlServer::serve_http(int fd, const MetricsHandler& metrics) {
-  const std::string req = read_until(fd, "\r\n\r\n", budget());
+  write_all(fd, http_response(read_until(fd, "\r\n\r\n", budget()), metrics), budget());
+}
+
+std::string http_response(const std::string& req, const ControlServer::MetricsHandler& metrics) {
   const bool get = req.rfind("GET ", 0) == 0;
   const auto sp = req.find(' ', 4);
   std::string path = get && sp != std::string::npos ? req.substr(4, sp - 4) : "";
@@ -193,10 +196,8 @@ void ControlServer::serve_http(int fd, const MetricsHandler& metrics) {
     status = "404 Not Found";
     body = "not found; try /metrics\n";
   }
-  write_all(fd, "HTTP/1.0 " + status + "\r\nContent-Type: " + type +
-                    "\r\nContent-Length: " + std::to_string(body.size()) +
-                    "\r\nConnection: close\r\n\r\n" + body,
-            budget());
+  return "HTTP/1.0 " + status + "\r\nContent-Type: " + type + "\r\nContent-Length: " + std::to_string(body.size()) +
+         "\r\nConnection: close\r\n\r\n" + body;
 }
 
 Reply send_command(const std::string& path, const std::string& line, int timeout_ms) {

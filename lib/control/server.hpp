@@ -42,6 +42,11 @@ class ControlServer {
   std::string http_addr_;
 };
 
+// The whole HTTP/1.0 response to one request's bytes (whatever a client sent, possibly
+// cut short): GET /metrics (a query string ignored), / and /healthz; 404 or 405 else.
+// Pure, so the parser of these untrusted bytes is fuzzed (tests/fuzz/fuzz_http.cpp).
+std::string http_response(const std::string& request, const ControlServer::MetricsHandler& metrics);
+
 // Client side (natgwctl, tests): send one command, return the reply.
 // Throws std::runtime_error when no instance answers at `path`.
 Reply send_command(const std::string& path, const std::string& line, int timeout_ms = 5000);

@@ -184,8 +184,9 @@ std::string render_prometheus(const Snapshot& s, const dp::Context& ctx, const R
 }
 
 std::string format_sessions(const dp::Context& ctx, const std::string& filter, size_t limit) {
+  const bool filtered = !filter.empty();  // 0.0.0.0 is a filter too (it matches nothing)
   rte_be32_t want = 0;
-  if (!filter.empty()) {
+  if (filtered) {
     auto a = config::parse_ipv4(filter);
     if (!a) throw std::runtime_error("not an IPv4 address: " + filter);
     want = rte_cpu_to_be_32(*a);
@@ -194,12 +195,10 @@ std::string format_sessions(const dp::Context& ctx, const std::string& filter, s
   size_t shown = 0, matched = 0;
   o << "proto inside                 outside                remote                 active_ms worker\n";
   for (const auto& t : ctx.sessions) {
-    const uint32_t now_hint = 0;
-    (void)now_hint;
     for (uint32_t i = 0; i < t->capacity(); ++i) {
       const nat::Session& s = t->session(i);
       if (s.state != nat::SessionState::kActive) continue;  // a racy read is fine for display
-      if (want && s.in_ip != want && s.out_ip != want && s.remote_ip != want) continue;
+      if (filtered && s.in_ip != want && s.out_ip != want && s.remote_ip != want) continue;
       ++matched;
       if (shown >= limit) continue;
       ++shown;

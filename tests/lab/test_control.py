@@ -655,6 +655,8 @@ class Observe(ControlLab):
         self.assertTrue(all(INET_ADDR in " ".join(row) for row in by_inet), by_inet)
         self.assertIn(mine_s3, [row[:4] for row in rows(NATGW_ENDPOINT)])
         self.assertEqual(rows("10.99.99.99"), [])
+        self.assertEqual(rows("0.0.0.0"), [], "0.0.0.0 is an address to match, not 'no filter'")
+        self.assertIn(mine_inet, [row[:4] for row in rows("")], "no argument lists every session")
         bad = L.natgwctl("sessions", "not-an-address")
         self.assertEqual(bad.returncode, 1)
         self.assertIn("not an IPv4 address", bad.stderr)

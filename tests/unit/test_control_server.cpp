@@ -172,5 +172,34 @@ TEST(ControlServer, MetricsListenResolvesAHostName) {
   EXPECT_NE(reply.find("metric 1\n"), std::string::npos) << reply;
 }
 
+// The metrics listener's answers, request by request (what http_response makes of the bytes).
+TEST(HttpResponse, RoutesAndStatuses) {
+  int calls = 0;
+  const ControlServer::MetricsHandler m = [&] {
+    ++calls;
+    return std::string("natgw_up 1\n");
+  };
+  const auto status = [&](const std::string& req) {
+    const std::string r = http_response(req, m);
+    return r.substr(0, r.find("\r\n"));
+  };
+  EXPECT_EQ(status("GET /metrics HTTP/1.0\r\n\r\n"), "HTTP/1.0 200 OK");
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(status("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"), "HTTP/1.0 200 OK");
+  EXPECT_EQ(status("GET /healthz HTTP/1.0\r\n\r\n"), "HTTP/1.0 200 OK");
+  EXPECT_EQ(status("GET / HTTP/1.0\r\n\r\n"), "HTTP/1.0 200 OK");
+  EXPECT_EQ(calls, 2);  // only /metrics renders the metrics
+  EXPECT_EQ(status("GET /metricsx HTTP/1.0\r\n\r\n"), "HTTP/1.0 404 Not Found");
+  EXPECT_EQ(status("GET /metrics"), "HTTP/1.0 404 Not Found");  // cut short: no path end
+  EXPECT_EQ(status("POST /metrics HTTP/1.0\r\n\r\n"), "HTTP/1.0 405 Method Not Allowed");
+  EXPECT_EQ(status(""), "HTTP/1.0 405 Method Not Allowed");
+  EXPECT_EQ(status(std::string("GET \0/metrics HTTP/1.0", 22)), "HTTP/1.0 404 Not Found");
+  // The length header matches the body.
+  const std::string r = http_response("GET /metrics HTTP/1.0\r\n\r\n", m);
+  const std::string body = r.substr(r.find("\r\n\r\n") + 4);
+  EXPECT_EQ(body, "natgw_up 1\n");
+  EXPECT_NE(r.find("Content-Length: " + std::to_string(body.size()) + "\r\n"), std::string::npos) << r;
+}
+
 }  // namespace
 }  // namespace natgw::control

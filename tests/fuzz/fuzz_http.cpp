@@ -1,0 +1,33 @@
+// libFuzzer target: the metrics listener's request parser (control::http_response) on
+// arbitrary bytes, as any host that can reach metrics.listen may send. Every answer
+// must be one well-formed HTTP/1.0 response whose Content-Length is its body's size.
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "control/server.hpp"
+
+namespace {
+
+void check(bool ok) {
+  if (!ok) std::abort();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string req(reinterpret_cast<const char*>(data), size);
+  bool rendered = false;
+  const std::string r = natgw::control::http_response(req, [&] {
+    rendered = true;
+    return std::string("natgw_up 1\n");
+  });
+  check(r.rfind("HTTP/1.0 ", 0) == 0);
+  const size_t head_end = r.find("\r\n\r\n");
+  check(head_end != std::string::npos);
+  const std::string body = r.substr(head_end + 4);
+  check(r.find("\r\nContent-Length: " + std::to_string(body.size()) + "\r\n") < head_end);
+  // Metrics are rendered exactly for a 200 on /metrics.
+  check(rendered == (body == "natgw_up 1\n" && r.rfind("HTTP/1.0 200 OK", 0) == 0));
+  return 0;
+}
