@@ -262,9 +262,10 @@ void Worker::process_burst(uint16_t iface, rte_mbuf** pkts, uint16_t n) {
                                   probe_rng_, run);
     probe_addrs[j] = static_cast<uint8_t>(addr);
   };
-  // Each hit is confirmed and rewritten in arrival order while the later sessions'
-  // lines are still arriving, so the burst's misses overlap the rewrite work instead
-  // of all being waited for first. (A flow's packets share a key: they keep their order.)
+  // One pass confirms each key, rewrites a hit right away (the later sessions' lines
+  // still arriving) and prepares a miss as it is met: fewer instructions than three
+  // passes, the same time (perf/RESULTS.md session 7). A flow's packets share a key:
+  // they keep their order.
   Session* const sessions = &own.session(0);  // once: packet stores might alias the table's fields
   uint64_t hits = 0;
   for (unsigned j = 0; j < k; ++j) {
