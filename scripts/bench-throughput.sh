@@ -16,6 +16,7 @@
 #             natgw-vhost-nat   natgw NAT, 1,000 sessions
 #             ovs-ct-nat        Open vSwitch with DPDK (Debian's openvswitch-switch-dpdk), userspace datapath,
 #                               conntrack SNAT (ct(commit,nat(src=...))), one PMD thread on CPU 1
+#             natgw-vhost-nat-1M, ovs-ct-nat-1M   the same two with 1,000,000 flows (not run by default)
 #
 # Systems are interleaved (A B C A B C ...), each run is one DUT start + one natgw-trafgen invocation
 # (warm-up pass over every flow, a full-load trial, then a bisection for the highest loss-free rate), and
@@ -95,9 +96,9 @@ if [[ " $SYSTEMS " == *vhost* || " $SYSTEMS " == *" ovs-"* ]] && ! [[ -e $PMDS/l
   log "DPDK vhost/virtio PMDs not installed: no vhost-user systems"
   SYSTEMS=$(for x in $SYSTEMS; do [[ $x == *vhost* || $x == ovs-* ]] || printf '%s ' "$x"; done)
 fi
-if [[ " $SYSTEMS " == *" ovs-ct-nat "* ]] && ! [[ -x $OVS_VSWITCHD ]] ; then
+if [[ " $SYSTEMS " == *" ovs-"* ]] && ! [[ -x $OVS_VSWITCHD ]] ; then
   log "Open vSwitch with DPDK not installed (apt-get install openvswitch-switch-dpdk): no ovs-ct-nat"
-  SYSTEMS=${SYSTEMS//ovs-ct-nat/}
+  SYSTEMS=$(for x in $SYSTEMS; do [[ $x == ovs-* ]] || printf '%s ' "$x"; done)
 fi
 
 # Absolute: the Open vSwitch daemons chdir to / once detached, and resolve socket paths after that.
@@ -334,8 +335,9 @@ run_one() {  # $1: system, $2: run number
         start_bg "$logf" ip netns exec ngwb-dut "$NATGW" --config "$WORK/$sys.toml"
         wait_for 60 grep -q 'natgw: running' "$logf" || { log "$sys: natgw did not start (see $logf)"; cat "$logf" >&2; stop_dut; drop_lock; return 1; }
       fi ;;
-    testpmd-vhost-io|natgw-vhost-nat|ovs-ct-nat)
+    testpmd-vhost-io|natgw-vhost-nat|ovs-ct-nat|natgw-vhost-nat-1M|ovs-ct-nat-1M)
       proto=udp gen_dev=("${GEN_VHOST[@]}")
+      [[ $sys == *-1M ]] && flows=1000000
       [[ $SMOKE == 1 ]] && flows=256
       case $sys in
         testpmd-vhost-io)
@@ -344,11 +346,12 @@ run_one() {  # $1: system, $2: run number
             --vdev="net_vhost0,$VHOST_A" --vdev="net_vhost1,$VHOST_B" -- --forward-mode=io --auto-start \
             --nb-cores=1 --total-num-mbufs=16384 --stats-period 3600
           wait_for 20 grep -q 'Checking link statuses' "$logf" || { log "$sys: testpmd did not start (see $logf)"; stop_dut; drop_lock; return 1; } ;;
-        natgw-vhost-nat)
-          natgw_config "$WORK/$sys.toml" "net_vhost0,$VHOST_A" "net_vhost1,$VHOST_B" nat 65536 vhost
+        natgw-vhost-nat|natgw-vhost-nat-1M)
+          natgw_config "$WORK/$sys.toml" "net_vhost0,$VHOST_A" "net_vhost1,$VHOST_B" nat \
+            $(( flows > 100000 ? 2 * flows : 65536 )) vhost
           start_bg "$logf" "$NATGW" --config "$WORK/$sys.toml"
           wait_for 60 grep -q 'natgw: running' "$logf" || { log "$sys: natgw did not start (see $logf)"; cat "$logf" >&2; stop_dut; drop_lock; return 1; } ;;
-        ovs-ct-nat)
+        ovs-ct-nat|ovs-ct-nat-1M)
           extra=(--dut-mac-a "$OVS_MAC_A" --dut-mac-b "$OVS_MAC_B" --settle 2)
           : > "$logf"
           ovs_start || { log "$sys: Open vSwitch did not start (see $WORK/ovs)"; ovs_stop; drop_lock; return 1; } ;;
@@ -374,7 +377,7 @@ run_one() {  # $1: system, $2: run number
   local t_stop
   t_stop=$(date +%s.%N)
   local busy_ns=-1
-  if [[ $sys == ovs-ct-nat ]]; then
+  if [[ $sys == ovs-ct-nat* ]]; then
     # The PMD's own figure, comparable with natgw's busy time: processing cycles per packet (cycles of
     # iterations that found packets / packets), converted with /proc/cpuinfo's "cpu MHz" (tsc_ghz).
     ovs-appctl --timeout=10 -t "$WORK/ovs/vswitchd.ctl" dpif-netdev/pmd-stats-show > "$WORK/$sys-$run.pmd-stats" 2>&1
@@ -387,7 +390,7 @@ run_one() {  # $1: system, $2: run number
   stop_dut
   local sessions
   sessions=$(grep -o 'sessions: active tcp [0-9]* udp [0-9]*' "$logf" | awk '{s = $4 + $6} END {print s + 0}')
-  [[ $sys == ovs-ct-nat ]] && sessions=$(awk '/^ *Total:/ { print $2; exit }' "$logf")
+  [[ $sys == ovs-ct-nat* ]] && sessions=$(awk '/^ *Total:/ { print $2; exit }' "$logf")
   # natgw's worker counts the cycles of polls that brought packets ("busy"): its busy time per packet
   # handled over its whole life (warm-up, trials, search), the work a saturated worker would spend.
   if [[ $sys == natgw-* ]]; then
@@ -490,10 +493,12 @@ for s in order:
                     full_rng=(min(full), max(full)) if full else None, lf_rng=(min(lf), max(lf)) if lf else None,
                     sess=med(sess), load=med(loads))
 # Each system against the ceiling and the incumbent NAT on its own kind of port.
-VHOST = ("testpmd-vhost-io", "natgw-vhost-nat", "ovs-ct-nat")
+VHOST = ("testpmd-vhost-io", "natgw-vhost-nat", "ovs-ct-nat", "natgw-vhost-nat-1M", "ovs-ct-nat-1M")
 VETH = ("nft-masquerade", "natgw-afpacket", "natgw-afxdp")
 def ceiling_of(s): return stats.get("testpmd-vhost-io" if s in VHOST else "testpmd-io", {})
-def incumbent_of(s): return stats.get("ovs-ct-nat" if s in VHOST else "nft-masquerade", {}) if s in VHOST + VETH else {}
+def incumbent_of(s):
+    if s in VHOST: return stats.get("ovs-ct-nat-1M" if s.endswith("-1M") else "ovs-ct-nat", {})
+    return stats.get("nft-masquerade", {}) if s in VETH else {}
 lines = []
 lines.append(f"| system | runs | full load Mpps (median, min–max) | loss-free Mpps (median, min–max) | vs testpmd (full / loss-free) | vs nftables / OVS (per DUT CPU) | DUT CPU ns/pkt | sessions at stop | load avg |")
 lines.append("|---|---|---|---|---|---|---|---|---|")
