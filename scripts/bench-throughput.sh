@@ -250,7 +250,7 @@ tsc_ghz() { awk '/^cpu MHz/ { printf "%.3f", $4 / 1000; exit }' /proc/cpuinfo; }
 
 # ---------------------------------------------------------------- DUT configurations
 # natgw: one worker pinned to CPU 1, the control thread on CPU 0 (it sleeps in poll()).
-natgw_config() {  # $1: file, $2: dev inside, $3: dev outside, $4: nat|forward, $5: max sessions, $6: netns
+natgw_config() {  # $1: file, $2: dev inside, $3: dev outside, $4: nat|forward, $5: flows, $6: socket tag
   local eal_mem
   eal_mem=$(printf '"%s", ' "${DUT_MEM[@]}")
   cat > "$1" <<EOF
@@ -274,7 +274,7 @@ prefix = "192.168.0.0/16"
 via = "10.0.1.1"
 interface = "inside"
 [nat]
-max_sessions = $5
+max_sessions = $(( $5 > 100000 ? 2 * $5 : 65536 ))
 [control]
 socket = "$WORK/natgw-$6.sock"
 EOF
@@ -296,6 +296,19 @@ VHOST_B="iface=$WORK/vb.sock,client=1,queues=1"
 GEN_VHOST=(--vdev="net_virtio_user0,path=$WORK/va.sock,server=1,queues=1,mac=$GEN_MAC_A"
            --vdev="net_virtio_user1,path=$WORK/vb.sock,server=1,queues=1,mac=$GEN_MAC_B")
 
+# The DUTs' start-ups; on failure they log, stop the DUT and return 1.
+start_testpmd() {  # $1: log file, $2 $3: the two vdevs
+  start_bg "$1" "$TESTPMD" -l 0,1 "${DUT_MEM[@]}" --no-pci --file-prefix ngwb-dut --log-level error \
+    --vdev="$2" --vdev="$3" -- --forward-mode=io --auto-start --nb-cores=1 --total-num-mbufs=16384 --stats-period 3600
+  # Ports started (memif and vhost sockets set up) once testpmd checks link status.
+  wait_for 20 grep -q 'Checking link statuses' "$1" || { log "testpmd did not start (see $1)"; stop_dut; return 1; }
+}
+start_natgw() {  # $1: log file, $2: config, rest: a command prefix (ip netns exec NS)
+  local logf=$1 cfg=$2; shift 2
+  start_bg "$logf" "$@" "$NATGW" --config "$cfg"
+  wait_for 60 grep -q 'natgw: running' "$logf" || { log "natgw did not start (see $logf)"; cat "$logf" >&2; stop_dut; return 1; }
+}
+
 LAST_JSON=""
 # One run: start the DUT, run the generator, stop the DUT, append a JSON line to $RAW.
 run_one() {  # $1: system, $2: run number
@@ -306,22 +319,15 @@ run_one() {  # $1: system, $2: run number
   load=$(cut -d' ' -f1 /proc/loadavg)
   case $sys in
     testpmd-io)
-      mode=io
-      start_bg "$logf" "$TESTPMD" -l 0,1 "${DUT_MEM[@]}" --no-pci --file-prefix ngwb-dut --log-level error \
-        --vdev="net_memif0,$MEMIF_A" --vdev="net_memif1,$MEMIF_B" -- --forward-mode=io --auto-start \
-        --nb-cores=1 --total-num-mbufs=16384 --stats-period 3600
-      gen_dev=("${GEN_MEMIF[@]}")
-      # Ports started (the memif sockets listen) once testpmd checks link status.
-      wait_for 20 grep -q 'Checking link statuses' "$logf" || { log "$sys: testpmd did not start (see $logf)"; stop_dut; drop_lock; return 1; } ;;
+      mode=io gen_dev=("${GEN_MEMIF[@]}")
+      start_testpmd "$logf" "net_memif0,$MEMIF_A" "net_memif1,$MEMIF_B" || { drop_lock; return 1; } ;;
     natgw-forward|natgw-nat-1k|natgw-nat-1M)
       [[ $sys == natgw-forward ]] && mode=forward
       [[ $sys == natgw-nat-1M ]] && flows=1000000
       [[ $SMOKE == 1 ]] && flows=256
-      natgw_config "$WORK/$sys.toml" "net_memif0,$MEMIF_A" "net_memif1,$MEMIF_B" "$mode" \
-        $(( flows > 100000 ? 2 * flows : 65536 )) memif
-      start_bg "$logf" "$NATGW" --config "$WORK/$sys.toml"
       gen_dev=("${GEN_MEMIF[@]}")
-      wait_for 60 grep -q 'natgw: running' "$logf" || { log "$sys: natgw did not start (see $logf)"; cat "$logf" >&2; stop_dut; drop_lock; return 1; } ;;
+      natgw_config "$WORK/$sys.toml" "net_memif0,$MEMIF_A" "net_memif1,$MEMIF_B" "$mode" "$flows" memif
+      start_natgw "$logf" "$WORK/$sys.toml" || { drop_lock; return 1; } ;;
     nft-masquerade|natgw-afpacket|natgw-afxdp)
       flows=$VETH_FLOWS dut_cpu=1 gen_ns=(ip netns exec ngwb-gen)
       gen_dev=(--vdev="net_af_packet0,iface=gen-a,qdisc_bypass=1" --vdev="net_af_packet1,iface=gen-b,qdisc_bypass=1")
@@ -331,9 +337,8 @@ run_one() {  # $1: system, $2: run number
         local da=net_af_packet0,iface=dut-a db=net_af_packet1,iface=dut-b
         [[ $sys == natgw-afxdp ]] && da=net_af_xdp0,iface=dut-a,start_queue=0,queue_count=1 \
                                   && db=net_af_xdp1,iface=dut-b,start_queue=0,queue_count=1
-        natgw_config "$WORK/$sys.toml" "$da" "$db" nat 65536 veth
-        start_bg "$logf" ip netns exec ngwb-dut "$NATGW" --config "$WORK/$sys.toml"
-        wait_for 60 grep -q 'natgw: running' "$logf" || { log "$sys: natgw did not start (see $logf)"; cat "$logf" >&2; stop_dut; drop_lock; return 1; }
+        natgw_config "$WORK/$sys.toml" "$da" "$db" nat "$flows" veth
+        start_natgw "$logf" "$WORK/$sys.toml" ip netns exec ngwb-dut || { drop_lock; return 1; }
       fi ;;
     testpmd-vhost-io|natgw-vhost-nat|ovs-ct-nat|natgw-vhost-nat-1M|ovs-ct-nat-1M)
       proto=udp gen_dev=("${GEN_VHOST[@]}")
@@ -342,15 +347,10 @@ run_one() {  # $1: system, $2: run number
       case $sys in
         testpmd-vhost-io)
           mode=io
-          start_bg "$logf" "$TESTPMD" -l 0,1 "${DUT_MEM[@]}" --no-pci --file-prefix ngwb-dut --log-level error \
-            --vdev="net_vhost0,$VHOST_A" --vdev="net_vhost1,$VHOST_B" -- --forward-mode=io --auto-start \
-            --nb-cores=1 --total-num-mbufs=16384 --stats-period 3600
-          wait_for 20 grep -q 'Checking link statuses' "$logf" || { log "$sys: testpmd did not start (see $logf)"; stop_dut; drop_lock; return 1; } ;;
+          start_testpmd "$logf" "net_vhost0,$VHOST_A" "net_vhost1,$VHOST_B" || { drop_lock; return 1; } ;;
         natgw-vhost-nat|natgw-vhost-nat-1M)
-          natgw_config "$WORK/$sys.toml" "net_vhost0,$VHOST_A" "net_vhost1,$VHOST_B" nat \
-            $(( flows > 100000 ? 2 * flows : 65536 )) vhost
-          start_bg "$logf" "$NATGW" --config "$WORK/$sys.toml"
-          wait_for 60 grep -q 'natgw: running' "$logf" || { log "$sys: natgw did not start (see $logf)"; cat "$logf" >&2; stop_dut; drop_lock; return 1; } ;;
+          natgw_config "$WORK/$sys.toml" "net_vhost0,$VHOST_A" "net_vhost1,$VHOST_B" nat "$flows" vhost
+          start_natgw "$logf" "$WORK/$sys.toml" || { drop_lock; return 1; } ;;
         ovs-ct-nat|ovs-ct-nat-1M)
           extra=(--dut-mac-a "$OVS_MAC_A" --dut-mac-b "$OVS_MAC_B" --settle 2)
           : > "$logf"
