@@ -5,10 +5,17 @@
 
 #include <sys/mman.h>
 
+#include <atomic>
 #include <stdexcept>
 #include <string>
 
 namespace natgw::nat {
+
+namespace {
+std::atomic<size_t> g_mapped{0};
+}
+
+size_t TableMemory::mapped_bytes() { return g_mapped.load(std::memory_order_relaxed); }
 
 TableMemory::TableMemory(const char* what, size_t bytes, int socket) : bytes_(bytes) {
   if (bytes == 0) return;
@@ -26,6 +33,7 @@ TableMemory::TableMemory(const char* what, size_t bytes, int socket) : bytes_(by
     throw std::runtime_error(std::string("cannot allocate ") + std::to_string(bytes >> 20) + " MB for " + what);
   madvise(p, bytes, MADV_HUGEPAGE);  // advisory: fine if THP is off
   p_ = p;
+  g_mapped.fetch_add(bytes, std::memory_order_relaxed);
 }
 
 TableMemory& TableMemory::operator=(TableMemory&& o) noexcept {
@@ -44,8 +52,10 @@ void TableMemory::release() {
   if (!p_) return;
   if (rte_)
     rte_free(p_);
-  else
+  else {
     munmap(p_, bytes_);
+    g_mapped.fetch_sub(bytes_, std::memory_order_relaxed);
+  }
   p_ = nullptr;
 }
 

@@ -23,6 +23,9 @@ class TableMemory {
   void* get() const { return p_; }
   size_t size() const { return bytes_; }
   bool hugepages() const { return rte_; }  // from the EAL's (hugepage) heap
+  // Bytes held in anonymous mappings (the fallback), process-wide: no heap statistic
+  // sees them, so memory probes (perf/micro) add this.
+  static size_t mapped_bytes();
 
  private:
   void release();

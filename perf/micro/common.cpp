@@ -20,6 +20,7 @@
 #include <stdexcept>
 
 #include "dataplane/port.hpp"
+#include "nat/table_memory.hpp"
 #include "net/checksum.hpp"
 
 namespace natgw::perf {
@@ -150,7 +151,7 @@ MemProbe MemProbe::now() {
     if (rte_malloc_get_socket_stats(rte_socket_id_by_idx(s), &st) == 0) p.rte_heap += st.heap_allocsz_bytes;
   }
   const struct mallinfo2 mi = mallinfo2();
-  p.c_heap = mi.uordblks + mi.hblkhd;
+  p.c_heap = mi.uordblks + mi.hblkhd + nat::TableMemory::mapped_bytes();  // the tables' mmap fallback (--no-huge)
   p.rss = (status_kb("VmRSS:") + status_kb("HugetlbPages:")) * 1024;
   return p;
 }

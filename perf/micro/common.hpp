@@ -48,7 +48,7 @@ uint16_t null_port(unsigned i);
 
 struct MemProbe {
   size_t rte_heap = 0;   // rte_malloc bytes allocated (all sockets)
-  size_t c_heap = 0;     // glibc malloc in use (mallinfo2: arena + mmap)
+  size_t c_heap = 0;     // glibc malloc in use (mallinfo2: arena + mmap) + the tables' own mappings
   size_t rss = 0;        // VmRSS + HugetlbPages
   static MemProbe now();
 };
