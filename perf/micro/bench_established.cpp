@@ -175,7 +175,8 @@ void add_memory_counters(benchmark::State& state, const Population& pop) {
   state.counters["B/session(alloc)"] =
       (d(pop.after.rte_heap, pop.before.rte_heap) + d(pop.after.c_heap, pop.before.c_heap) -
        static_cast<double>(f.rte_heap + f.c_heap)) / n;
-  state.counters["B/session(rss)"] = (d(pop.after.rss, pop.before.rss) - static_cast<double>(f.rss)) / n;
+  // Resident pages move by whole pages and by what earlier runs freed: meaningful at scale only.
+  if (n >= 100000) state.counters["B/session(rss)"] = (d(pop.after.rss, pop.before.rss) - static_cast<double>(f.rss)) / n;
   state.counters["setup_Msess/s"] = pop.setup_s > 0 ? n / pop.setup_s / 1e6 : 0;
 }
 
