@@ -81,6 +81,7 @@ Snapshot snapshot(const dp::Context& ctx, const std::vector<const dp::Worker*>& 
       s.sessions_expired[p] += st.expired[p].get();
     }
     s.port_alloc_errors += st.no_port.get();
+    s.mapping_collisions += st.collisions.get();
     s.table_full += st.table_full.get();
     s.mappings += st.mappings.get();
     s.port_overlapped += st.overlapped.get();
@@ -108,6 +109,7 @@ std::string format_text(const Snapshot& s) {
   o << "; expired";
   for (int p = 0; p < 3; ++p) o << " " << kProto[p] << " " << s.sessions_expired[p];
   o << "; mappings " << s.mappings << "; port alloc errors " << s.port_alloc_errors
+    << "; mapping collisions " << s.mapping_collisions
     << "; table full " << s.table_full << "; ports shared " << s.port_overlapped << "; port scans "
     << s.port_scans << "\n";
   o << "drops:";

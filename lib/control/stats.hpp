@@ -37,7 +37,7 @@ struct Snapshot {
            arp_replies_sent = 0, arp_learned = 0, arp_table_full = 0, fragments_translated = 0,
            fragments_buffered = 0, fragments_created = 0, mss_clamped = 0, handed_off = 0;
   uint64_t sessions_active[3] = {}, sessions_created[3] = {}, sessions_expired[3] = {};
-  uint64_t port_alloc_errors = 0, table_full = 0, mappings = 0, port_overlapped = 0, port_scans = 0;
+  uint64_t port_alloc_errors = 0, mapping_collisions = 0, table_full = 0, mappings = 0, port_overlapped = 0, port_scans = 0;
   uint64_t arp_entries = 0;
   uint64_t generation = 0;
   std::vector<WorkerStats> workers;

@@ -115,6 +115,9 @@ std::string render_prometheus(const Snapshot& s, const dp::Context& ctx, const R
              s.sessions_expired[i]);
   p.family("natgw_port_allocation_errors_total", "New flows refused: no free outside port", "counter");
   p.sample("natgw_port_allocation_errors_total", "", s.port_alloc_errors);
+  p.family("natgw_mapping_collisions_total",
+           "New flows refused: their endpoint's shared outside port is in use toward this destination", "counter");
+  p.sample("natgw_mapping_collisions_total", "", s.mapping_collisions);
   p.family("natgw_ports_shared_total", "Outside ports given to a new mapping while in use (RFC 7857 overlapping)",
            "counter");
   p.sample("natgw_ports_shared_total", "", s.port_overlapped);

@@ -461,22 +461,36 @@ void Worker::touch(Session& s, const Ipv4Packet& p, bool from_inside) {
   if (s.last_seen_ms.load(std::memory_order_relaxed) != now_ms_)
     s.last_seen_ms.store(now_ms_, std::memory_order_relaxed);
   uint8_t add = from_inside ? 0 : nat::kSeenOut;
+  uint8_t cur = s.flags.load(std::memory_order_relaxed);
   if (p.proto == IPPROTO_TCP && (p.flags & net::PKT_HAS_PORTS)) {
     const uint8_t tf = reinterpret_cast<const rte_tcp_hdr*>(p.l4)->tcp_flags;
     if (tf & RTE_TCP_SYN_FLAG) {
       add |= from_inside ? nat::kSynIn : nat::kSynOut;
       // A client's SYN (no ACK) on a closed connection's 5-tuple opens a new one: it
       // starts over instead of inheriting the closed one's transitory timeout.
-      if (from_inside && !(tf & RTE_TCP_ACK_FLAG) &&
-          (s.flags.load(std::memory_order_relaxed) & (nat::kRst | nat::kFinIn | nat::kFinOut))) [[unlikely]] {
+      if (from_inside && !(tf & RTE_TCP_ACK_FLAG) && (cur & (nat::kRst | nat::kFinIn | nat::kFinOut))) [[unlikely]] {
         s.flags.store(nat::kSynIn, std::memory_order_relaxed);
         return;
       }
     }
     if (tf & RTE_TCP_FIN_FLAG) add |= from_inside ? nat::kFinIn : nat::kFinOut;
-    if (tf & RTE_TCP_RST_FLAG) add |= nat::kRst;
+    constexpr uint8_t kAlive = nat::kAliveIn | nat::kAliveOut;
+    if (tf & RTE_TCP_RST_FLAG) {
+      add |= nat::kRst;
+      if (cur & kAlive) cur = s.flags.fetch_and(static_cast<uint8_t>(~kAlive), std::memory_order_relaxed) & ~kAlive;
+    } else if (cur & nat::kRst) [[unlikely]] {
+      // RFC 7857 2.2 keeps a reset session for the transitory timeout "if no packets are
+      // received". Ends that ignored the RST (out of window, RFC 5961) go on talking both
+      // ways; after a real reset only the other side's packets in flight follow, and
+      // they are answered with RSTs. Both sides heard from since: established again.
+      if (cur & (from_inside ? nat::kAliveOut : nat::kAliveIn)) {
+        constexpr uint8_t kKeep = static_cast<uint8_t>(~(nat::kRst | kAlive));
+        cur = s.flags.fetch_and(kKeep, std::memory_order_relaxed) & kKeep;
+      } else {
+        add |= from_inside ? nat::kAliveIn : nat::kAliveOut;
+      }
+    }
   }
-  const uint8_t cur = s.flags.load(std::memory_order_relaxed);
   if ((cur | add) != cur) s.flags.fetch_or(add, std::memory_order_relaxed);
 }
 

@@ -19,6 +19,8 @@ enum SessionFlag : uint8_t {
   kFinOut = 1 << 3,
   kRst = 1 << 4,
   kSeenOut = 1 << 5,  // a packet came back from outside (needed for "established")
+  kAliveIn = 1 << 6,   // since the last RST: a packet without RST came from inside...
+  kAliveOut = 1 << 7,  // ...and from outside (both: the ends ignored the RST, kRst is cleared)
 };
 
 enum class SessionState : uint8_t { kFree = 0, kActive = 1, kClosing = 2 };

@@ -302,8 +302,7 @@ CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, 
   const FlowKey out = outside_key(in, out_ip, m.out_port);
   if (lookup(out) >= 0) {  // this outside 5-tuple is taken by a sharer of the port
     if (new_mapping) drop_mapping_ref(midx);
-    stats_.collisions.add();
-    stats_.no_port.add();
+    stats_.collisions.add();  // not no_port: ports are free, this endpoint's is taken toward here
     return CreateResult::kCollision;
   }
   m.refs++;

@@ -55,7 +55,7 @@ struct SessionStats {  // owner-written, read by the control thread
   Counter active[kProtoClasses];
   Counter no_port;      // port allocation failed (exhaustion)
   Counter table_full;   // no free session slot or hash full
-  Counter collisions;   // outside 5-tuple already in use for this mapping
+  Counter collisions;   // refused: the mapping's outside 5-tuple toward this destination is in use
   Counter overlapped;   // ports given out shared (RFC 7857 overlapping)
   Counter first_probes; // of those, the first probe drawn (and prefetched) ahead
   Counter port_scans;   // full scans of a port range for a port to share (exhaustion's slow path)

@@ -381,6 +381,7 @@ int Daemon::telemetry_stats(const char*, const char*, rte_tel_data* d) {
     rte_tel_data_add_dict_u64(d, (std::string("sessions_expired.") + proto[p]).c_str(), s.sessions_expired[p]);
   }
   rte_tel_data_add_dict_u64(d, "port_allocation_errors", s.port_alloc_errors);
+  rte_tel_data_add_dict_u64(d, "mapping_collisions", s.mapping_collisions);
   for (unsigned r = 0; r < dp::kDropCount; ++r)
     rte_tel_data_add_dict_u64(d, (std::string("drops.") + dp::drop_name(r)).c_str(), s.drops[r]);
   rte_tel_data_add_dict_u64(d, "config_generation", s.generation);

@@ -247,6 +247,36 @@ TEST_F(NatTimeouts, RstMovesTheSessionToTheTransitoryTimeout) {
   EXPECT_EQ(port_for_another_host(IPPROTO_TCP), 40000) << "the port was returned";
 }
 
+// RFC 7857 2.2: a reset session waits out the transitory timeout only "if no packets
+// are received". An RST both ends ignored (out of window: RFC 5961) is followed by
+// traffic both ways, and the connection keeps its established timeout.
+TEST_F(NatTimeouts, AnRstTheEndsIgnoredLeavesTheSessionEstablished) {
+  const Parsed o = open_tcp();
+  tcp_from_outside(o, RTE_TCP_RST_FLAG);  // e.g. spoofed, outside the window
+  tcp_from_inside(RTE_TCP_ACK_FLAG | RTE_TCP_PSH_FLAG);
+  tcp_from_outside(o, RTE_TCP_ACK_FLAG);
+  wait_s(20);
+  EXPECT_EQ(active_sessions(p), 1u);
+  EXPECT_TRUE(alive(o));
+  // A later reset counts afresh: traffic heard before it does not clear it.
+  tcp_from_inside(RTE_TCP_RST_FLAG | RTE_TCP_ACK_FLAG);
+  wait_s(11);
+  EXPECT_EQ(active_sessions(p), 0u);
+}
+
+// After a real reset only the other side's packets in flight follow (the reset end
+// answers them with RSTs): the session still goes on the transitory timeout.
+TEST_F(NatTimeouts, PacketsFromOneSideAfterAnRstDoNotRevive) {
+  const Parsed o = open_tcp();
+  tcp_from_outside(o, RTE_TCP_RST_FLAG);                // one the client ignores, talking on:
+  tcp_from_inside(RTE_TCP_ACK_FLAG | RTE_TCP_PSH_FLAG);  // heard before the reset below: forgotten by it
+  tcp_from_inside(RTE_TCP_RST_FLAG | RTE_TCP_ACK_FLAG);
+  tcp_from_outside(o, RTE_TCP_ACK_FLAG | RTE_TCP_PSH_FLAG);  // in flight when the RST left
+  tcp_from_outside(o, RTE_TCP_ACK_FLAG);
+  wait_s(11);
+  EXPECT_EQ(active_sessions(p), 0u);
+}
+
 TEST_F(NatTimeouts, FinFromBothSidesMovesToTransitory) {
   const Parsed o = open_tcp();
   tcp_from_inside(RTE_TCP_FIN_FLAG | RTE_TCP_ACK_FLAG);

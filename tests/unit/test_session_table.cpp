@@ -422,6 +422,7 @@ TEST_F(SessionTableTest, SharedPortCollidesWhenItsMappingMeetsTheOtherDestinatio
   EXPECT_EQ(create(t, in_key(ip("192.168.10.3"), 1000, ip("203.0.113.10"), 53), 1, x, {0}, false),
             CreateResult::kCollision);
   EXPECT_EQ(t.stats().collisions.get(), 1u);
+  EXPECT_EQ(t.stats().no_port.get(), 0u) << "ports were free: not an allocation error";
   EXPECT_EQ(t.active(), 3u);
   // The failed attempt did not drop the shared mapping: endpoint 3 keeps its port.
   uint32_t d;
