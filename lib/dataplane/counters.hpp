@@ -25,7 +25,7 @@ enum Drop : uint8_t {
   kDropFragment,       // fragment whose first fragment was never seen
   kDropNoMbuf,         // mempool empty when building a reply
   kDropTxFull,         // the TX queue did not take the packet
-  kDropUnsupported,    // protocol NAT cannot translate (e.g. SCTP from a SNAT source)
+  kDropUnsupported,    // what NAT cannot translate: SCTP from a SNAT source, ICMP redirects, fragmented ICMP errors
   kDropHandoff,        // the worker that owns the flow had no room in its handoff ring
   kDropCount
 };

@@ -24,7 +24,6 @@ namespace {
 constexpr uint32_t kArpRetryMs = 1000;
 constexpr uint32_t kArpGiveUpMs = 3000;
 constexpr uint32_t kGatewayRefreshMs = 15000;
-constexpr uint32_t kIcmpErrorsPerSec = 200;
 // Expiry visits every session slot at least once per kExpiryPassMs (so a session outlives
 // its timeout by at most that), and never fewer than kExpiryMinBudget slots per millisecond.
 constexpr uint32_t kExpiryPassMs = 2000;
@@ -738,6 +737,9 @@ void refresh_icmp_checksum(Ipv4Packet& p) {
   if (!embedded_of(p, e)) return drop(m, kDropMalformed);
   // An error goes to the sender of the packet it quotes: that is us, at this address.
   if (e.ip->src_addr != p.ip->dst_addr || quotes_later_fragment(e)) return drop(m, kDropNoSession);
+  // Not translated: a redirect (no one inside should follow our upstream's advice), and
+  // an error in fragments (its checksum covers the whole datagram; no reassembly here).
+  if (icmp_of(p)->type == 5 || (p.flags & net::PKT_FRAGMENT)) return drop(m, kDropUnsupported);
   const uint8_t proto = e.ip->next_proto_id;
   FlowKey k;
   if (!key_of_quote(e, true, nat::kOutside, k)) return drop(m, kDropNoSession);
@@ -804,7 +806,13 @@ void refresh_icmp_checksum(Ipv4Packet& p) {
                                                         Ipv4Packet& p) {
   (void)iface;
   Embedded e;
-  if (!embedded_of(p, e)) return false;
+  // Only an error addressed to the sender of the reply it quotes, about that reply's
+  // own header (not a later fragment's bytes), and no redirect, whose gateway field
+  // would name an inside address. Anything else is a packet of its own (routes, ACL):
+  // a host with a session could otherwise send any ICMP payload, anywhere, from our
+  // outside address.
+  if (icmp_of(p)->type == 5 || !embedded_of(p, e) || e.ip->src_addr != p.ip->dst_addr || quotes_later_fragment(e))
+    return false;
   const uint8_t proto = e.ip->next_proto_id;
   FlowKey k;
   if (!key_of_quote(e, true, nat::kInside, k)) return false;
@@ -815,6 +823,8 @@ void refresh_icmp_checksum(Ipv4Packet& p) {
   // A pass-through session (an untranslated flow the ACL tracks): nothing to rewrite;
   // the caller passes the error unchanged (its source may be a router on the way).
   if (s.mapping == nat::SessionTable::kNoMapping) return false;
+  // In fragments: its checksum covers the whole datagram (no reassembly here).
+  if (p.flags & net::PKT_FRAGMENT) return drop(m, kDropUnsupported), true;
   p.ip->src_addr = s.out_ip;
   p.ip->time_to_live--;
   net::ipv4_set_checksum(p.ip);
@@ -1157,15 +1167,16 @@ std::vector<rte_mbuf*> Worker::take_captured(uint16_t iface) {
   if (p.proto == IPPROTO_ICMP && !net::is_icmp_query(icmp_of(p)->type)) return;
   const uint32_t src = rte_be_to_cpu_32(p.ip->src_addr);
   if (src == 0 || (src >> 24) == 127 || (src >> 28) == 0xe || src == 0xffffffff) return;
-  if (now_ms_ - icmp_refill_ms_ >= 1000 / kIcmpErrorsPerSec * 10) {
-    icmp_tokens_ = kIcmpErrorsPerSec / 10;  // refilled every 50 ms: smooth, bounded
-    icmp_refill_ms_ = now_ms_;
+  const unsigned bucket = type == 3 && code == 4 ? 0 : 1;
+  if (now_ms_ - icmp_refill_ms_[bucket] >= kIcmpRefillMs) {
+    icmp_tokens_[bucket] = kIcmpTokens;
+    icmp_refill_ms_[bucket] = now_ms_;
   }
-  if (icmp_tokens_ == 0) {
+  if (icmp_tokens_[bucket] == 0) {
     counters_.icmp_errors_ratelimited.add();
     return;
   }
-  --icmp_tokens_;
+  --icmp_tokens_[bucket];
   rte_mbuf* r = net::build_icmp_error(pool_, p.ip, p.total_len, type, code,
                                       ctx_.ifaces[in_if].addr, mtu);
   if (!r) {

@@ -172,9 +172,14 @@ class Worker {
   uint32_t now_ms_ = 0;
   uint64_t tsc0_ = 0;
   uint64_t ms_per_tsc_ = 0;  // 2^64 * 1000 / TSC Hz: milliseconds = TSC cycles * this >> 64 (no division)
-  // ICMP error rate limit: token bucket, per worker.
-  uint32_t icmp_tokens_ = 100;
-  uint32_t icmp_refill_ms_ = 0;
+  // ICMP error rate limit: token buckets, per worker, one for frag-needed (path MTU
+  // discovery must not starve behind a traceroute or a TTL flood) and one for the rest.
+  static constexpr uint32_t kIcmpErrorsPerSec = 200;  // per bucket
+  static constexpr uint32_t kIcmpRefillMs = 50;       // refilled in small steps: smooth, bounded
+  static constexpr uint32_t kIcmpTokens = kIcmpErrorsPerSec * kIcmpRefillMs / 1000;
+  static_assert(kIcmpTokens * (1000 / kIcmpRefillMs) == kIcmpErrorsPerSec);
+  uint32_t icmp_tokens_[2] = {kIcmpTokens, kIcmpTokens};
+  uint32_t icmp_refill_ms_[2] = {0, 0};
   // Next hops resolved through ARP, by the low bits of the address: in2out traffic
   // goes to a handful of gateways, and a hit skips the shared table's hash probe
   // (~25 instructions a packet). Valid while the ARP generation stays l2_gen_.

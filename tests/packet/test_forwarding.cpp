@@ -148,17 +148,23 @@ TEST_F(Forwarding, IcmpErrorsAreRateLimited) {
   s.ttl = 1;
   const auto f = build_frame(s);
   p.rx(kInside, std::vector<std::vector<uint8_t>>(30, f));
-  // 200 errors/s, given out in 50 ms buckets of 20.
-  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 20u);
-  EXPECT_EQ(total(p, &dp::WorkerCounters::icmp_errors_ratelimited), 10u);
+  // 200 errors/s, given out in 50 ms buckets of 10.
+  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 10u);
+  EXPECT_EQ(total(p, &dp::WorkerCounters::icmp_errors_ratelimited), 20u);
   EXPECT_EQ(drops(p, dp::kDropTtl), 30u);  // every packet is dropped, answered or not
   p.advance(20);
   p.rx(kInside, std::vector<std::vector<uint8_t>>(5, f));
   EXPECT_TRUE(ipv4_only(p.out(kInside)).empty()) << "the bucket refills only after 50 ms";
   p.advance(30);
   p.rx(kInside, std::vector<std::vector<uint8_t>>(25, f));
-  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 20u);
-  EXPECT_EQ(total(p, &dp::WorkerCounters::icmp_errors_sent), 40u);
+  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 10u);
+  EXPECT_EQ(total(p, &dp::WorkerCounters::icmp_errors_sent), 20u);
+  // One second of a TTL flood sends 200 errors, not more.
+  for (int step = 0; step < 20; ++step) {
+    p.advance(50);
+    p.rx(kInside, std::vector<std::vector<uint8_t>>(40, f));
+  }
+  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 200u);
 }
 
 TEST_F(Forwarding, NoIcmpErrorAboutAnIcmpError) {

@@ -220,6 +220,73 @@ TEST_F(IcmpErrors, ErrorsFromInsideAboutRepliesAreTranslated) {
   EXPECT_EQ(total(p, &dp::WorkerCounters::icmp_errors_translated), 2u);
 }
 
+// An error from inside is translated only when it is what it claims: addressed to the
+// sender of the reply it quotes, about that reply's header, and not a redirect. Else
+// a host with any session could send any ICMP payload anywhere from our address.
+TEST_F(IcmpErrors, ErrorsFromInsideNotAboutTheQuotedReplyAreNotTranslated) {
+  const auto o = send(client(IPPROTO_UDP, "203.0.113.10", 40000, 53));
+  p.rx(kInternet, build_frame(reply_to(parse_frame(o), kInternet)));
+  auto in = ipv4_only(p.out(kInside));
+  ASSERT_EQ(in.size(), 1u);
+  auto later_fragment = ip_of(in[0]);  // the reply's bytes as if it were a later fragment
+  auto* h = reinterpret_cast<rte_ipv4_hdr*>(later_fragment.data());
+  h->fragment_offset = rte_cpu_to_be_16(185);
+  h->hdr_checksum = 0;
+  h->hdr_checksum = ref_csum(h, 20);
+  const struct {
+    const char* what;
+    const char* to;
+    uint8_t type, code;
+    std::vector<uint8_t> quote;
+  } cases[] = {
+      {"to another address than the quoted sender", "198.51.100.99", 3, 3, ip_of(in[0])},
+      {"a redirect", "203.0.113.10", 5, 1, ip_of(in[0])},
+      {"quoting a later fragment", "203.0.113.10", 3, 3, later_fragment},
+  };
+  uint64_t dropped = 0;
+  for (const auto& c : cases) {
+    p.rx(kInside, build_icmp_error_frame(mac(kTgwMac), our_mac(kInside), ip("192.168.10.2"), ip(c.to), c.type,
+                                         c.code, c.quote));
+    EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty()) << c.what;
+    EXPECT_TRUE(ipv4_only(p.out(kInside)).empty()) << c.what;
+    EXPECT_EQ(drops(p, dp::kDropUnsupported), ++dropped) << c.what << ": the untranslatable error is dropped";
+  }
+  EXPECT_EQ(total(p, &dp::WorkerCounters::icmp_errors_translated), 0u);
+}
+
+// An ICMP error in fragments is dropped and counted (its checksum covers the whole
+// datagram, and natgw does not reassemble), from either side.
+TEST_F(IcmpErrors, FragmentedErrorsAreDropped) {
+  const PacketSpec s = client(IPPROTO_UDP, "203.0.113.10", 40000, 53);
+  const auto o = send(s);
+  auto first_fragment = [](std::vector<uint8_t> f) {
+    auto* h = reinterpret_cast<rte_ipv4_hdr*>(f.data() + sizeof(rte_ether_hdr));
+    h->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG);
+    h->hdr_checksum = 0;
+    h->hdr_checksum = ref_csum(h, 20);
+    return f;
+  };
+  p.rx(kInternet, first_fragment(error_about(o, "198.51.100.1", 3, 3)));
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  EXPECT_EQ(drops(p, dp::kDropUnsupported), 1u);
+  p.rx(kInternet, build_frame(reply_to(parse_frame(o), kInternet)));
+  auto in = ipv4_only(p.out(kInside));
+  ASSERT_EQ(in.size(), 1u);
+  p.rx(kInside, first_fragment(build_icmp_error_frame(mac(kTgwMac), our_mac(kInside), ip("192.168.10.2"),
+                                                      ip("203.0.113.10"), 3, 3, ip_of(in[0]))));
+  EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty());
+  EXPECT_EQ(drops(p, dp::kDropUnsupported), 2u);
+  EXPECT_EQ(total(p, &dp::WorkerCounters::icmp_errors_translated), 0u);
+}
+
+// A redirect from outside is not passed to the inside host it would mislead.
+TEST_F(IcmpErrors, RedirectsFromOutsideAreDropped) {
+  const auto o = send(client(IPPROTO_UDP, "203.0.113.10", 40000, 53));
+  p.rx(kInternet, error_about(o, "10.0.3.1", 5, 1));
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  EXPECT_EQ(drops(p, dp::kDropUnsupported), 1u);
+}
+
 // Errors natgw itself generates about reply traffic go to the remote sender and
 // quote the reply as that sender knows it (our outside address and port).
 TEST_F(IcmpErrors, TimeExceededAboutAReplyQuotesItAsSent) {

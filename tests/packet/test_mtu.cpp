@@ -63,6 +63,22 @@ TEST_P(Mtu, DfPacketTooBigGetsFragNeededWithTheNextHopMtu) {
   EXPECT_EQ(drops(p, dp::kDropMtu), 1u);
 }
 
+// Frag-needed has its own rate-limit bucket: a TTL flood (a runaway traceroute) that
+// uses up the other errors' does not black-hole path MTU discovery.
+TEST_P(Mtu, FragNeededIsNotStarvedByOtherErrors) {
+  auto expiring = sized(100, true);
+  expiring.ttl = 1;
+  p.rx(kInside, std::vector<std::vector<uint8_t>>(40, build_frame(expiring)));
+  EXPECT_GT(total(p, &dp::WorkerCounters::icmp_errors_ratelimited), 0u) << "the TTL errors' bucket is empty";
+  p.out(kInside);
+  p.rx(kInside, build_frame(sized(601, true, 40001)));
+  auto back = ipv4_only(p.out(kInside));
+  ASSERT_EQ(back.size(), 1u);
+  const Parsed e = parse_frame(back[0]);
+  EXPECT_EQ(e.icmp_type, 3);
+  EXPECT_EQ(e.icmp_code, 4);
+}
+
 TEST_P(Mtu, NonDfPacketIsFragmentedAndReassemblesToTheOriginal) {
   const auto whole = build_frame(sized(1900, false));
   p.rx(kInside, whole);
