@@ -4,6 +4,7 @@
 #include <rte_errno.h>
 #include <rte_memory.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <stdexcept>
 #include <string>
@@ -130,6 +131,17 @@ size_t AclTable::classify(uint32_t src, uint32_t dst, uint8_t proto, uint16_t sp
   uint32_t result = 0;
   if (rte_acl_classify(ctx_, &data, &result, 1, 1) != 0 || result == 0) return rules_.size();
   return result - 1;
+}
+
+void AclTable::carry_hits_from(const AclTable& old) noexcept {
+  const auto same = [](const config::AclRule& a, const config::AclRule& b) {
+    return a.allow == b.allow && a.src == b.src && a.dst == b.dst && a.proto == b.proto && a.sport == b.sport &&
+           a.dport == b.dport;
+  };
+  for (size_t i = 0; i < std::min(size(), old.size()); ++i)
+    if (same(source_[i], old.source_[i])) hits_[i].fetch_add(old.hits(i), std::memory_order_relaxed);
+  if (default_allow_ == old.default_allow_)
+    hits_[size()].fetch_add(old.hits(old.size()), std::memory_order_relaxed);
 }
 
 }  // namespace natgw::acl

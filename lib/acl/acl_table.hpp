@@ -58,6 +58,11 @@ class AclTable {
   bool default_allow() const { return default_allow_; }
   // hits(i) for rule i; hits(size()) for the default action.
   uint64_t hits(size_t i) const { return hits_[i].load(std::memory_order_relaxed); }
+  // After a reload: add `old`'s hits to each rule that is the same rule at the same
+  // index (and to the default action if it is unchanged), so a counter series, whose
+  // labels are index, action and match, never goes backwards. Call once `old` is no
+  // longer used by any worker (after the grace period). Workers may be counting here.
+  void carry_hits_from(const AclTable& old) noexcept;
   // True when allow() classifies with rte_acl rather than the linear scan.
   bool uses_rte_acl() const { return ctx_ != nullptr; }
 

@@ -166,10 +166,13 @@ std::unique_ptr<RuntimeTables> build_tables(const Context& ctx, const config::Co
 }
 
 void publish_tables(Context& ctx, std::unique_ptr<RuntimeTables> next) {
+  const RuntimeTables* now = next.get();
   const RuntimeTables* old = ctx.tables.exchange(next.release(), std::memory_order_acq_rel);
   if (old) {
     // Wait until every worker has reported a quiescent state after the swap.
     if (ctx.qsbr) rte_rcu_qsbr_synchronize(ctx.qsbr, RTE_QSBR_THRID_INVALID);
+    // No worker counts in the old ACL any more: its totals move over, exact.
+    if (now->acl && old->acl) now->acl->carry_hits_from(*old->acl);
     delete old;
   }
 }

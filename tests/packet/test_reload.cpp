@@ -96,6 +96,37 @@ TEST_F(Reload, ANewAclJudgesNewFlowsOnly) {
   EXPECT_EQ(drops(p, dp::kDropAcl), 1u);
 }
 
+// natgw_acl_hits_total is labelled by rule index, action and match: a rule that is
+// the same at the same index keeps counting through a reload, never back to 0.
+TEST_F(Reload, AclHitsOfUnchangedRulesSurviveAReload) {
+  const std::string acl = "[[acl]]\naction = \"deny\"\ndst = \"198.51.100.0/24\"\n"
+                          "[[acl]]\naction = \"allow\"\nprotocol = \"tcp\"\n";
+  reload(p, std::string(kLabConfig) + acl, 2);
+  for (uint16_t sport = 40000; sport < 40003; ++sport) open(IPPROTO_TCP, sport);  // rule 1
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "198.51.100.7", 40000, 53)));    // rule 0
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53)));    // default
+  ASSERT_EQ(ipv4_only(p.out(kInternet)).size(), 1u);
+  const auto hits = [&](size_t i) { return p.ctx.tables.load()->acl->hits(i); };
+  ASSERT_EQ(hits(0), 1u);
+  ASSERT_EQ(hits(1), 3u);
+  ASSERT_EQ(hits(2), 1u);
+  reload(p, std::string(kLabConfig) + acl, 3);
+  EXPECT_EQ(hits(0), 1u);
+  EXPECT_EQ(hits(1), 3u);
+  EXPECT_EQ(hits(2), 1u);
+  open(IPPROTO_TCP, 40003);
+  EXPECT_EQ(hits(1), 4u);
+  // Rule 1 changed (same index, another match): a new series, from 0; rule 0 and the
+  // default are unchanged. A default that changed action starts over too.
+  reload(p, std::string(kLabConfig) + with(acl, "protocol = \"tcp\"", "protocol = \"udp\""), 4);
+  EXPECT_EQ(hits(0), 1u);
+  EXPECT_EQ(hits(1), 0u);
+  EXPECT_EQ(hits(2), 1u);
+  reload(p, std::string(kLabConfig) + acl + "[acl_default]\naction = \"deny\"\n", 5);
+  EXPECT_EQ(hits(0), 1u);
+  EXPECT_EQ(hits(2), 0u);
+}
+
 TEST_F(Reload, NewTimeoutsApplyToLiveSessions) {
   const Parsed o = open(IPPROTO_UDP, 40000);
   reload(p, std::string(kLabConfig) + "[timeouts]\nudp = 10\n", 2);
