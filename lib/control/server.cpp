@@ -10,6 +10,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -20,9 +21,8 @@ namespace natgw::control {
 
 namespace {
 // What one client gets to send its request, and again to take the reply (counted
-// from when it is ready: a reload may take a while). The control loop serves clients
-// one at a time, so this bounds how long a slow or malicious one (a byte a second,
-// or nothing at all) holds off signals, reloads and ENA's timers.
+// from when it is ready: a reload may take a while). Clients are served side by side,
+// so this only bounds how long a slow or silent one keeps its slot.
 constexpr int kClientBudgetMs = 2000;
 constexpr size_t kMaxRequest = 8192;
 
@@ -54,20 +54,6 @@ void write_all(int fd, const std::string& s, Clock::time_point deadline) {
   }
 }
 
-// Read until `terminator` appears, the peer closes or the deadline passes; bounded in size.
-std::string read_until(int fd, const char* terminator, Clock::time_point deadline) {
-  std::string buf;
-  char tmp[1024];
-  while (buf.size() < kMaxRequest && buf.find(terminator) == std::string::npos) {
-    if (!wait_ready(fd, POLLIN, deadline)) break;
-    const ssize_t n = ::recv(fd, tmp, sizeof(tmp), MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-    if (n <= 0) break;
-    buf.append(tmp, static_cast<size_t>(n));
-  }
-  return buf;
-}
-
 sockaddr_un unix_addr(const std::string& path) {
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
@@ -78,6 +64,7 @@ sockaddr_un unix_addr(const std::string& path) {
 }  // namespace
 
 ControlServer::~ControlServer() {
+  for (const Client& c : clients_) ::close(c.fd);
   if (unix_fd_ >= 0) {
     ::close(unix_fd_);
     ::unlink(unix_path_.c_str());
@@ -89,8 +76,13 @@ void ControlServer::listen_unix(const std::string& path) {
   const std::filesystem::path dir = std::filesystem::path(path).parent_path();
   std::error_code ec;
   if (!dir.empty()) std::filesystem::create_directories(dir, ec);  // bind() below names the failure
-  // A socket file left by a crashed instance is removed only if nobody answers on it.
+  // A socket file left by a crashed instance is removed only if nobody answers on it,
+  // and never anything else: a path mistyped onto a config file must not delete it.
   const sockaddr_un a = unix_addr(path);
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode))
+    throw std::runtime_error(path + " exists and is not a socket: not replacing it (control.socket names "
+                                    "the socket natgw creates)");
   int probe = ::socket(AF_UNIX, SOCK_STREAM, 0);
   if (probe >= 0) {
     if (::connect(probe, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) == 0) {
@@ -100,7 +92,7 @@ void ControlServer::listen_unix(const std::string& path) {
     ::close(probe);
   }
   ::unlink(path.c_str());
-  unix_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  unix_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (unix_fd_ < 0) throw std::runtime_error("socket(AF_UNIX): " + errno_text());
   if (::bind(unix_fd_, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) != 0 ||
       ::listen(unix_fd_, 16) != 0)
@@ -125,7 +117,7 @@ void ControlServer::listen_http(const std::string& host_port) {
   sockaddr_in a{};
   std::memcpy(&a, res->ai_addr, sizeof(a));
   ::freeaddrinfo(res);
-  http_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  http_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (http_fd_ < 0) throw std::runtime_error("socket(AF_INET): " + errno_text());
   const int one = 1;
   setsockopt(http_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -137,46 +129,98 @@ void ControlServer::listen_http(const std::string& host_port) {
 
 void ControlServer::poll_once(int timeout_ms, const CommandHandler& cmd,
                               const MetricsHandler& metrics) {
-  pollfd fds[2];
-  nfds_t n = 0;
-  if (unix_fd_ >= 0) fds[n++] = pollfd{unix_fd_, POLLIN, 0};
-  if (http_fd_ >= 0) fds[n++] = pollfd{http_fd_, POLLIN, 0};
-  if (n == 0) {
+  std::vector<pollfd> fds;
+  fds.reserve(2 + clients_.size());
+  const bool room = clients_.size() < kMaxClients;  // else new ones wait in the backlog
+  if (unix_fd_ >= 0 && room) fds.push_back(pollfd{unix_fd_, POLLIN, 0});
+  if (http_fd_ >= 0 && room) fds.push_back(pollfd{http_fd_, POLLIN, 0});
+  const size_t first_client = fds.size();
+  auto now = Clock::now();
+  for (const Client& c : clients_) {
+    fds.push_back(pollfd{c.fd, static_cast<short>(c.replying ? POLLOUT : POLLIN), 0});
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(c.deadline - now).count();
+    timeout_ms = std::min<int>(timeout_ms, static_cast<int>(std::max<int64_t>(left + 1, 0)));
+  }
+  if (fds.empty()) {
     ::poll(nullptr, 0, timeout_ms);
     return;
   }
-  if (::poll(fds, n, timeout_ms) <= 0) return;
-  for (nfds_t i = 0; i < n; ++i) {
-    if (!(fds[i].revents & POLLIN)) continue;
-    const int c = ::accept4(fds[i].fd, nullptr, nullptr, SOCK_CLOEXEC);
-    if (c < 0) continue;
-    if (fds[i].fd == unix_fd_)
-      serve_unix(c, cmd);
+  if (::poll(fds.data(), fds.size(), timeout_ms) < 0) return;  // EINTR: the caller's loop comes back
+  // Existing clients first (their indexes match fds), then the new ones.
+  std::vector<Client> kept;
+  kept.reserve(clients_.size() + 2);
+  for (size_t i = 0; i < clients_.size(); ++i) {
+    if (step(clients_[i], fds[first_client + i].revents, cmd, metrics))
+      kept.push_back(std::move(clients_[i]));
     else
-      serve_http(c, metrics);
-    ::close(c);
+      ::close(clients_[i].fd);
+  }
+  clients_ = std::move(kept);
+  for (size_t i = 0; i < first_client; ++i)
+    if (fds[i].revents & POLLIN) accept_from(fds[i].fd, fds[i].fd == http_fd_);
+}
+
+void ControlServer::accept_from(int listen_fd, bool http) {
+  while (clients_.size() < kMaxClients) {
+    const int c = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (c < 0) return;  // EAGAIN: no more waiting (or one that vanished)
+    clients_.push_back(Client{c, http, false, budget(), {}, {}, 0});
   }
 }
 
-void ControlServer::serve_unix(int fd, const CommandHandler& cmd) {
-  std::string line = read_until(fd, "\n", budget());
-  Reply r;
-  if (auto nl = line.find('\n'); nl != std::string::npos) {
-    line.resize(nl);
-    try {
-      r = cmd(line);
-    } catch (const std::exception& e) {
-      r = Reply{false, e.what()};
+bool ControlServer::step(Client& c, short revents, const CommandHandler& cmd, const MetricsHandler& metrics) {
+  if (!c.replying) {
+    const char* end = c.http ? "\r\n\r\n" : "\n";
+    bool closed = false;
+    if (revents & (POLLIN | POLLHUP | POLLERR)) {
+      char tmp[1024];
+      while (c.in.size() < kMaxRequest && c.in.find(end) == std::string::npos) {
+        const ssize_t n = ::recv(c.fd, tmp, sizeof(tmp), MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          closed = n == 0 || errno != EAGAIN;
+          break;
+        }
+        c.in.append(tmp, static_cast<size_t>(n));
+      }
     }
-  } else {
-    // Cut off by the budget or the size limit: never run half a command.
-    r = Reply{false, "incomplete request (a command is one line of at most 8 KiB ending in a newline, sent within 2 s)"};
+    const bool complete = c.in.find(end) != std::string::npos;
+    // Cut off by a close, the size limit or the budget: answered, never run half.
+    if (!complete && !closed && c.in.size() < kMaxRequest && Clock::now() < c.deadline) return true;
+    reply(c, complete, cmd, metrics);
+    revents = POLLOUT;  // try at once: most replies fit the socket buffer
   }
-  write_all(fd, (r.ok ? std::string("OK\n") : "ERR " + r.body + "\n") + (r.ok ? r.body : ""), budget());
+  if (Clock::now() >= c.deadline || (revents & (POLLERR | POLLHUP))) return false;  // too slow, or gone
+  if (!(revents & POLLOUT)) return true;
+  while (c.sent < c.out.size()) {
+    const ssize_t n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return true;
+    if (n <= 0) return false;
+    c.sent += static_cast<size_t>(n);
+  }
+  return false;  // all sent: done
 }
 
-void ControlServer::serve_http(int fd, const MetricsHandler& metrics) {
-  write_all(fd, http_response(read_until(fd, "\r\n\r\n", budget()), metrics), budget());
+void ControlServer::reply(Client& c, bool complete, const CommandHandler& cmd, const MetricsHandler& metrics) {
+  c.replying = true;
+  if (c.http) {
+    c.out = http_response(c.in, metrics);
+  } else {
+    Reply r;
+    if (complete) {
+      try {
+        r = cmd(c.in.substr(0, c.in.find('\n')));
+      } catch (const std::exception& e) {
+        r = Reply{false, e.what()};
+      }
+    } else {
+      r = Reply{false, "incomplete request (a command is one line of at most 8 KiB ending in a newline, sent within 2 s)"};
+    }
+    c.out = (r.ok ? std::string("OK\n") : "ERR " + r.body + "\n") + (r.ok ? r.body : "");
+  }
+  c.in.clear();
+  c.deadline = budget();  // from when the reply is ready: a reload may have taken a while
 }
 
 std::string http_response(const std::string& req, const ControlServer::MetricsHandler& metrics) {

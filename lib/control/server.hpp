@@ -2,12 +2,16 @@
 //  - a local Unix stream socket for natgwctl: one command line in, "OK"/"ERR reason"
 //    and a text body out, then close;
 //  - an HTTP listener for Prometheus (GET /metrics), HTTP/1.0, one response per connection.
-// Single-threaded with poll(): a slow client can stall the control loop for at most
-// the per-client budget (2 s to send its request, 2 s to take the reply), never a worker.
+// Single-threaded with poll() and non-blocking sockets: clients are served side by
+// side, a step at a time, so none can hold up the control loop (signals, reloads,
+// ENA's timers); each gets 2 s to send its request and 2 s to take the reply, and
+// at most kMaxClients are open at once (more wait in the listen backlog).
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace natgw::control {
 
@@ -29,17 +33,32 @@ class ControlServer {
   // Throws std::runtime_error with the path/address and errno text.
   void listen_unix(const std::string& path);
   void listen_http(const std::string& host_port);
-  // Wait up to `timeout_ms` for clients and serve them.
+  // Wait up to `timeout_ms` for client activity and serve what is ready; returns
+  // within about `timeout_ms` whatever the clients do.
   void poll_once(int timeout_ms, const CommandHandler& cmd, const MetricsHandler& metrics);
   const std::string& http_address() const { return http_addr_; }
+  size_t open_clients() const { return clients_.size(); }
+
+  static constexpr size_t kMaxClients = 32;
 
  private:
-  void serve_unix(int fd, const CommandHandler& cmd);
-  void serve_http(int fd, const MetricsHandler& metrics);
+  struct Client {
+    int fd;
+    bool http;
+    bool replying = false;  // request read (or cut off): the reply is being sent
+    std::chrono::steady_clock::time_point deadline;
+    std::string in, out;
+    size_t sent = 0;
+  };
+  void accept_from(int listen_fd, bool http);
+  // Returns false when the client is done (served, gone or out of time).
+  bool step(Client& c, short revents, const CommandHandler& cmd, const MetricsHandler& metrics);
+  void reply(Client& c, bool complete, const CommandHandler& cmd, const MetricsHandler& metrics);
   int unix_fd_ = -1;
   int http_fd_ = -1;
   std::string unix_path_;
   std::string http_addr_;
+  std::vector<Client> clients_;
 };
 
 // The whole HTTP/1.0 response to one request's bytes (whatever a client sent, possibly
