@@ -123,8 +123,10 @@ class XdpHooks {
     return xdp::with_xdp_prog(itf.device, obj);
   }
 
-  // After the ports started, and again after a reload (SNAT pools may have changed).
-  void configure(const config::Config& cfg) {
+  // After the ports started, and again after a reload (host addresses may have changed).
+  // `outside`: every outside address, fixed at start. One a reload took out of a pool
+  // still carries live sessions (and stays ours), so its ARP must keep reaching natgw.
+  void configure(const config::Config& cfg, const std::vector<nat::OutsideAddress>& outside) {
     for (size_t i = 0; i < cfg.interfaces.size(); ++i) {
       const auto& itf = cfg.interfaces[i];
       if (!itf.xdp_steering) continue;
@@ -136,9 +138,10 @@ class XdpHooks {
                                                          : itf.xdp_host_addresses;
       sc.natgw_addresses.push_back(itf.addr);
       const uint32_t mask = config::prefix_mask(itf.prefix_len);
-      for (const auto& rule : cfg.snat)  // pool addresses on this link (secondary IPs of the ENI)
-        for (uint32_t a : rule.to)
-          if ((a & mask) == (itf.addr & mask) && a != itf.addr) sc.natgw_addresses.push_back(a);
+      for (const auto& o : outside) {  // pool addresses on this link (secondary IPs of the ENI)
+        const uint32_t a = rte_be_to_cpu_32(o.addr);
+        if ((a & mask) == (itf.addr & mask) && a != itf.addr) sc.natgw_addresses.push_back(a);
+      }
       open_[i]->configure(sc);
       std::string host;
       for (uint32_t a : sc.host_addresses) host += " " + config::format_ipv4(a);
@@ -175,7 +178,7 @@ class XdpHooks {
 #else
 struct XdpHooks {  // built without libbpf: refuse_unimplemented() rejects xdp_steering
   static std::string device(const config::Interface& itf) { return itf.device; }
-  void configure(const config::Config&) {}
+  void configure(const config::Config&, const std::vector<nat::OutsideAddress>&) {}
   std::string prometheus() const { return {}; }
   void disable() noexcept {}
   void remove() noexcept {}
@@ -284,10 +287,10 @@ control::Reply Daemon::reload() {
       // XDP steering first: if it refuses the new config, nothing has changed yet (its
       // maps are put back as the running config has them).
       try {
-        xdp_.configure(*r.config);
+        xdp_.configure(*r.config, ctx_.outside);
       } catch (...) {
         try {
-          xdp_.configure(cfg_);
+          xdp_.configure(cfg_, ctx_.outside);
         } catch (const std::exception& e) {
           std::cerr << "natgw: restoring XDP steering: " << e.what() << "\n";
         }
@@ -450,7 +453,7 @@ int Daemon::run(const char* argv0) {
                 << std::endl;
     }
     dp::publish_tables(ctx_, dp::build_tables(ctx_, cfg_, generation_++));
-    xdp_.configure(cfg_);
+    xdp_.configure(cfg_, ctx_.outside);
   } catch (const std::exception& e) {
     std::cerr << "natgw: " << e.what() << "\n";
     xdp_.disable();

@@ -101,6 +101,11 @@ socket = "@SOCK@"
 
 # The single-ENI layout: natgw has xd-eni only; the server sits behind the VPC router.
 SRV_ROUTER_ADDR, SRV_HOST_ADDR = "10.0.2.1", "10.0.2.2"
+NATGW_POOL_ADDR = "10.0.1.11"
+POOL_RULE = f"""[[snat]]                                # first: the /16 below covers it
+from = ["192.168.20.0/24"]
+to = ["{NATGW_POOL_ADDR}"]                    # a secondary IP of the ENI: its ARP goes to natgw
+"""
 ONE_ENI_CONFIG = f"""
 [dataplane]
 workers = 1
@@ -119,6 +124,7 @@ prefix = "0.0.0.0/0"
 via = "{VPC_ADDR}"
 interface = "eni"
 
+{POOL_RULE}
 [[snat]]
 from = ["192.168.0.0/16"]
 
@@ -508,7 +514,22 @@ class XdpOneEniLab(_XdpLab):
         self.assertGreaterEqual(d["pass_host"], 3 + 3 + 3, "the host's traffic went to the kernel")
         self.assertEqual(d["fallback"], 0, "nothing meant for natgw fell back to the kernel while it ran")
 
-        # 2. A clean stop removes the program: the host keeps its access, transit stops.
+        # 2. A reload takes the pool address out of its rule. Sessions on it live on (README), so it stays
+        #    natgw's: its ARP must still reach natgw, not the kernel, which does not own it.
+        self.assertRegex(self.attached(), rf"natgw addresses: .*{re.escape(NATGW_POOL_ADDR)}")
+        self.assertEqual(pings(VPC_NS, NATGW_POOL_ADDR), 3, "natgw answers on its pool address")
+        text = self.config.read_text()
+        self.config.write_text(text.replace(POOL_RULE, ""))
+        self.assertNotIn(NATGW_POOL_ADDR, self.config.read_text())
+        r = run([NATGWCTL, "--socket", self.logdir / f"{self.CONFIG_NAME}.sock", "reload"])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.config.write_text(text)  # as it was, for a rerun
+        self.assertRegex(self.attached(), rf"natgw addresses: .*{re.escape(NATGW_POOL_ADDR)}")
+        run(["ip", "-n", VPC_NS, "neigh", "flush", "all"])  # ask ARP again
+        self.assertEqual(pings(VPC_NS, NATGW_POOL_ADDR), 3, "ARP for a pool address taken out by a reload")
+        self.assert_nat_works()
+
+        # 3. A clean stop removes the program: the host keeps its access, transit stops.
         self.assertEqual(natgw.stop(signal.SIGTERM), 0, natgw.output()[-2000:])
         self.assertIn("no XDP program attached", self.attached())
         self.assert_host_reachable("host traffic after natgw stopped")
