@@ -92,7 +92,15 @@ void start_port(uint16_t port, const PortParams& p, rte_mempool* pool, const std
     rc = rte_eth_tx_queue_setup(port, q, txd, static_cast<unsigned>(socket), nullptr);
     if (rc != 0) throw std::runtime_error(name + ": TX queue setup: " + dpdk_error(rc));
   }
-  rte_eth_dev_set_mtu(port, p.mtu);  // best effort: af_packet follows the kernel interface
+  // Some PMDs cannot set it (memif, net_null) and run at what they have; that is fine as
+  // long as it is not less than the config says: natgw sizes frag-needed and
+  // fragmentation by the config's MTU, and must not send frames the port cannot take.
+  rc = rte_eth_dev_set_mtu(port, p.mtu);
+  uint16_t got = 0;
+  if (rc != 0 && rte_eth_dev_get_mtu(port, &got) == 0 && got < p.mtu)
+    throw std::runtime_error(name + ": the port does not take mtu " + std::to_string(p.mtu) + " (" + dpdk_error(rc) +
+                             "; it runs at " + std::to_string(got) +
+                             "): lower the interface's mtu, or give the PMD larger frames (e.g. af_packet framesz)");
   rc = rte_eth_dev_start(port);
   if (rc != 0) throw std::runtime_error(name + ": start: " + dpdk_error(rc));
 }

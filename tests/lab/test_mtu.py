@@ -61,6 +61,24 @@ class PathMtu(L.LabTestCase):
         for ns in (CLIENT_NS, TGW_NS):
             L.ns_exec(ns, ["ip", "route", "flush", "cache"])
 
+    def test_an_mtu_the_port_cannot_take_is_refused_at_start(self):
+        # af_packet's default frames (2048 bytes) cannot carry MTU 3000: natgw must say so and stop, not
+        # run believing it may send 3000-byte frames (and never send frag-needed for 1500-3000).
+        if L.dataplane() != "dpdk":
+            self.skipTest("natgw's own port setup")
+
+        def edit(cfg):
+            cfg["dataplane"]["eal"] = [a if a != "natgw-lab" else "natgw-lab-mtu" for a in cfg["dataplane"]["eal"]]
+            cfg["control"]["socket"] = os.path.join(self._tmp.name, "mtu-refused.sock")
+            cfg["metrics"]["listen"] = "127.0.0.1:9199"
+            for itf in cfg["interface"]:
+                if itf["name"] == "inside":
+                    itf["mtu"] = 3000
+        bad = L.derive_config("config/lab.toml", os.path.join(self._tmp.name, "mtu-3000.toml"), edit)
+        r = L.ns_exec(L.NAT_NS, [str(L.natgw_bin()), "--config", str(bad)], timeout=60)
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("inside: the port does not take mtu 3000", r.stdout + r.stderr)
+
     def test_df_too_big_gets_frag_needed_with_next_hop_mtu(self):
         from scapy.layers.inet import ICMP, IP, IPerror
         with self.lab.tcpdump(*L.CLIENT_IF, "icmp[icmptype] == 3", count=1) as cap:
