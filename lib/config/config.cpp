@@ -8,6 +8,7 @@
 #include <charconv>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <span>
 #include <stdexcept>
 #include <string_view>
@@ -215,6 +216,7 @@ class Loader {
     for_each_table(root, "metrics", [&](const toml::table& t) { load_metrics(t); });
     for_each_table(root, "control", [&](const toml::table& t) { load_control(t); });
 
+    check_snat_order();
     if (cfg_.interfaces.empty() && !root.contains("interface"))
       error(0, "no [[interface]] defined: natgw needs at least one");
     else if (cfg_.interfaces.empty())
@@ -650,6 +652,19 @@ class Loader {
       }
     }
     if (via) r.via = *via;
+    // An interface's own subnet is reached on that link: a route that sends it elsewhere
+    // (another link, or a gateway) would leave natgw's own neighbours unreachable.
+    const bool resolved = iface_by_name_.count(r.interface) != 0;
+    for (const auto& p : r.prefixes) {
+      for (size_t i = 0; i < cfg_.interfaces.size() && resolved; ++i) {
+        const Interface& itf = cfg_.interfaces[i];
+        if (!iface_addr_ok_[i] || p.len != itf.prefix_len || p.addr != (itf.addr & prefix_mask(itf.prefix_len))) continue;
+        if (r.interface_index != i || via)
+          error(where, "route " + format_prefix(p) + " is interface " + quote(itf.name) +
+                           "'s own subnet, reached on that link: a route cannot send it " +
+                           (r.interface_index != i ? "to interface " + quote(r.interface) : "via a gateway"));
+      }
+    }
     cfg_.routes.push_back(std::move(r));
   }
 
@@ -661,6 +676,9 @@ class Loader {
       error(line, name + " is not inside interface " + quote(itf.name) + " subnet " + format_prefix(subnet));
     else if (via == itf.addr)
       error(line, name + " is interface " + quote(itf.name) + "'s own address");
+    else if (itf.prefix_len <= 30 && (via == subnet.addr || via == (subnet.addr | ~prefix_mask(itf.prefix_len))))
+      error(line, name + " is the " + (via == subnet.addr ? "network" : "broadcast") + " address of interface " +
+                      quote(itf.name) + " subnet " + format_prefix(subnet) + ": no neighbour answers ARP for it");
   }
 
   void load_snat(const toml::table& t) {
@@ -704,6 +722,31 @@ class Loader {
       }
     }
     cfg_.snat.push_back(std::move(rule));
+  }
+
+  // The first rule whose `from` matches a source wins: a rule whose every prefix an
+  // earlier rule covers never applies (its pool or ports would be silently ignored).
+  void check_snat_order() {
+    const auto covers = [](const Prefix& outer, const Prefix& inner) {
+      return outer.len <= inner.len && (inner.addr & prefix_mask(outer.len)) == outer.addr;
+    };
+    for (size_t j = 1; j < cfg_.snat.size(); ++j) {
+      const SnatRule& later = cfg_.snat[j];
+      std::set<int> by;  // lines of the earlier rules that take its sources
+      const bool shadowed = !later.from.empty() && std::all_of(later.from.begin(), later.from.end(), [&](const Prefix& p) {
+        for (size_t i = 0; i < j; ++i)
+          for (const Prefix& q : cfg_.snat[i].from)
+            if (covers(q, p)) return by.insert(cfg_.snat[i].loc.line), true;
+        return false;
+      });
+      if (!shadowed) continue;
+      std::string lines;
+      for (int l : by) lines += (lines.empty() ? "" : ", ") + std::to_string(l);
+      const bool many = by.size() > 1;
+      error(later.loc.line, std::string("this [[snat]] rule never applies: the rule") + (many ? "s at lines " : " at line ") +
+                                lines + (many ? " match" : " matches") +
+                                " all of its sources first (put the narrower rule first)");
+    }
   }
 
   void load_timeouts(const toml::table& t) {

@@ -15,8 +15,8 @@ std::atomic<uint32_t> g_lpm_seq{0};
 
 std::unique_ptr<RouteTable> RouteTable::build(const config::Config& cfg) {
   std::unique_ptr<RouteTable> t(new RouteTable());
-  // Explicit routes override connected ones for the same prefix; among explicit
-  // routes validation already rejected duplicates.
+  // An explicit route for a connected prefix replaces it (validation allows that only
+  // on the same link without a gateway); among explicit routes it rejected duplicates.
   std::map<std::pair<uint32_t, uint8_t>, RouteEntry> by_prefix;
   for (size_t i = 0; i < cfg.interfaces.size(); ++i) {
     const auto& itf = cfg.interfaces[i];

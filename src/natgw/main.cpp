@@ -423,6 +423,15 @@ int Daemon::run(const char* argv0) {
     dp::PortParams pp;
     pp.queues = workers;
     const uint32_t per_port = workers * (pp.rx_desc + pp.tx_desc + 2 * dp::kBurst);
+    // Fewer than the RX rings hold: the ports could not even be filled (rx_nombuf, or a
+    // PMD that refuses to start). Said at its line, not as a DPDK error later.
+    const uint32_t least = static_cast<uint32_t>(ctx_.ifaces.size()) * workers * (pp.rx_desc + 2 * dp::kBurst);
+    if (cfg_.dataplane.mbufs && cfg_.dataplane.mbufs < least)
+      throw std::runtime_error(cfg_.path + ":" + std::to_string(cfg_.dataplane.loc.line) + ": dataplane.mbufs " +
+                               std::to_string(cfg_.dataplane.mbufs) + " cannot fill the RX rings: " +
+                               std::to_string(ctx_.ifaces.size()) + " interface(s) x " + std::to_string(workers) +
+                               " worker(s) x " + std::to_string(pp.rx_desc + 2 * dp::kBurst) + " need at least " +
+                               std::to_string(least) + " (leave it out for a default that fits)");
     const uint32_t mbufs = cfg_.dataplane.mbufs
                                ? cfg_.dataplane.mbufs
                                : static_cast<uint32_t>(ctx_.ifaces.size()) * per_port +

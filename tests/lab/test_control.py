@@ -27,6 +27,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 from pathlib import Path
@@ -692,6 +693,46 @@ class Observe(ControlLab):
         r = L.run([str(L.natgwctl_bin())])
         self.assertEqual(r.returncode, 2, "no command: usage")
         self.assertIn("usage", r.stderr)
+
+
+class StartupRefusals(unittest.TestCase):
+    """natgw refuses what it cannot run, at the config's line, and harms nothing on the way out. net_null
+    ports: no lab needed."""
+
+    def setUp(self) -> None:
+        if L.dataplane() != "dpdk":
+            self.skipTest("natgw's own startup")
+        self.tmp = tempfile.TemporaryDirectory(prefix="natgw-refusals-")
+
+    def tearDown(self) -> None:
+        self.tmp.cleanup()
+
+    def natgw_with(self, edit) -> subprocess.CompletedProcess:
+        def base(cfg):
+            cfg["dataplane"]["eal"] = ["--no-huge", "-m", "256", "--no-pci", "--no-shconf",
+                                       "--file-prefix", "natgw-refusals"]
+            for i, itf in enumerate(cfg["interface"]):
+                itf["device"] = f"net_null{i}"
+            cfg["control"]["socket"] = os.path.join(self.tmp.name, "natgw.sock")
+            cfg["metrics"]["listen"] = "127.0.0.1:9198"
+            edit(cfg)
+        path = L.derive_config("config/lab.toml", os.path.join(self.tmp.name, "natgw.toml"), base)
+        r = L.run([str(L.natgw_bin()), "--config", str(path)], timeout=60)
+        self.assertNotEqual(r.returncode, 0, "natgw ran: " + r.stdout[-1500:])
+        return r
+
+    def test_too_few_mbufs_is_refused_at_its_line(self):
+        r = self.natgw_with(lambda cfg: cfg["dataplane"].__setitem__("mbufs", 100))
+        self.assertRegex(r.stderr, r"natgw\.toml:\d+: dataplane\.mbufs 100 cannot fill the RX rings: 3 interface\(s\)")
+
+    def test_a_control_socket_path_on_a_file_leaves_the_file_alone(self):
+        precious = os.path.join(self.tmp.name, "natgw.toml.orig")
+        with open(precious, "w") as f:
+            f.write("keep me\n")
+        r = self.natgw_with(lambda cfg: cfg["control"].__setitem__("socket", precious))
+        self.assertIn("exists and is not a socket", r.stderr)
+        with open(precious) as f:
+            self.assertEqual(f.read(), "keep me\n")
 
 
 class Shutdown(ControlLab):

@@ -592,6 +592,50 @@ TEST(ConfigErrors, RouteInterfaceAndGateway) {
   EXPECT_EQ(r.errors.size(), 6u) << dump(r);
 }
 
+// A gateway nobody can be (the subnet's network or broadcast address), and a route that
+// would take an interface's own subnet away from its link.
+TEST(ConfigErrors, RouteGatewayAndConnectedSubnet) {
+  const auto r = load(three_interfaces() + lines({
+      "[[route]]", "prefix = \"0.0.0.0/0\"", "via = \"10.0.3.255\"", "interface = \"internet\"",  // 13-16
+      "[[route]]", "prefix = \"1.0.0.0/8\"", "via = \"10.0.2.0\"", "interface = \"endpoint\"",    // 17-20
+      "[[route]]", "prefix = \"10.0.2.0/24\"", "via = \"10.0.3.1\"", "interface = \"internet\"",  // 21-24
+      "[[route]]", "prefix = \"10.0.1.0/24\"", "via = \"10.0.1.1\"", "interface = \"inside\"",    // 25-28
+      "[[route]]", "prefix = \"10.0.3.0/24\"", "interface = \"internet\"",                        // 29-31 ok
+      "[[route]]", "prefix = \"10.0.2.128/25\"", "via = \"10.0.3.1\"", "interface = \"internet\"", // 32-35 ok
+  }));
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(HasError(r, 15, "route.via 10.0.3.255 is the broadcast address of interface \"internet\" subnet "
+                              "10.0.3.0/24: no neighbour answers ARP for it"));
+  EXPECT_TRUE(HasError(r, 19, "route.via 10.0.2.0 is the network address of interface \"endpoint\""));
+  EXPECT_TRUE(HasError(r, 22, "route 10.0.2.0/24 is interface \"endpoint\"'s own subnet, reached on that link: "
+                              "a route cannot send it to interface \"internet\""));
+  EXPECT_TRUE(HasError(r, 26, "route 10.0.1.0/24 is interface \"inside\"'s own subnet, reached on that link: "
+                              "a route cannot send it via a gateway"));
+  EXPECT_EQ(r.errors.size(), 4u) << dump(r);
+}
+
+// The first [[snat]] rule whose sources match wins: a rule an earlier one (or several)
+// covers entirely would be ignored, its pool or ports with it.
+TEST(ConfigErrors, SnatRuleThatNeverApplies) {
+  const auto r = load(three_interfaces() + lines({
+      "[[snat]]", "from = [\"192.168.0.0/16\"]",                            // 13-14
+      "[[snat]]", "from = [\"192.168.10.0/24\"]", "to = [\"10.0.3.11\"]",   // 15-17
+      "[[snat]]", "from = [\"10.0.0.0/8\"]",                                // 18-19
+      "[[snat]]", "from = [\"10.1.0.0/16\", \"192.168.1.0/24\"]",           // 20-21
+      "[[snat]]", "from = [\"172.16.0.0/12\", \"192.168.2.0/24\"]",         // 22-23 ok: 172.16/12 is new
+  }));
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(HasError(r, 15, "this [[snat]] rule never applies: the rule at line 13 matches all of its sources "
+                              "first (put the narrower rule first)"));
+  EXPECT_TRUE(HasError(r, 20, "this [[snat]] rule never applies: the rules at lines 13, 18 match all"));
+  EXPECT_EQ(r.errors.size(), 2u) << dump(r);
+  const auto ok = load(three_interfaces() + lines({
+      "[[snat]]", "from = [\"192.168.10.0/24\"]", "to = [\"10.0.3.11\"]",
+      "[[snat]]", "from = [\"192.168.0.0/16\"]",
+  }));
+  EXPECT_TRUE(ok.ok()) << dump(ok);
+}
+
 TEST(ConfigErrors, DuplicateRoutePrefixes) {
   TempDir dir;
   dir.write("s3.txt", lines({"52.219.0.0/16", "3.5.0.0/19"}));
@@ -693,8 +737,8 @@ TEST(ConfigErrors, SnatPoolAndPorts) {
       "ports = \"2000-1000\"",                                              // 10
       "[[snat]]", "from = []", "to = []", "ports = \"0-100\"",              // 11-14
       "[[snat]]", "from = [\"10.0.0.0/8\"]", "ports = \"1024-70000\"",      // 15-17
-      "[[snat]]", "from = [\"10.0.0.0/8\"]", "ports = \"any\"",             // 18-20
-      "[[snat]]", "from = [\"10.0.0.0/8\"]", "ports = \"5000\"",            // 21-23 ok
+      "[[snat]]", "from = [\"172.16.0.0/12\"]", "ports = \"any\"",          // 18-20
+      "[[snat]]", "from = [\"100.64.0.0/10\"]", "ports = \"5000\"",         // 21-23 ok
   }));
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(HasError(r, 9, "snat.to 10.0.1.11 is listed twice (first at line 7)"));
