@@ -390,10 +390,10 @@ void Worker::finish_out2in(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, uint16_t 
   }
   if (!fits_mtu(iface, s.in_iface, m, p)) return;
   if (p.flags & net::PKT_FRAGMENT) [[unlikely]] remember_fragment(p, table, idx, nat::kOutside);
-  touch(s, p, false);
+  touch(s, p, false, iface);
   out2in(m, p, s);
   counters_.out2in.add();
-  send_l2(s.in_iface, s.in_mac, m);
+  send_l2(s.in_iface, s.prev_hop(), m);
 }
 
 void Worker::finish_in2out(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, uint16_t table, uint32_t idx) {
@@ -404,7 +404,7 @@ void Worker::finish_in2out(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, uint16_t 
                            Session& s) {
   if (!fits_mtu(iface, s.out_iface, m, p)) return;
   if (p.flags & net::PKT_FRAGMENT) [[unlikely]] remember_fragment(p, table, idx, nat::kInside);
-  touch(s, p, true);
+  touch(s, p, true, iface);
   in2out(m, p, s);
   counters_.in2out.add();
   send_l3(s.out_iface, s.out_nh, m);
@@ -454,11 +454,17 @@ int Worker::find(const FlowKey& k, uint16_t hint, uint32_t& idx, int skip) const
   return -1;
 }
 
-void Worker::touch(Session& s, const Ipv4Packet& p, bool from_inside) {
+void Worker::touch(Session& s, const Ipv4Packet& p, bool from_inside, uint16_t iface) {
   // Refresh only when the coarse clock moved: a session used from two workers
-  // does not bounce its cache line on every packet.
-  if (s.last_seen_ms.load(std::memory_order_relaxed) != now_ms_)
+  // does not bounce its cache line on every packet. So does the previous hop inside
+  // traffic comes from (replies go back to it): a hop that changed its MAC (failover,
+  // a new NIC) is followed within a millisecond, at no cost per packet.
+  if (s.last_seen_ms.load(std::memory_order_relaxed) != now_ms_) [[unlikely]] {
     s.last_seen_ms.store(now_ms_, std::memory_order_relaxed);
+    if (from_inside && iface == s.in_iface)
+      s.learn_prev_hop(Session::src_mac_word(reinterpret_cast<const rte_ether_hdr*>(
+          reinterpret_cast<const uint8_t*>(p.ip) - sizeof(rte_ether_hdr))));
+  }
   uint8_t add = from_inside ? 0 : nat::kSeenOut;
   uint8_t cur = s.flags.load(std::memory_order_relaxed);
   if (p.proto == IPPROTO_TCP && (p.flags & net::PKT_HAS_PORTS)) {
@@ -761,7 +767,7 @@ void refresh_icmp_checksum(Ipv4Packet& p) {
   adjust_embedded_l4(e, net::csum_delta_negate(s.l4_delta));
   refresh_icmp_checksum(p);
   counters_.icmp_errors_translated.add();
-  send_l2(s.in_iface, s.in_mac, m);
+  send_l2(s.in_iface, s.prev_hop(), m);
 }
 
 
@@ -877,7 +883,7 @@ void Worker::remember_fragment(const Ipv4Packet& p, uint16_t table, uint32_t idx
       if (!fits_mtu(iface, s.in_iface, m, p)) return;
       out2in(m, p, s);
       counters_.fragments_translated.add();
-      return send_l2(s.in_iface, s.in_mac, m);
+      return send_l2(s.in_iface, s.prev_hop(), m);
     }
     if (!fits_mtu(iface, s.out_iface, m, p)) return;
     in2out(m, p, s);

@@ -130,7 +130,8 @@ class Worker {
   int find(const nat::FlowKey& k, uint16_t hint, uint32_t& idx, int skip = -1) const;
   [[gnu::always_inline]] inline void out2in(rte_mbuf* m, net::Ipv4Packet& p, nat::Session& s);
   [[gnu::always_inline]] inline void in2out(rte_mbuf* m, net::Ipv4Packet& p, nat::Session& s);
-  [[gnu::always_inline]] inline void touch(nat::Session& s, const net::Ipv4Packet& p, bool from_inside);
+  [[gnu::always_inline]] inline void touch(nat::Session& s, const net::Ipv4Packet& p, bool from_inside,
+                                           uint16_t iface);
   void remember_fragment(const net::Ipv4Packet& p, uint16_t table, uint32_t idx, uint8_t dir);
   void release_held_fragments();
 

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "nat/flow_key.hpp"
 
@@ -37,8 +38,7 @@ struct alignas(64) Session {
   rte_be16_t remote_port;  // ICMP: 0
   rte_be16_t out_port;     // ICMP: outside identifier
   uint8_t proto;
-  uint8_t in_iface;   // where the inside host is: replies go back out here...
-  rte_ether_addr in_mac;  // ...to the previous hop it came from
+  uint8_t in_iface;   // where the inside host is: replies go back out here (to prev_hop())
   uint8_t out_iface;  // egress chosen at creation: a route change moves new flows only
   uint8_t out_addr;   // index of out_ip in the worker's outside-address list
   rte_be32_t out_nh;  // next hop on out_iface (gateway, or remote_ip when on-link)
@@ -54,8 +54,37 @@ struct alignas(64) Session {
   SessionState state;
   uint8_t owner;
   uint32_t next_closing;  // link in the owner's list of sessions waiting for a grace period
+  // The previous hop the inside traffic comes from (its MAC in the low 6 bytes, in
+  // memory order): replies go back to it. Any worker that sees the flow's traffic on
+  // in_iface from another MAC (the hop failed over, the host's NIC changed) stores it
+  // whole, so a reader on another worker never sees half of one MAC.
+  std::atomic<uint64_t> in_mac;
+
+  rte_ether_addr prev_hop() const {
+    const uint64_t w = in_mac.load(std::memory_order_relaxed);
+    rte_ether_addr a;
+    std::memcpy(&a, &w, sizeof a);
+    return a;
+  }
+  void learn_prev_hop(const rte_ether_addr& a) {
+    uint64_t w = 0;
+    std::memcpy(&w, &a, sizeof a);
+    learn_prev_hop(w);
+  }
+  void learn_prev_hop(uint64_t w) {
+    if (in_mac.load(std::memory_order_relaxed) != w) [[unlikely]] in_mac.store(w, std::memory_order_relaxed);
+  }
+  // A frame's source MAC as in_mac holds it, in one load (bytes 4-11 of the Ethernet
+  // header, little-endian: the last two destination bytes shift out).
+  static uint64_t src_mac_word(const rte_ether_hdr* eth) {
+    static_assert(RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN);
+    uint64_t w;
+    std::memcpy(&w, reinterpret_cast<const uint8_t*>(eth) + 4, sizeof w);
+    return w >> 16;
+  }
 };
 static_assert(sizeof(Session) == 64, "a session must fit one cache line");
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(offsetof(Session, remote_ip) == 4 && offsetof(Session, out_ip) == 8 &&
                   offsetof(Session, in_port) == 12 && offsetof(Session, remote_port) == 14 &&
                   offsetof(Session, out_port) == 16 && offsetof(Session, proto) == 18,

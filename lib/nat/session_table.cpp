@@ -338,7 +338,7 @@ CreateResult SessionTable::install(const CreateArgs& a, const FlowKey& out, rte_
   s.remote_port = in.dport;
   s.proto = in.proto;
   s.in_iface = a.in_iface;
-  s.in_mac = *a.in_mac;
+  s.learn_prev_hop(*a.in_mac);
   s.out_iface = a.out_iface;
   s.out_addr = out_addr;
   s.out_nh = a.out_nh;

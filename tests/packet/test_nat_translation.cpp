@@ -71,6 +71,27 @@ TEST_F(Nat, UdpBothDirectionsByteForByte) {
   }
 }
 
+// Replies go to the previous hop the flow's traffic comes from, also after that hop
+// changed its MAC mid-session (a TGW ENI or router failed over, a host's NIC replaced):
+// not to the old MAC until the session expires. Learned when the session's clock
+// moves (at most once a millisecond), so not per packet.
+TEST_F(Nat, RepliesFollowThePreviousHopWhenItsMacChanges) {
+  auto s = client(IPPROTO_UDP, "203.0.113.10", 40000, 53);
+  const auto o = out1(build_frame(s));
+  const auto reply = build_frame(reply_to(parse_frame(o), kInternet));
+  EXPECT_TRUE(same_mac(parse_frame(back1(reply)).dst_mac, mac(kTgwMac)));
+  p.advance(1);
+  s.src_mac = mac(0x77);
+  out1(build_frame(s));
+  EXPECT_TRUE(same_mac(parse_frame(back1(reply)).dst_mac, mac(0x77)));
+  // A reply from outside does not teach it: only inside traffic names the inside hop.
+  p.advance(1);
+  auto r = reply_to(parse_frame(o), kInternet);
+  r.src_mac = mac(0x55);
+  EXPECT_TRUE(same_mac(parse_frame(back1(build_frame(r))).dst_mac, mac(0x77)));
+  EXPECT_EQ(active_sessions(p), 1u);
+}
+
 TEST_F(Nat, UdpZeroChecksumStaysZero) {
   auto s = client(IPPROTO_UDP, "203.0.113.10", 40000, 53);
   s.udp_zero_csum = true;
