@@ -38,7 +38,7 @@ struct alignas(64) Session {
   rte_be16_t remote_port;  // ICMP: 0
   rte_be16_t out_port;     // ICMP: outside identifier
   uint8_t proto;
-  uint8_t in_iface;   // where the inside host is: replies go back out here (to prev_hop())
+  uint8_t in_iface;   // where the inside host is: replies go back out here (to in_mac)
   uint8_t out_iface;  // egress chosen at creation: a route change moves new flows only
   uint8_t out_addr;   // index of out_ip in the worker's outside-address list
   rte_be32_t out_nh;  // next hop on out_iface (gateway, or remote_ip when on-link)
@@ -60,12 +60,6 @@ struct alignas(64) Session {
   // whole, so a reader on another worker never sees half of one MAC.
   std::atomic<uint64_t> in_mac;
 
-  rte_ether_addr prev_hop() const {
-    const uint64_t w = in_mac.load(std::memory_order_relaxed);
-    rte_ether_addr a;
-    std::memcpy(&a, &w, sizeof a);
-    return a;
-  }
   void learn_prev_hop(const rte_ether_addr& a) {
     uint64_t w = 0;
     std::memcpy(&w, &a, sizeof a);
