@@ -17,7 +17,7 @@ enum Drop : uint8_t {
   kDropTtl,            // TTL expired
   kDropNoRoute,        // no route to destination
   kDropAcl,            // denied by ACL
-  kDropNoPort,         // port allocation failed (exhaustion)
+  kDropNoPort,         // no outside port for a new flow: exhaustion, or a mapping collision
   kDropTableFull,      // session table full
   kDropNoSession,      // inbound packet to a NAT address with no session
   kDropArpUnresolved,  // next hop did not answer ARP

@@ -6,6 +6,7 @@
 #include <rte_mbuf.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <stdexcept>
 
 namespace natgw::dp {
@@ -95,11 +96,13 @@ void start_port(uint16_t port, const PortParams& p, rte_mempool* pool, const std
   // Some PMDs cannot set it (memif, net_null) and run at what they have; that is fine as
   // long as it is not less than the config says: natgw sizes frag-needed and
   // fragmentation by the config's MTU, and must not send frames the port cannot take.
+  // A PMD that cannot set it at all (-ENOTSUP) is fine at that or more; any other
+  // refusal (the kernel's, for af_packet and af_xdp) stops here.
   rc = rte_eth_dev_set_mtu(port, p.mtu);
   uint16_t got = 0;
-  if (rc != 0 && rte_eth_dev_get_mtu(port, &got) == 0 && got < p.mtu)
+  if (rc != 0 && (rc != -ENOTSUP || (rte_eth_dev_get_mtu(port, &got) == 0 && got < p.mtu)))
     throw std::runtime_error(name + ": the port does not take mtu " + std::to_string(p.mtu) + " (" + dpdk_error(rc) +
-                             "; it runs at " + std::to_string(got) +
+                             (got ? "; it runs at " + std::to_string(got) : std::string()) +
                              "): lower the interface's mtu, or give the PMD larger frames (e.g. af_packet framesz)");
   rc = rte_eth_dev_start(port);
   if (rc != 0) throw std::runtime_error(name + ": start: " + dpdk_error(rc));

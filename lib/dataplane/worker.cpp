@@ -456,17 +456,18 @@ int Worker::find(const FlowKey& k, uint16_t hint, uint32_t& idx, int skip) const
 
 void Worker::touch(Session& s, const Ipv4Packet& p, bool from_inside, uint16_t iface) {
   // Refresh only when the coarse clock moved: a session used from two workers
-  // does not bounce its cache line on every packet. So does the previous hop inside
-  // traffic comes from (replies go back to it): a hop that changed its MAC (failover,
-  // a new NIC) is followed within a millisecond, at no cost per packet.
-  if (s.last_seen_ms.load(std::memory_order_relaxed) != now_ms_) [[unlikely]] {
+  // does not bounce its cache line on every packet.
+  if (s.last_seen_ms.load(std::memory_order_relaxed) != now_ms_)
     s.last_seen_ms.store(now_ms_, std::memory_order_relaxed);
-    if (from_inside && iface == s.in_iface)
-      s.learn_prev_hop(Session::src_mac_word(reinterpret_cast<const rte_ether_hdr*>(
-          reinterpret_cast<const uint8_t*>(p.ip) - sizeof(rte_ether_hdr))));
-  }
+  // The previous hop inside traffic comes from (replies go back to it): a hop that
+  // changed its MAC (failover, a new NIC) is followed from the next inside packet. A
+  // compare on a line in cache; stored only when it differs.
+  if (from_inside)
+    s.learn_prev_hop(Session::hop_word(
+        reinterpret_cast<const rte_ether_hdr*>(reinterpret_cast<const uint8_t*>(p.ip) - sizeof(rte_ether_hdr)),
+        static_cast<uint8_t>(iface)));
   uint8_t add = from_inside ? 0 : nat::kSeenOut;
-  uint8_t cur = s.flags.load(std::memory_order_relaxed);
+  const uint8_t cur = s.flags.load(std::memory_order_relaxed);
   if (p.proto == IPPROTO_TCP && (p.flags & net::PKT_HAS_PORTS)) {
     const uint8_t tf = reinterpret_cast<const rte_tcp_hdr*>(p.l4)->tcp_flags;
     if (tf & RTE_TCP_SYN_FLAG) {
@@ -479,24 +480,30 @@ void Worker::touch(Session& s, const Ipv4Packet& p, bool from_inside, uint16_t i
       }
     }
     if (tf & RTE_TCP_FIN_FLAG) add |= from_inside ? nat::kFinIn : nat::kFinOut;
-    constexpr uint8_t kAlive = nat::kAliveIn | nat::kAliveOut;
-    if (tf & RTE_TCP_RST_FLAG) {
-      add |= nat::kRst;
-      if (cur & kAlive) cur = s.flags.fetch_and(static_cast<uint8_t>(~kAlive), std::memory_order_relaxed) & ~kAlive;
-    } else if (cur & nat::kRst) [[unlikely]] {
-      // RFC 7857 2.2 keeps a reset session for the transitory timeout "if no packets are
-      // received". Ends that ignored the RST (out of window, RFC 5961) go on talking both
-      // ways; after a real reset only the other side's packets in flight follow, and
-      // they are answered with RSTs. Both sides heard from since: established again.
-      if (cur & (from_inside ? nat::kAliveOut : nat::kAliveIn)) {
-        constexpr uint8_t kKeep = static_cast<uint8_t>(~(nat::kRst | kAlive));
-        cur = s.flags.fetch_and(kKeep, std::memory_order_relaxed) & kKeep;
-      } else {
-        add |= from_inside ? nat::kAliveIn : nat::kAliveOut;
-      }
-    }
+    if ((tf & RTE_TCP_RST_FLAG) || (cur & nat::kRst)) [[unlikely]]
+      return reset_transition(s, add, (tf & RTE_TCP_RST_FLAG) != 0, from_inside, cur);
   }
   if ((cur | add) != cur) s.flags.fetch_or(add, std::memory_order_relaxed);
+}
+
+// An RST, or a packet of a session an RST moved to the transitory timeout. RFC 7857
+// 2.2 keeps a reset session for that timeout "if no packets are received". Ends that
+// ignored the RST (out of window, RFC 5961) go on talking both ways; after a real reset
+// only the other side's packets in flight follow, and they are answered with RSTs.
+// Both sides heard from since the last RST: established again. One compare-and-swap,
+// so a reset on one worker and traffic on another cannot undo each other.
+[[gnu::noinline]] void Worker::reset_transition(Session& s, uint8_t add, bool rst, bool from_inside, uint8_t cur) {
+  constexpr uint8_t kAlive = nat::kAliveIn | nat::kAliveOut;
+  const uint8_t other = from_inside ? nat::kAliveOut : nat::kAliveIn;
+  const uint8_t mine = from_inside ? nat::kAliveIn : nat::kAliveOut;
+  uint8_t next;
+  do {
+    next = cur | add;
+    if (rst)
+      next = static_cast<uint8_t>((next | nat::kRst) & ~kAlive);
+    else if (cur & nat::kRst)
+      next = (cur & other) ? static_cast<uint8_t>(next & ~(nat::kRst | kAlive)) : static_cast<uint8_t>(next | mine);
+  } while (next != cur && !s.flags.compare_exchange_weak(cur, next, std::memory_order_relaxed));
 }
 
 void Worker::in2out(rte_mbuf* m, Ipv4Packet& p, Session& s) {
@@ -1122,7 +1129,7 @@ void Worker::send_l2(uint16_t out_if, const rte_ether_addr& dst, rte_mbuf* m) {
 
 void Worker::send_to_prev_hop(uint16_t out_if, uint64_t mac_word, rte_mbuf* m) {
   auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
-  std::memcpy(eth, &mac_word, sizeof mac_word);  // the destination, and 2 bytes the source overwrites next
+  std::memcpy(eth, &mac_word, sizeof mac_word);  // the destination, and 2 bytes (in_iface) the source overwrites next
   send_l2_rest(out_if, eth, m);
 }
 

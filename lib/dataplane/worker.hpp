@@ -132,6 +132,7 @@ class Worker {
   [[gnu::always_inline]] inline void in2out(rte_mbuf* m, net::Ipv4Packet& p, nat::Session& s);
   [[gnu::always_inline]] inline void touch(nat::Session& s, const net::Ipv4Packet& p, bool from_inside,
                                            uint16_t iface);
+  void reset_transition(nat::Session& s, uint8_t add, bool rst, bool from_inside, uint8_t cur);
   void remember_fragment(const net::Ipv4Packet& p, uint16_t table, uint32_t idx, uint8_t dir);
   void release_held_fragments();
 

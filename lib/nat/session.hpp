@@ -12,7 +12,8 @@
 
 namespace natgw::nat {
 
-// TCP and liveness flags, OR-ed in by whichever worker sees the packet.
+// TCP and liveness flags, set (and, around an RST, cleared) with atomics by whichever
+// worker sees the packet.
 enum SessionFlag : uint8_t {
   kSynIn = 1 << 0,
   kSynOut = 1 << 1,
@@ -54,27 +55,30 @@ struct alignas(64) Session {
   SessionState state;
   uint8_t owner;
   uint32_t next_closing;  // link in the owner's list of sessions waiting for a grace period
-  // The previous hop the inside traffic comes from (its MAC in the low 6 bytes, in
-  // memory order): replies go back to it. Any worker that sees the flow's traffic on
-  // in_iface from another MAC (the hop failed over, the host's NIC changed) stores it
-  // whole, so a reader on another worker never sees half of one MAC.
+  // The previous hop the inside traffic comes from: its MAC in the low 6 bytes (in
+  // memory order, so one 8-byte store writes it into a frame) and in_iface above them.
+  // Replies go back to it. Any worker that sees the flow's traffic on in_iface from
+  // another MAC (the hop failed over, the host's NIC changed) stores it whole, so a
+  // reader on another worker never sees half of one MAC.
   std::atomic<uint64_t> in_mac;
 
-  void learn_prev_hop(const rte_ether_addr& a) {
-    uint64_t w = 0;
-    std::memcpy(&w, &a, sizeof a);
-    learn_prev_hop(w);
+  static uint64_t hop_word(const rte_ether_addr& a, uint8_t iface) {
+    uint64_t w = uint64_t{iface} << 48;
+    std::memcpy(&w, &a, sizeof a);  // little-endian: the low 6 bytes
+    return w;
   }
-  void learn_prev_hop(uint64_t w) {
-    if (in_mac.load(std::memory_order_relaxed) != w) [[unlikely]] in_mac.store(w, std::memory_order_relaxed);
-  }
-  // A frame's source MAC as in_mac holds it, in one load (bytes 4-11 of the Ethernet
-  // header, little-endian: the last two destination bytes shift out).
-  static uint64_t src_mac_word(const rte_ether_hdr* eth) {
+  // The source MAC of a frame that came in on `iface`, as in_mac holds a hop: one load
+  // (bytes 4-11 of the Ethernet header; the last two destination bytes shift out).
+  static uint64_t hop_word(const rte_ether_hdr* eth, uint8_t iface) {
     static_assert(RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN);
     uint64_t w;
     std::memcpy(&w, reinterpret_cast<const uint8_t*>(eth) + 4, sizeof w);
-    return w >> 16;
+    return w >> 16 | uint64_t{iface} << 48;
+  }
+  // Inside traffic's hop: learned if it came in on in_iface (one compare does both).
+  void learn_prev_hop(uint64_t hop) {
+    const uint64_t cur = in_mac.load(std::memory_order_relaxed);
+    if (cur != hop && (cur ^ hop) >> 48 == 0) [[unlikely]] in_mac.store(hop, std::memory_order_relaxed);
   }
 };
 static_assert(sizeof(Session) == 64, "a session must fit one cache line");

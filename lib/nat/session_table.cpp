@@ -338,7 +338,7 @@ CreateResult SessionTable::install(const CreateArgs& a, const FlowKey& out, rte_
   s.remote_port = in.dport;
   s.proto = in.proto;
   s.in_iface = a.in_iface;
-  s.learn_prev_hop(*a.in_mac);
+  s.in_mac.store(Session::hop_word(*a.in_mac, a.in_iface), std::memory_order_relaxed);
   s.out_iface = a.out_iface;
   s.out_addr = out_addr;
   s.out_nh = a.out_nh;

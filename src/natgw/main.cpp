@@ -423,15 +423,16 @@ int Daemon::run(const char* argv0) {
     dp::PortParams pp;
     pp.queues = workers;
     const uint32_t per_port = workers * (pp.rx_desc + pp.tx_desc + 2 * dp::kBurst);
-    // Fewer than the RX rings hold: the ports could not even be filled (rx_nombuf, or a
-    // PMD that refuses to start). Said at its line, not as a DPDK error later.
-    const uint32_t least = static_cast<uint32_t>(ctx_.ifaces.size()) * workers * (pp.rx_desc + 2 * dp::kBurst);
+    // Fewer than one RX burst and one TX batch per port and worker: natgw could not
+    // move a burst (PMDs that prefill their rings need far more, and say so at start).
+    // Said at its line, not as drops later.
+    const uint32_t least = static_cast<uint32_t>(ctx_.ifaces.size()) * workers * 2 * dp::kBurst;
     if (cfg_.dataplane.mbufs && cfg_.dataplane.mbufs < least)
       throw std::runtime_error(cfg_.path + ":" + std::to_string(cfg_.dataplane.loc.line) + ": dataplane.mbufs " +
-                               std::to_string(cfg_.dataplane.mbufs) + " cannot fill the RX rings: " +
+                               std::to_string(cfg_.dataplane.mbufs) + " is too few: " +
                                std::to_string(ctx_.ifaces.size()) + " interface(s) x " + std::to_string(workers) +
-                               " worker(s) x " + std::to_string(pp.rx_desc + 2 * dp::kBurst) + " need at least " +
-                               std::to_string(least) + " (leave it out for a default that fits)");
+                               " worker(s) x " + std::to_string(2 * dp::kBurst) + " (a burst in, a batch out) need at least " +
+                               std::to_string(least) + " (leave it out for a default sized for the rings)");
     const uint32_t mbufs = cfg_.dataplane.mbufs
                                ? cfg_.dataplane.mbufs
                                : static_cast<uint32_t>(ctx_.ifaces.size()) * per_port +

@@ -723,7 +723,7 @@ class StartupRefusals(unittest.TestCase):
 
     def test_too_few_mbufs_is_refused_at_its_line(self):
         r = self.natgw_with(lambda cfg: cfg["dataplane"].__setitem__("mbufs", 100))
-        self.assertRegex(r.stderr, r"natgw\.toml:\d+: dataplane\.mbufs 100 cannot fill the RX rings: 3 interface\(s\)")
+        self.assertRegex(r.stderr, r"natgw\.toml:\d+: dataplane\.mbufs 100 is too few: 3 interface\(s\)")
 
     def test_a_control_socket_path_on_a_file_leaves_the_file_alone(self):
         precious = os.path.join(self.tmp.name, "natgw.toml.orig")

@@ -73,22 +73,28 @@ TEST_F(Nat, UdpBothDirectionsByteForByte) {
 
 // Replies go to the previous hop the flow's traffic comes from, also after that hop
 // changed its MAC mid-session (a TGW ENI or router failed over, a host's NIC replaced):
-// not to the old MAC until the session expires. Learned when the session's clock
-// moves (at most once a millisecond), so not per packet.
+// not to the old MAC until the session expires. From the next inside packet, even when
+// outside traffic is what refreshed the session in that millisecond.
 TEST_F(Nat, RepliesFollowThePreviousHopWhenItsMacChanges) {
   auto s = client(IPPROTO_UDP, "203.0.113.10", 40000, 53);
   const auto o = out1(build_frame(s));
   const auto reply = build_frame(reply_to(parse_frame(o), kInternet));
   EXPECT_TRUE(same_mac(parse_frame(back1(reply)).dst_mac, mac(kTgwMac)));
   p.advance(1);
+  back1(reply);  // the session's clock moves with an outside packet
   s.src_mac = mac(0x77);
   out1(build_frame(s));
   EXPECT_TRUE(same_mac(parse_frame(back1(reply)).dst_mac, mac(0x77)));
-  // A reply from outside does not teach it: only inside traffic names the inside hop.
-  p.advance(1);
+  // Neither a reply from outside nor the flow's traffic on another interface is the
+  // session's inside hop.
   auto r = reply_to(parse_frame(o), kInternet);
   r.src_mac = mac(0x55);
   EXPECT_TRUE(same_mac(parse_frame(back1(build_frame(r))).dst_mac, mac(0x77)));
+  s.src_mac = mac(0x66);
+  s.dst_mac = our_mac(kEndpoint);
+  p.rx(kEndpoint, build_frame(s));
+  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 1u);
+  EXPECT_TRUE(same_mac(parse_frame(back1(reply)).dst_mac, mac(0x77)));
   EXPECT_EQ(active_sessions(p), 1u);
 }
 

@@ -113,12 +113,13 @@ TEST(ControlServer, SlowAndIdleClientsNeverHoldTheLoop) {
   TempSocket t;
   ControlServer s;
   s.listen_unix(t.path);
-  std::atomic<bool> stop{false};
+  std::atomic<bool> connected{false};
   std::string slow_reply;
-  std::thread slow([&] {
+  std::thread slow([&] {  // ends when answered or given up on (12 s at most)
     const int fd = connect_unix(t.path);
+    connected = true;
     ASSERT_GE(fd, 0);
-    for (int i = 0; i < 60 && !stop; ++i) {
+    for (int i = 0; i < 60; ++i) {
       char buf[256];
       for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0;) slow_reply.append(buf, size_t(n));
       if (!slow_reply.empty() || ::send(fd, "x", 1, MSG_NOSIGNAL) != 1) break;  // answered, or given up on
@@ -126,6 +127,7 @@ TEST(ControlServer, SlowAndIdleClientsNeverHoldTheLoop) {
     }
     ::close(fd);
   });
+  while (!connected) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // first in: a slot
   std::vector<int> idle;  // connected from a thread: connect() waits while the backlog is full
   std::thread idler([&] {
     for (size_t i = 0; i < ControlServer::kMaxClients + 8; ++i) idle.push_back(connect_unix(t.path));
@@ -150,7 +152,6 @@ TEST(ControlServer, SlowAndIdleClientsNeverHoldTheLoop) {
   client.join();
   EXPECT_EQ(r.body, "you said next\n");
   EXPECT_LT(served_after, 5.0) << "waited for idle clients' budgets more than twice";
-  EXPECT_LE(s.open_clients(), ControlServer::kMaxClients);
   // The slow client's budget runs out: it is told so, and its slot freed.
   const auto end = Clock::now() + std::chrono::seconds(5);
   while (Clock::now() < end && s.open_clients() > 0) {
@@ -158,7 +159,6 @@ TEST(ControlServer, SlowAndIdleClientsNeverHoldTheLoop) {
     s.poll_once(50, [](const std::string&) { return Reply{true, ""}; }, [] { return std::string(); });
     longest = std::max(longest, std::chrono::duration<double>(Clock::now() - a).count());
   }
-  stop = true;
   slow.join();
   idler.join();
   for (int fd : idle) ::close(fd);
