@@ -480,16 +480,12 @@ class Loader {
         std::string why;
         const auto a = parse_address_with_length(*v, why);
         if (a) {
-          const uint32_t host_bits = ~prefix_mask(a->len);
-          const uint32_t host = a->addr & host_bits;
           if (a->len == 0)
             why = "an on-link prefix of /0 would put every address on this link";
           else if (!is_unicast(a->addr))
             why = format_ipv4(a->addr) + " is not a unicast host address";
-          else if (a->len <= 30 && host == 0)  // /31 and /32 have no network or broadcast address
-            why = format_ipv4(a->addr) + " is the subnet's network address";
-          else if (a->len <= 30 && host == host_bits)
-            why = format_ipv4(a->addr) + " is the subnet's broadcast address";
+          else if (const char* kind = network_or_broadcast(a->addr, a->len))
+            why = format_ipv4(a->addr) + " is the subnet's " + kind + " address";
         }
         if (!a || !why.empty()) {
           error(line_of(*n), "interface.address " + quote(*v) + ": " + why);
@@ -576,9 +572,8 @@ class Loader {
       const Interface& other = cfg_.interfaces[i];
       const uint32_t mask = prefix_mask(std::min(itf.prefix_len, other.prefix_len));
       if ((itf.addr & mask) != (other.addr & mask)) continue;
-      const Prefix subnet{other.addr & prefix_mask(other.prefix_len), other.prefix_len};
       error(line, "interface.address " + format_ipv4(itf.addr) + "/" + std::to_string(itf.prefix_len) +
-                      " overlaps interface " + quote(other.name) + " subnet " + format_prefix(subnet) +
+                      " overlaps interface " + quote(other.name) + " subnet " + format_prefix(subnet_of(other)) +
                       " (line " + std::to_string(other.loc.line) + ")");
     }
   }
@@ -654,31 +649,29 @@ class Loader {
     if (via) r.via = *via;
     // An interface's own subnet is reached on that link: a route that sends it elsewhere
     // (another link, or a gateway) would leave natgw's own neighbours unreachable.
-    const bool resolved = iface_by_name_.count(r.interface) != 0;
-    for (const auto& p : r.prefixes) {
-      for (size_t i = 0; i < cfg_.interfaces.size() && resolved; ++i) {
-        const Interface& itf = cfg_.interfaces[i];
-        if (!iface_addr_ok_[i] || p.len != itf.prefix_len || p.addr != (itf.addr & prefix_mask(itf.prefix_len))) continue;
-        if (r.interface_index != i || via)
-          error(where, "route " + format_prefix(p) + " is interface " + quote(itf.name) +
-                           "'s own subnet, reached on that link: a route cannot send it " +
-                           (r.interface_index != i ? "to interface " + quote(r.interface) : "via a gateway"));
-      }
+    for (size_t i = 0; i < cfg_.interfaces.size() && iface_by_name_.count(r.interface); ++i) {
+      const Interface& itf = cfg_.interfaces[i];
+      if (!iface_addr_ok_[i] || (r.interface_index == i && !via)) continue;  // same link, on-link: harmless
+      const Prefix own = subnet_of(itf);
+      if (std::find(r.prefixes.begin(), r.prefixes.end(), own) != r.prefixes.end())
+        error(where, "route " + format_prefix(own) + " is interface " + quote(itf.name) +
+                         "'s own subnet, reached on that link: a route cannot send it " +
+                         (r.interface_index != i ? "to interface " + quote(r.interface) : "via a gateway"));
     }
     cfg_.routes.push_back(std::move(r));
   }
 
   // A gateway must be a neighbour on the egress link, and not natgw itself.
   void check_gateway(uint32_t via, int line, const Interface& itf) {
-    const Prefix subnet{itf.addr & prefix_mask(itf.prefix_len), itf.prefix_len};
+    const Prefix subnet = subnet_of(itf);
     const std::string name = "route.via " + format_ipv4(via);
     if (!contains(subnet, via))
       error(line, name + " is not inside interface " + quote(itf.name) + " subnet " + format_prefix(subnet));
     else if (via == itf.addr)
       error(line, name + " is interface " + quote(itf.name) + "'s own address");
-    else if (itf.prefix_len <= 30 && (via == subnet.addr || via == (subnet.addr | ~prefix_mask(itf.prefix_len))))
-      error(line, name + " is the " + (via == subnet.addr ? "network" : "broadcast") + " address of interface " +
-                      quote(itf.name) + " subnet " + format_prefix(subnet) + ": no neighbour answers ARP for it");
+    else if (const char* kind = network_or_broadcast(via, itf.prefix_len))
+      error(line, name + " is the " + std::string(kind) + " address of interface " + quote(itf.name) + " subnet " +
+                      format_prefix(subnet) + ": no neighbour answers ARP for it");
   }
 
   void load_snat(const toml::table& t) {
@@ -727,16 +720,13 @@ class Loader {
   // The first rule whose `from` matches a source wins: a rule whose every prefix an
   // earlier rule covers never applies (its pool or ports would be silently ignored).
   void check_snat_order() {
-    const auto covers = [](const Prefix& outer, const Prefix& inner) {
-      return outer.len <= inner.len && (inner.addr & prefix_mask(outer.len)) == outer.addr;
-    };
     for (size_t j = 1; j < cfg_.snat.size(); ++j) {
       const SnatRule& later = cfg_.snat[j];
       std::set<int> by;  // lines of the earlier rules that take its sources
       const bool shadowed = !later.from.empty() && std::all_of(later.from.begin(), later.from.end(), [&](const Prefix& p) {
         for (size_t i = 0; i < j; ++i)
           for (const Prefix& q : cfg_.snat[i].from)
-            if (covers(q, p)) return by.insert(cfg_.snat[i].loc.line), true;
+            if (contains(q, p)) return by.insert(cfg_.snat[i].loc.line), true;
         return false;
       });
       if (!shadowed) continue;

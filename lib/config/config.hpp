@@ -183,6 +183,18 @@ std::optional<PortRange> parse_port_range(const std::string& s, std::string& why
 // Netmask of a prefix length in host order (0 for /0).
 constexpr uint32_t prefix_mask(uint8_t len) { return len == 0 ? 0 : ~0u << (32 - len); }
 constexpr bool contains(const Prefix& p, uint32_t addr) { return (addr & prefix_mask(p.len)) == p.addr; }
+constexpr bool contains(const Prefix& outer, const Prefix& inner) {
+  return outer.len <= inner.len && contains(outer, inner.addr);
+}
+// The on-link subnet of an interface (its connected route).
+inline Prefix subnet_of(const Interface& i) { return {i.addr & prefix_mask(i.prefix_len), i.prefix_len}; }
+// "network" or "broadcast" when `a` is that address of its /len subnet (/31 and /32
+// have neither), else nullptr.
+constexpr const char* network_or_broadcast(uint32_t a, uint8_t len) {
+  if (len > 30) return nullptr;
+  const uint32_t host = a & ~prefix_mask(len);
+  return host == 0 ? "network" : host == ~prefix_mask(len) ? "broadcast" : nullptr;
+}
 
 // Whole file as text; on failure nullopt and `why` says why (e.g. "No such file or directory").
 std::optional<std::string> read_text_file(const std::string& path, std::string& why);

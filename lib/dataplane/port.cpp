@@ -93,11 +93,10 @@ void start_port(uint16_t port, const PortParams& p, rte_mempool* pool, const std
     rc = rte_eth_tx_queue_setup(port, q, txd, static_cast<unsigned>(socket), nullptr);
     if (rc != 0) throw std::runtime_error(name + ": TX queue setup: " + dpdk_error(rc));
   }
-  // Some PMDs cannot set it (memif, net_null) and run at what they have; that is fine as
-  // long as it is not less than the config says: natgw sizes frag-needed and
-  // fragmentation by the config's MTU, and must not send frames the port cannot take.
-  // A PMD that cannot set it at all (-ENOTSUP) is fine at that or more; any other
-  // refusal (the kernel's, for af_packet and af_xdp) stops here.
+  // natgw sizes frag-needed and fragmentation by the config's MTU: it must not send
+  // frames the port cannot take. A PMD that cannot set an MTU at all (-ENOTSUP: memif,
+  // net_null) is fine if it runs at that or more; any other refusal (the kernel's, for
+  // af_packet and af_xdp) stops here.
   rc = rte_eth_dev_set_mtu(port, p.mtu);
   uint16_t got = 0;
   if (rc != 0 && (rc != -ENOTSUP || (rte_eth_dev_get_mtu(port, &got) == 0 && got < p.mtu)))

@@ -393,7 +393,7 @@ void Worker::finish_out2in(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, uint16_t 
   touch(s, p, false, iface);
   out2in(m, p, s);
   counters_.out2in.add();
-  send_to_prev_hop(s.in_iface, s.in_mac.load(std::memory_order_relaxed), m);
+  send_to_prev_hop(s, m);
 }
 
 void Worker::finish_in2out(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, uint16_t table, uint32_t idx) {
@@ -774,7 +774,7 @@ void refresh_icmp_checksum(Ipv4Packet& p) {
   adjust_embedded_l4(e, net::csum_delta_negate(s.l4_delta));
   refresh_icmp_checksum(p);
   counters_.icmp_errors_translated.add();
-  send_to_prev_hop(s.in_iface, s.in_mac.load(std::memory_order_relaxed), m);
+  send_to_prev_hop(s, m);
 }
 
 
@@ -890,7 +890,7 @@ void Worker::remember_fragment(const Ipv4Packet& p, uint16_t table, uint32_t idx
       if (!fits_mtu(iface, s.in_iface, m, p)) return;
       out2in(m, p, s);
       counters_.fragments_translated.add();
-      return send_to_prev_hop(s.in_iface, s.in_mac.load(std::memory_order_relaxed), m);
+      return send_to_prev_hop(s, m);
     }
     if (!fits_mtu(iface, s.out_iface, m, p)) return;
     in2out(m, p, s);
@@ -1127,10 +1127,11 @@ void Worker::send_l2(uint16_t out_if, const rte_ether_addr& dst, rte_mbuf* m) {
   send_l2_rest(out_if, eth, m);
 }
 
-void Worker::send_to_prev_hop(uint16_t out_if, uint64_t mac_word, rte_mbuf* m) {
+void Worker::send_to_prev_hop(const Session& s, rte_mbuf* m) {
   auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
-  std::memcpy(eth, &mac_word, sizeof mac_word);  // the destination, and 2 bytes (in_iface) the source overwrites next
-  send_l2_rest(out_if, eth, m);
+  const uint64_t hop = s.in_mac.load(std::memory_order_relaxed);
+  std::memcpy(eth, &hop, sizeof hop);  // the destination, and 2 bytes (in_iface) the source overwrites next
+  send_l2_rest(s.in_iface, eth, m);
 }
 
 void Worker::send_l2_rest(uint16_t out_if, rte_ether_hdr* eth, rte_mbuf* m) {

@@ -140,8 +140,8 @@ class Worker {
   [[gnu::always_inline]] inline bool fits_mtu(uint16_t in_if, uint16_t out_if, rte_mbuf* m, net::Ipv4Packet& p);
   [[gnu::always_inline]] inline void send_l3(uint16_t out_if, rte_be32_t nh, rte_mbuf* m);
   [[gnu::always_inline]] inline void send_l2(uint16_t out_if, const rte_ether_addr& dst, rte_mbuf* m);
-  // The same to a session's previous hop (nat::Session::in_mac's form): one 8-byte store.
-  [[gnu::always_inline]] inline void send_to_prev_hop(uint16_t out_if, uint64_t mac_word, rte_mbuf* m);
+  // The same to a session's previous hop, out of its in_iface: one 8-byte store (nat::Session::in_mac).
+  [[gnu::always_inline]] inline void send_to_prev_hop(const nat::Session& s, rte_mbuf* m);
   [[gnu::always_inline]] inline void send_l2_rest(uint16_t out_if, rte_ether_hdr* eth, rte_mbuf* m);
   void fragment_and_emit(uint16_t out_if, rte_mbuf* m);
   void clamp_mss(uint16_t out_if, rte_mbuf* m);

@@ -19,9 +19,7 @@ std::unique_ptr<RouteTable> RouteTable::build(const config::Config& cfg) {
   // on the same link without a gateway); among explicit routes it rejected duplicates.
   std::map<std::pair<uint32_t, uint8_t>, RouteEntry> by_prefix;
   for (size_t i = 0; i < cfg.interfaces.size(); ++i) {
-    const auto& itf = cfg.interfaces[i];
-    const uint32_t mask = itf.prefix_len ? ~0u << (32 - itf.prefix_len) : 0;
-    config::Prefix p{itf.addr & mask, itf.prefix_len};
+    const config::Prefix p = config::subnet_of(cfg.interfaces[i]);
     by_prefix[{p.addr, p.len}] = RouteEntry{p, NextHop{static_cast<uint16_t>(i), 0}, true};
   }
   for (const auto& r : cfg.routes) {

@@ -92,7 +92,7 @@ std::string refuse_unimplemented(const config::Config& c) {
 
 // What init_context and the session tables would refuse at startup (an address used
 // with two port ranges, a range smaller than the worker count, too many outside
-// addresses), checked without DPDK so that --check catches it too. Empty when fine.
+// addresses, too few mbufs), checked without DPDK so that --check catches it too. Empty when fine.
 std::string refuse_at_startup(const config::Config& c) {
   try {
     dp::Context scratch;
@@ -100,6 +100,15 @@ std::string refuse_at_startup(const config::Config& c) {
   } catch (const std::exception& e) {
     return std::string(e.what()) + "\n";
   }
+  // Fewer mbufs than one RX burst and one TX batch per port and worker: natgw could
+  // not move a burst (PMDs that prefill their rings need far more, and say so at start).
+  const uint32_t least = static_cast<uint32_t>(c.interfaces.size()) * c.dataplane.workers * 2 * dp::kBurst;
+  if (c.dataplane.mbufs && c.dataplane.mbufs < least)
+    return c.path + ":" + std::to_string(c.dataplane.loc.line) + ": dataplane.mbufs " +
+           std::to_string(c.dataplane.mbufs) + " is too few: " + std::to_string(c.interfaces.size()) +
+           " interface(s) x " + std::to_string(c.dataplane.workers) + " worker(s) x " + std::to_string(2 * dp::kBurst) +
+           " (a burst in, a batch out) need at least " + std::to_string(least) +
+           " (leave it out for a default sized for the rings)\n";
   return {};
 }
 
@@ -137,10 +146,9 @@ class XdpHooks {
       sc.host_addresses = itf.xdp_host_addresses.empty() ? xdp::XdpSteering::kernel_addresses(ifname)
                                                          : itf.xdp_host_addresses;
       sc.natgw_addresses.push_back(itf.addr);
-      const uint32_t mask = config::prefix_mask(itf.prefix_len);
       for (const auto& o : outside) {  // pool addresses on this link (secondary IPs of the ENI)
         const uint32_t a = rte_be_to_cpu_32(o.addr);
-        if ((a & mask) == (itf.addr & mask) && a != itf.addr) sc.natgw_addresses.push_back(a);
+        if (config::contains(config::subnet_of(itf), a) && a != itf.addr) sc.natgw_addresses.push_back(a);
       }
       open_[i]->configure(sc);
       std::string host;
@@ -423,16 +431,6 @@ int Daemon::run(const char* argv0) {
     dp::PortParams pp;
     pp.queues = workers;
     const uint32_t per_port = workers * (pp.rx_desc + pp.tx_desc + 2 * dp::kBurst);
-    // Fewer than one RX burst and one TX batch per port and worker: natgw could not
-    // move a burst (PMDs that prefill their rings need far more, and say so at start).
-    // Said at its line, not as drops later.
-    const uint32_t least = static_cast<uint32_t>(ctx_.ifaces.size()) * workers * 2 * dp::kBurst;
-    if (cfg_.dataplane.mbufs && cfg_.dataplane.mbufs < least)
-      throw std::runtime_error(cfg_.path + ":" + std::to_string(cfg_.dataplane.loc.line) + ": dataplane.mbufs " +
-                               std::to_string(cfg_.dataplane.mbufs) + " is too few: " +
-                               std::to_string(ctx_.ifaces.size()) + " interface(s) x " + std::to_string(workers) +
-                               " worker(s) x " + std::to_string(2 * dp::kBurst) + " (a burst in, a batch out) need at least " +
-                               std::to_string(least) + " (leave it out for a default sized for the rings)");
     const uint32_t mbufs = cfg_.dataplane.mbufs
                                ? cfg_.dataplane.mbufs
                                : static_cast<uint32_t>(ctx_.ifaces.size()) * per_port +
