@@ -757,16 +757,18 @@ class Loader {
     read_bool(t, s, "port_preservation", cfg_.nat.port_preservation);
     read_bool(t, s, "port_overlapping", cfg_.nat.port_overlapping);
     read_bool(t, s, "hairpinning", cfg_.nat.hairpinning);
-    if (cfg_.nat.hairpinning) error(line_of(*t.get("hairpinning")), "nat.hairpinning = true is not implemented yet");
     // Session indexes carry the direction in bit 31 (nat::SessionTable::kOutsideBit).
     read_int(t, s, "max_sessions", cfg_.nat.max_sessions, 1, (1u << 31) - 1);
     if (const auto* n = t.get("filtering")) {
       static constexpr std::string_view kFiltering[] = {"address-port-dependent", "endpoint-independent",
                                                         "address-dependent"};
       // Accepting a mode the dataplane does not do would silently change security behaviour.
-      if (const auto i = one_of(*n, "nat.filtering", kFiltering); i && *i != 0)
-        error(line_of(*n), "nat.filtering " + quote(kFiltering[*i]) +
-                               " is not implemented yet; use \"address-port-dependent\"");
+      if (const auto i = one_of(*n, "nat.filtering", kFiltering)) {
+        if (*i == 2)
+          error(line_of(*n), "nat.filtering \"address-dependent\" is not implemented; use \"address-port-dependent\" "
+                             "or \"endpoint-independent\"");
+        cfg_.nat.endpoint_independent_filtering = *i == 1;
+      }
     }
   }
 

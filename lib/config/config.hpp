@@ -92,7 +92,8 @@ struct Timeouts {  // seconds
 struct Nat {
   bool port_preservation = true;  // keep the inside port when it is free
   bool port_overlapping = true;   // RFC 7857 §3: reuse an outside port while 5-tuples stay unique
-  bool hairpinning = false;
+  bool hairpinning = false;       // RFC 4787 REQ-9: inside hosts reach each other by their outside addresses
+  bool endpoint_independent_filtering = false;  // filtering = "endpoint-independent" (RFC 4787 REQ-8)
   uint32_t max_sessions = 1u << 20;  // per worker
   Location loc;                      // the [nat] table (restart-only keys are reported here)
 };

@@ -66,6 +66,8 @@ Snapshot snapshot(const dp::Context& ctx, const std::vector<const dp::Worker*>& 
     s.mss_clamped += c.mss_clamped.get();
     s.fragments_created += c.fragments_created.get();
     s.handed_off += c.handed_off.get();
+    s.hairpinned += c.hairpinned.get();
+    s.inbound_sessions += c.inbound_sessions.get();
     WorkerStats ws;
     ws.busy_cycles = c.busy_cycles.get();
     ws.idle_cycles = c.idle_cycles.get();
@@ -130,7 +132,8 @@ std::string format_text(const Snapshot& s) {
     << ", replies sent " << s.arp_replies_sent << ", learned " << s.arp_learned << ", table full "
     << s.arp_table_full << "\n";
   o << "other: fragments buffered " << s.fragments_buffered << ", fragments created " << s.fragments_created
-    << ", mss clamped " << s.mss_clamped << ", handed off " << s.handed_off << "\n";
+    << ", mss clamped " << s.mss_clamped << ", handed off " << s.handed_off << ", hairpinned " << s.hairpinned
+    << ", sessions opened from outside " << s.inbound_sessions << "\n";
   for (size_t w = 0; w < s.workers.size(); ++w) {
     const auto& ws = s.workers[w];
     const double total = static_cast<double>(ws.busy_cycles + ws.idle_cycles);

@@ -35,7 +35,8 @@ struct Snapshot {
   uint64_t forwarded = 0, in2out = 0, out2in = 0, icmp_errors_translated = 0, icmp_errors_sent = 0,
            icmp_errors_ratelimited = 0, echo_replies = 0, arp_requests_sent = 0,
            arp_replies_sent = 0, arp_learned = 0, arp_table_full = 0, fragments_translated = 0,
-           fragments_buffered = 0, fragments_created = 0, mss_clamped = 0, handed_off = 0;
+           fragments_buffered = 0, fragments_created = 0, mss_clamped = 0, handed_off = 0,
+           hairpinned = 0, inbound_sessions = 0;
   uint64_t sessions_active[3] = {}, sessions_created[3] = {}, sessions_expired[3] = {};
   uint64_t port_alloc_errors = 0, mapping_collisions = 0, table_full = 0, mappings = 0, port_overlapped = 0, port_scans = 0;
   uint64_t arp_entries = 0;

@@ -142,6 +142,11 @@ std::string render_prometheus(const Snapshot& s, const dp::Context& ctx, const R
   p.sample("natgw_mss_clamped_total", "", s.mss_clamped);
   p.family("natgw_handed_off_total", "Packets passed to the worker that owns their flow", "counter");
   p.sample("natgw_handed_off_total", "", s.handed_off);
+  p.family("natgw_hairpinned_total", "Packets from inside to an outside address of natgw, sent back inside", "counter");
+  p.sample("natgw_hairpinned_total", "", s.hairpinned);
+  p.family("natgw_inbound_sessions_total",
+           "Sessions an unsolicited outside packet opened to a mapped port (endpoint-independent filtering)", "counter");
+  p.sample("natgw_inbound_sessions_total", "", s.inbound_sessions);
   p.family("natgw_arp_entries", "Entries in the ARP table", "gauge");
   p.sample("natgw_arp_entries", "", s.arp_entries);
   p.family("natgw_arp_requests_sent_total", "ARP requests sent", "counter");

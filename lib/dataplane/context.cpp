@@ -160,6 +160,8 @@ std::unique_ptr<RuntimeTables> build_tables(const Context& ctx, const config::Co
   t->fragment_timeout_ms = cfg.timeouts.fragment * 1000;
   t->port_preservation = cfg.nat.port_preservation;
   t->port_overlapping = cfg.nat.port_overlapping;
+  t->hairpinning = cfg.nat.hairpinning;
+  t->endpoint_independent_filtering = cfg.nat.endpoint_independent_filtering;
   for (const auto& r : cfg.routes)
     if (r.via) t->gateways.push_back(rte_cpu_to_be_32(r.via));
   return t;

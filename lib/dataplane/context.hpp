@@ -52,6 +52,8 @@ struct RuntimeTables {
   uint32_t fragment_timeout_ms = 2000;
   bool port_preservation = true;
   bool port_overlapping = true;
+  bool hairpinning = false;                     // inside -> an outside address of ours -> inside
+  bool endpoint_independent_filtering = false;  // an unsolicited packet to a mapped port opens a session
   std::vector<rte_be32_t> gateways;  // refreshed by ARP periodically
 
   // The first SNAT rule whose `from` holds addr, or nullptr.

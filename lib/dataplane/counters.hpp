@@ -56,6 +56,8 @@ struct alignas(64) WorkerCounters {
   Counter fragments_created;  // fragments we made to fit an egress MTU
   Counter mss_clamped;
   Counter handed_off;  // packets passed to the worker that owns them
+  Counter hairpinned;  // inside -> our outside address -> inside (nat.hairpinning)
+  Counter inbound_sessions;  // sessions an outside packet opened (endpoint-independent filtering)
   Counter busy_cycles;
   Counter idle_cycles;
   Counter polls;

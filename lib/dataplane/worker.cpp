@@ -371,7 +371,7 @@ void Worker::resolve(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, const FlowKey& 
   uint32_t idx;
   const int table = find(k, hint, idx, own_checked ? id_ : -1);
   if (lane == Lane::kOutside) {
-    if (table < 0) return drop(m, kDropNoSession);
+    if (table < 0) return unmatched_inbound(iface, m, p, k);
     return finish_out2in(iface, m, p, static_cast<uint16_t>(table), idx);
   }
   if (table < 0) return new_flow(iface, m, p, k, probe, probe_addr);
@@ -672,6 +672,185 @@ void Worker::forward(uint16_t iface, rte_mbuf* m, Ipv4Packet& p) {
   p.ip->hdr_checksum = net::csum_apply(p.ip->hdr_checksum, ttl_dec(p.ip));
   counters_.forwarded.add();
   send_l3(nh.iface, nh.gateway ? nh.gateway : p.ip->dst_addr, m);
+}
+
+// ---------------------------------------------------------------- hairpinning, endpoint-independent filtering
+
+[[gnu::noinline]] void Worker::unmatched_inbound(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, const FlowKey& k) {
+  const RuntimeTables& t = *tables_;
+  if (t.hairpinning && hairpin_source(iface, p)) return hairpin(iface, m, p);
+  if (t.endpoint_independent_filtering) {
+    open_inbound(iface, m, p, k);
+    return;
+  }
+  drop(m, kDropNoSession);
+}
+
+// Whether a packet to one of our outside addresses comes from an inside host: its
+// source is one a [[snat]] rule translates, and it arrived where new_flow would
+// translate it (not by the interface its destination is routed to, unless that
+// interface is one-armed): a host on the outside subnet inside a `from` prefix is
+// an outside host here, as it is for new_flow. Never one of our own addresses (a
+// hairpinned packet handed to another worker is an outside packet there).
+bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
+  const RuntimeTables& t = *tables_;
+  if (ctx_.is_local(p.ip->src_addr) || !t.snat_rule_from(p.ip->src_addr)) return false;
+  route::NextHop nh;
+  if (!t.routes->lookup(p.ip->dst_addr, nh)) return false;
+  return nh.iface != iface || ctx_.ifaces[iface].one_armed;
+}
+
+// nat.hairpinning (RFC 4787 REQ-9, RFC 5382 REQ-8): an inside host's packet to an
+// outside address:port of ours. Translated as if it left (its source becomes the
+// host's mapped outside address:port, what an outside peer would see: REQ-9 b), then
+// as if it came back in, to the inside endpoint that address:port maps, as filtering
+// allows. Every packet of such a flow comes here (its destination is ours, so
+// classify gives it the outside lane, whose lookup misses): hairpinning is the rare
+// case, a slow path's two lookups are fine.
+[[gnu::noinline]] void Worker::hairpin(uint16_t iface, rte_mbuf* m, Ipv4Packet& p) {
+  const RuntimeTables& t = *tables_;
+  FlowKey ik;
+  // TCP and UDP (an echo request to our address is answered by natgw); no fragments:
+  // their later pieces would need to follow both translations.
+  if ((p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP) || (p.flags & net::PKT_FRAGMENT) || !inside_key(p, ik))
+    return drop(m, kDropUnsupported);
+  if (p.ip->time_to_live <= 1) {
+    send_icmp_error(iface, m, p, 11, 0);
+    return drop(m, kDropTtl);
+  }
+  // The outbound half is the host's own session: created by the worker that owns it.
+  if (ctx_.workers > 1) {
+    const uint16_t owner = ctx_.flow_owner(p.ip->src_addr);
+    if (owner != id_) return hand_off(owner, iface, m);
+  }
+  uint32_t idx;
+  int table = find(ik, id_, idx);
+  if (table < 0) {
+    route::NextHop nh;  // where the destination would leave: its outside address (pool) is the mapping's
+    if (!t.routes->lookup(p.ip->dst_addr, nh)) return drop(m, kDropNoRoute);
+    const auto* ports = reinterpret_cast<const rte_be16_t*>(p.l4);
+    if (!t.acl->empty() && !t.acl->allow(rte_be_to_cpu_32(p.ip->src_addr), rte_be_to_cpu_32(p.ip->dst_addr), p.proto,
+                                         rte_be_to_cpu_16(ports[0]), rte_be_to_cpu_16(ports[1])))
+      return drop(m, kDropAcl);
+    const SnatRule* rule = t.snat_rule_from(p.ip->src_addr);  // hairpin_source checked it
+    const uint8_t egress_pool[1] = {ctx_.ifaces[nh.iface].outside_idx};
+    nat::SessionTable::CreateArgs a{};
+    a.in = &ik;
+    a.pool = rule->pool.empty() ? egress_pool : rule->pool.data();
+    a.pool_len = static_cast<uint8_t>(rule->pool.empty() ? 1 : rule->pool.size());
+    a.pool_id = static_cast<uint8_t>(rule->pool.empty() ? 128 + nh.iface : rule->id);
+    a.in_iface = static_cast<uint8_t>(iface);
+    a.out_iface = static_cast<uint8_t>(nh.iface);
+    a.out_nh = nh.gateway ? nh.gateway : p.ip->dst_addr;
+    a.in_mac = &rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr;
+    a.port_preservation = t.port_preservation;
+    a.port_overlapping = t.port_overlapping;
+    switch (ctx_.sessions[id_]->create_session(a, now_ms_, idx)) {
+      case nat::CreateResult::kOk: ctx_.nat_used.store(true, std::memory_order_relaxed); break;
+      case nat::CreateResult::kTableFull: return drop(m, kDropTableFull);
+      default: return drop(m, kDropNoPort);
+    }
+    table = id_;
+  }
+  Session& out = ctx_.sessions[table]->session(idx);
+  touch(out, p, true, iface);
+  in2out(m, p, out);
+  // One hop through natgw, one TTL decrement: finish_out2in takes it; undo in2out's.
+  p.ip->time_to_live++;
+  p.ip->hdr_checksum = net::csum_apply(p.ip->hdr_checksum, net::csum_delta_negate(kTtlDecDelta));
+  // Now from the host's outside address:port to the peer's: the way back in.
+  FlowKey ok;
+  outside_key(p, ok);
+  const int a = ctx_.sessions[0]->outside_index(ok.dst);
+  const uint16_t hint = a >= 0 && ctx_.workers > 1
+                            ? ctx_.sessions[0]->owner_of(static_cast<uint32_t>(a), rte_be_to_cpu_16(ok.dport))
+                            : id_;
+  table = find(ok, hint, idx);
+  if (table >= 0) {
+    counters_.hairpinned.add();
+    return finish_out2in(iface, m, p, static_cast<uint16_t>(table), idx);
+  }
+  if (t.endpoint_independent_filtering) {
+    if (open_inbound(iface, m, p, ok)) counters_.hairpinned.add();  // (handed over: counted there, as an inbound session)
+    return;
+  }
+  drop(m, kDropNoSession);
+}
+
+// nat.filtering = "endpoint-independent" (RFC 4787 REQ-8, RFC 5382 REQ-3): a TCP or
+// UDP packet from any remote endpoint to an outside address:port that a mapping
+// holds opens a session to that mapping's inside endpoint, as if the endpoint had
+// sent to the remote first (same outside address:port: the mapping is reused). The
+// ACL judges it as that outbound flow. A port shared by several mappings (port
+// overlapping) has no one endpoint: nothing opens there.
+[[gnu::noinline]] bool Worker::open_inbound(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, const FlowKey& k) {
+  const RuntimeTables& t = *tables_;
+  if ((k.proto != IPPROTO_TCP && k.proto != IPPROTO_UDP) || !(p.flags & net::PKT_HAS_PORTS))
+    return drop(m, kDropNoSession), false;
+  nat::SessionTable& own = *ctx_.sessions[id_];
+  const int a = own.outside_index(k.dst);
+  if (a < 0) return drop(m, kDropNoSession), false;
+  const uint16_t port = rte_be_to_cpu_16(k.dport);
+  // The mapping lives with the worker whose slice of the port range holds its port.
+  if (ctx_.workers > 1) {
+    const uint16_t owner = own.owner_of(static_cast<uint32_t>(a), port);
+    if (owner != id_) return hand_off(owner, iface, m), false;
+  }
+  nat::MapKey mk;
+  uint64_t hop;
+  if (!own.mapping_of_port(static_cast<uint8_t>(a), port, k.proto, mk, hop)) return drop(m, kDropNoSession), false;
+  route::NextHop back;  // toward the remote, as the endpoint's own flow to it would leave
+  if (!t.routes->lookup(k.src, back)) return drop(m, kDropNoRoute), false;
+  // Toward the inside endpoint: the hop its traffic came from; else (the hop table was
+  // full) its route, through ARP, unless that route leads where the remote is (no
+  // route inside, as with a TGW whose clients are reached through the hop they came from).
+  rte_ether_addr in_mac;
+  uint8_t in_if;
+  if (hop) {
+    std::memcpy(&in_mac, &hop, sizeof in_mac);
+    in_if = static_cast<uint8_t>(hop >> 48);
+  } else {
+    route::NextHop nh;
+    if (!t.routes->lookup(mk.in_ip, nh) || nh.iface == back.iface) return drop(m, kDropNoRoute), false;
+    const rte_be32_t target = nh.gateway ? nh.gateway : mk.in_ip;
+    arp::ArpTable::Hit hit;
+    if (!ctx_.arp.lookup(target, hit) || hit.iface != nh.iface) {
+      send_arp_request(nh.iface, target);  // the remote's retransmission finds it resolved
+      return drop(m, kDropArpUnresolved), false;
+    }
+    in_mac = hit.mac;
+    in_if = static_cast<uint8_t>(nh.iface);
+  }
+  if (!t.acl->empty() && !t.acl->allow(rte_be_to_cpu_32(mk.in_ip), rte_be_to_cpu_32(k.src), k.proto,
+                                       rte_be_to_cpu_16(mk.in_port), rte_be_to_cpu_16(k.sport)))
+    return drop(m, kDropAcl), false;
+  const FlowKey in = nat::make_key(mk.in_ip, k.src, mk.in_port, k.sport, k.proto, nat::kInside);
+  const uint8_t pool[1] = {static_cast<uint8_t>(a)};
+  nat::SessionTable::CreateArgs ca{};
+  ca.in = &in;
+  ca.pool = pool;
+  ca.pool_len = 1;
+  ca.pool_id = mk.pool;
+  ca.in_iface = in_if;
+  ca.out_iface = static_cast<uint8_t>(back.iface);
+  ca.out_nh = back.gateway ? back.gateway : k.src;
+  ca.in_mac = &in_mac;
+  ca.port_preservation = t.port_preservation;
+  ca.port_overlapping = t.port_overlapping;
+  uint32_t idx;
+  switch (own.create_session(ca, now_ms_, idx)) {
+    case nat::CreateResult::kOk: break;
+    case nat::CreateResult::kTableFull: return drop(m, kDropTableFull), false;
+    default: return drop(m, kDropNoPort), false;
+  }
+  Session& s = own.session(idx);
+  if (s.out_ip != k.dst || s.out_port != k.dport) [[unlikely]] {  // the mapping named this port: cannot happen
+    own.remove(idx);
+    return drop(m, kDropNoSession), false;
+  }
+  counters_.inbound_sessions.add();
+  finish_out2in(iface, m, p, id_, idx, s);
+  return true;
 }
 
 // ---------------------------------------------------------------- ICMP errors (RFC 5508)

@@ -124,6 +124,13 @@ class Worker {
   void new_flow(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& key, uint32_t probe = 0,
                 uint8_t probe_addr = 0);
   void forward(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
+  // An outside-lane packet no session holds: hairpinned, let in by endpoint-independent
+  // filtering, or dropped.
+  void unmatched_inbound(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& k);
+  bool hairpin_source(uint16_t iface, const net::Ipv4Packet& p) const;
+  void hairpin(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
+  // True when it opened a session and passed the packet on (false: dropped or handed over).
+  bool open_inbound(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& k);
 
   // Session lookup across tables: `hint` first, then the others. Returns the table or -1.
   // The table holding k (hint first), or -1; `skip` names a table already searched.

@@ -16,7 +16,7 @@ PortAllocator::PortAllocator(uint16_t lo, uint16_t hi, uint64_t seed)
     free_[i] = free_[j];
     free_[j] = t;
   }
-  for (uint32_t i = 0; i < size(); ++i) state_[free_[i] - lo_] = PortState{static_cast<uint16_t>(i), 0};
+  for (uint32_t i = 0; i < size(); ++i) state_[free_[i] - lo_] = PortState{static_cast<uint16_t>(i), 0, ~0u};
   drawn_ = next_rand();
 }
 

@@ -48,6 +48,11 @@ class PortAllocator {
   }
   // Add a sharer to a port already in use (port overlapping).
   void share(uint16_t port) { ++state_[port - lo_].refs; }
+  // The owner's tag for a port in use: SessionTable records the mapping that took or
+  // last shared it (endpoint-independent filtering finds an inbound packet's inside
+  // endpoint by it). Meaningless while the port is free.
+  uint32_t holder(uint16_t port) const { return state_[port - lo_].holder; }
+  void set_holder(uint16_t port, uint32_t h) { state_[port - lo_].holder = h; }
   // Drop one reference; at zero the port rejoins the free ports at a random place.
   void release(uint16_t port);
 
@@ -64,11 +69,12 @@ class PortAllocator {
   uint32_t nfree_;
   uint64_t rng_;
   uint32_t drawn_ = 0;  // the next release's random draw (see release())
-  // A port's position in free_ and its sharers side by side: taking a specific port
-  // reads and writes both, one cache miss instead of two once a pool outgrows the cache.
+  // A port's position in free_, its sharers and its holder side by side: taking a
+  // port reads and writes them together, one cache miss once a pool outgrows the cache.
   struct PortState {
-    uint16_t pos;   // index in free_ (valid while free)
-    uint16_t refs;  // sharers (0 = free)
+    uint16_t pos;     // index in free_ (valid while free)
+    uint16_t refs;    // sharers (0 = free)
+    uint32_t holder;  // see holder()
   };
   std::unique_ptr<uint16_t[]> free_;    // free ports in random order, first nfree_ valid
   std::unique_ptr<PortState[]> state_;  // port - lo -> PortState

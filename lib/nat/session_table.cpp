@@ -213,7 +213,7 @@ bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t now_ms, u
       const FlowKey ok = outside_key(in, out_ip, rte_cpu_to_be_16(cand));
       if (lookup(ok) >= 0) continue;
       pa.share(cand);
-      port = cand;
+      port = cand;  // its holder becomes this mapping below
       got = true;
       stats_.overlapped.add();
       if (n == 0 && hinted) stats_.first_probes.add();
@@ -226,21 +226,52 @@ bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t now_ms, u
   m.key = MapKey{in.src, in.sport, in.proto, a.pool_id};
   m.out_port = rte_cpu_to_be_16(port);
   m.out_addr = addr_idx;
-  m.pc = static_cast<uint8_t>(pc);
+  m.hop = a.in_mac ? hop_id(Session::hop_word(*a.in_mac, a.in_iface)) : kNoHop;
   m.refs = 0;
   if (!maps_.insert(hash_of(m.key), midx)) {
     pa.release(port);
     free_mappings_[nfree_mappings_++] = midx;
     return false;
   }
+  pa.set_holder(port, midx);
   stats_.mappings.add();
+  return true;
+}
+
+uint8_t SessionTable::hop_id(uint64_t hop) {
+  for (unsigned i = static_cast<unsigned>(hop * 0x9E3779B97F4A7C15ull >> 56);; i = (i + 1) % kHopSlots) {
+    if (i == kNoHop) continue;  // never an id
+    if (hops_[i] == hop) return static_cast<uint8_t>(i);
+    if (hops_[i] != 0) continue;
+    if (nhops_ >= kMaxHops) return kNoHop;
+    hops_[i] = hop;
+    ++nhops_;
+    return static_cast<uint8_t>(i);
+  }
+}
+
+bool SessionTable::mapping_of_port(uint8_t addr_idx, uint16_t port, uint8_t proto, MapKey& key,
+                                   uint64_t& hop) const {
+  const int pc = proto_class(proto);
+  if (pc < 0 || addr_idx >= outside_.size()) return false;
+  const PortAllocator& pa = allocator(addr_idx, pc);
+  if (!pa.owns(port) || pa.refs(port) != 1) return false;  // free, or shared (overlapping): no one endpoint
+  const uint32_t midx = pa.holder(port);
+  if (midx >= max_) return false;
+  // The holder is the mapping that took or last shared the port; after a sharer left,
+  // the one remaining may be another: then no endpoint answers for the port.
+  const Mapping& m = mappings_[midx];
+  if (m.refs == 0 || m.out_addr != addr_idx || m.key.proto != proto || rte_be_to_cpu_16(m.out_port) != port)
+    return false;
+  key = m.key;
+  hop = m.hop == kNoHop ? 0 : hops_[m.hop];
   return true;
 }
 
 void SessionTable::drop_mapping_ref(uint32_t midx) {
   Mapping& m = mappings_[midx];
   if (m.refs > 0 && --m.refs > 0) return;
-  allocator(m.out_addr, m.pc).release(rte_be_to_cpu_16(m.out_port));
+  allocator(m.out_addr, proto_class(m.key.proto)).release(rte_be_to_cpu_16(m.out_port));
   maps_.erase(hash_of(m.key), midx);
   free_mappings_[nfree_mappings_++] = midx;
   stats_.mappings.sub();
@@ -298,6 +329,7 @@ CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, 
     new_mapping = true;
   }
   Mapping& m = mappings_[midx];
+  if (!new_mapping && a.in_mac) m.hop = hop_id(Session::hop_word(*a.in_mac, a.in_iface));  // the latest
   const rte_be32_t out_ip = outside_[m.out_addr].addr;
   const FlowKey out = outside_key(in, out_ip, m.out_port);
   if (lookup(out) >= 0) {  // this outside 5-tuple is taken by a sharer of the port

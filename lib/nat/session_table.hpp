@@ -178,6 +178,13 @@ class SessionTable {
   static uint8_t paired_address(rte_be32_t in_ip, const uint8_t* pool, uint8_t pool_len) {
     return pool[rte_hash_crc_4byte(in_ip, 0x5bd1e995) % pool_len];
   }
+  // Endpoint-independent filtering (owner only): the inside endpoint and pool (`key`)
+  // whose mapping holds port `port` (host order) of outside address `addr_idx` for
+  // `proto`. False when the port is free or shared by several mappings (overlapping):
+  // an unsolicited packet to it has no one endpoint to go to.
+  // `hop`: the previous hop (Session::hop_word) the endpoint's last new flow came
+  // from, or 0 when hops_ had no room for it.
+  bool mapping_of_port(uint8_t addr_idx, uint16_t port, uint8_t proto, MapKey& key, uint64_t& hop) const;
   // A session that translates nothing (outside address:port = inside address:port, no
   // port taken, no mapping): state for a flow routed untranslated, so that a stateful
   // ACL lets its replies through. Only in_iface/out_iface/out_nh/in_mac of `a` are used.
@@ -218,7 +225,7 @@ class SessionTable {
     MapKey key;
     rte_be16_t out_port;
     uint8_t out_addr;
-    uint8_t pc;
+    uint8_t hop;  // the inside endpoint's previous hop, in hops_ (kNoHop: unknown)
     uint32_t refs;
   };
   static_assert(sizeof(Mapping) == 16);
@@ -272,6 +279,16 @@ class SessionTable {
   }
   void release(uint32_t idx);
   void queue_closing(uint32_t idx);
+  // Inside previous hops a mapping names by one byte (Mapping::hop): an unsolicited
+  // packet that endpoint-independent filtering lets in opens a session toward the hop
+  // its inside endpoint's traffic comes from. There are few (routers, TGW ENIs,
+  // on-link hosts); open addressing, 0 = empty, a slot's index is the hop's id. Full
+  // at kMaxHops (short probe chains): later hops are kNoHop, found by route instead.
+  static constexpr uint8_t kNoHop = 0xff;
+  static constexpr unsigned kHopSlots = 256, kMaxHops = 192;
+  uint8_t hop_id(uint64_t hop);
+  uint64_t hops_[kHopSlots] = {};
+  unsigned nhops_ = 0;
   bool alloc_mapping(const CreateArgs& a, int pc, uint32_t now_ms, uint32_t& midx);
   void drop_mapping_ref(uint32_t midx);
   CreateResult install(const CreateArgs& a, const FlowKey& out, rte_be32_t out_ip, rte_be16_t out_port,

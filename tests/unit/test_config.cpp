@@ -773,14 +773,21 @@ TEST(ConfigErrors, AclRules) {
   EXPECT_EQ(r.errors.size(), 7u) << dump(r);
 }
 
-TEST(ConfigErrors, FilteringModesOtherThanAddressPortDependentAreRejected) {
-  const auto ei = load(lines({kIf1, kIf2, kIf3, kIf4, "[nat]", "filtering = \"endpoint-independent\""}));
-  ASSERT_FALSE(ei.ok());
-  EXPECT_TRUE(HasError(ei, 6, "nat.filtering \"endpoint-independent\" is not implemented yet"));
+TEST(ConfigErrors, FilteringModesAndHairpinning) {
+  const auto ei = load(lines({kIf1, kIf2, kIf3, kIf4, "[nat]", "filtering = \"endpoint-independent\"",
+                              "hairpinning = true"}));
+  ASSERT_TRUE(ei.ok()) << dump(ei);
+  EXPECT_TRUE(ei.config->nat.endpoint_independent_filtering);
+  EXPECT_TRUE(ei.config->nat.hairpinning);
+  const auto ad = load(lines({kIf1, kIf2, kIf3, kIf4, "[nat]", "filtering = \"address-dependent\""}));
+  ASSERT_FALSE(ad.ok());
+  EXPECT_TRUE(HasError(ad, 6, "nat.filtering \"address-dependent\" is not implemented"));
   const auto typo = load(lines({kIf1, kIf2, kIf3, kIf4, "[nat]", "filtering = \"address-port-dependant\""}));
   EXPECT_TRUE(HasError(typo, 6, "(did you mean \"address-port-dependent\"?)"));
   const auto apd = load(lines({kIf1, kIf2, kIf3, kIf4, "[nat]", "filtering = \"address-port-dependent\""}));
-  EXPECT_TRUE(apd.ok()) << dump(apd);
+  ASSERT_TRUE(apd.ok()) << dump(apd);
+  EXPECT_FALSE(apd.config->nat.endpoint_independent_filtering);
+  EXPECT_FALSE(apd.config->nat.hairpinning);
 }
 
 TEST(ConfigErrors, NatMaxSessions) {
@@ -802,12 +809,6 @@ TEST(ConfigErrors, AtMost128SnatRules) {
   EXPECT_TRUE(load(with(128)).ok());
   const auto r = load(with(129));
   EXPECT_TRUE(HasError(r, 5 + 2 * 128, "too many [[snat]] rules: at most 128")) << dump(r);
-}
-
-TEST(ConfigErrors, HairpinningIsRefusedAtItsLine) {
-  const auto r = load(lines({kIf1, kIf2, kIf3, kIf4, "[nat]", "port_overlapping = true", "hairpinning = true"}));
-  EXPECT_TRUE(HasError(r, 7, "nat.hairpinning = true is not implemented yet"));
-  EXPECT_TRUE(load(lines({kIf1, kIf2, kIf3, kIf4, "[nat]", "hairpinning = false"})).ok());
 }
 
 // What a reload cannot apply live, reported at the line of the table in the new file.
@@ -893,7 +894,7 @@ TEST(ConfigErrors, ManyErrorsAreReportedAtOnceInLineOrder) {
       "[timeouts]",                  // 10
       "fragment = 0",                // 11
       "[nat]",                       // 12
-      "filtering = \"endpoint-independent\"",  // 13
+      "filtering = \"address-dependent\"",  // 13
   }));
   ASSERT_FALSE(r.ok());
   EXPECT_FALSE(r.config.has_value());
