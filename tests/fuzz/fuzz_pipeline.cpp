@@ -1,5 +1,6 @@
-// libFuzzer target: the whole worker pipeline (two workers, NAT, ACL, a small MTU
-// and MSS clamping) fed arbitrary frames on every interface.
+// libFuzzer target: the whole worker pipeline (two workers, NAT with hairpinning and
+// endpoint-independent filtering, ACL, a small MTU and MSS clamping) fed arbitrary
+// frames on every interface.
 //
 // Input: records of [flags][len hi][len lo][len bytes of frame]. flags bits 0-1:
 // interface (mod 3); bit 2: worker; bit 3: recompute the IPv4 header checksum;
@@ -65,6 +66,8 @@ icmp = 2
 fragment = 1
 [nat]
 max_sessions = 256
+hairpinning = true
+filtering = "endpoint-independent"
 )";
 
 Pipeline& pipeline() {

@@ -96,6 +96,29 @@ TEST_F(Reload, ANewAclJudgesNewFlowsOnly) {
   EXPECT_EQ(drops(p, dp::kDropAcl), 1u);
 }
 
+// Filtering and hairpinning switch live: mappings made before the reload open (or
+// close) at once, their sessions untouched.
+TEST_F(Reload, FilteringAndHairpinningSwitchLive) {
+  const Parsed o = open(IPPROTO_UDP, 40000);
+  auto stranger = reply_to(o, kInternet);
+  stranger.src = ip("198.18.7.7");
+  p.rx(kInternet, build_frame(stranger));
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  reload(p, std::string(kLabConfig) + "[nat]\nfiltering = \"endpoint-independent\"\nhairpinning = true\n", 2);
+  p.rx(kInternet, build_frame(stranger));
+  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 1u) << "the mapping made before the reload is open";
+  auto hp = client(IPPROTO_UDP, "10.0.3.10", 40001, o.sport, "192.168.10.3");
+  p.rx(kInside, build_frame(hp));
+  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 1u) << "hairpinned";
+  reload(p, kLabConfig, 3);
+  stranger.sport = 999;
+  p.rx(kInternet, build_frame(stranger));
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "10.0.3.10", 40002, o.sport, "192.168.10.4")));
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  EXPECT_TRUE(reply_passes(o));
+  EXPECT_EQ(drops(p, dp::kDropNoSession), 3u);
+}
+
 // natgw_acl_hits_total is labelled by rule index, action and match: a rule that is
 // the same at the same index keeps counting through a reload, never back to 0.
 TEST_F(Reload, AclHitsOfUnchangedRulesSurviveAReload) {
