@@ -678,7 +678,10 @@ void Worker::forward(uint16_t iface, rte_mbuf* m, Ipv4Packet& p) {
 
 [[gnu::noinline]] void Worker::unmatched_inbound(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, const FlowKey& k) {
   const RuntimeTables& t = *tables_;
-  if (t.hairpinning && hairpin_source(iface, p)) return hairpin(iface, m, p);
+  // An inside host's packet is never an outside endpoint's: without hairpinning it
+  // must not reach another inside endpoint, least of all with its inside source.
+  if ((t.hairpinning || t.endpoint_independent_filtering) && hairpin_source(iface, p))
+    return t.hairpinning ? hairpin(iface, m, p) : drop(m, kDropNoSession);
   if (t.endpoint_independent_filtering) {
     open_inbound(iface, m, p, k);
     return;
@@ -771,66 +774,92 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
     return finish_out2in(iface, m, p, static_cast<uint16_t>(table), idx);
   }
   if (t.endpoint_independent_filtering) {
-    if (open_inbound(iface, m, p, ok)) counters_.hairpinned.add();  // (handed over: counted there, as an inbound session)
+    if (open_inbound(iface, m, p, ok) != Inbound::kDropped) counters_.hairpinned.add();
     return;
   }
   drop(m, kDropNoSession);
 }
 
-// nat.filtering = "endpoint-independent" (RFC 4787 REQ-8, RFC 5382 REQ-3): a TCP or
-// UDP packet from any remote endpoint to an outside address:port that a mapping
-// holds opens a session to that mapping's inside endpoint, as if the endpoint had
-// sent to the remote first (same outside address:port: the mapping is reused). The
-// ACL judges it as that outbound flow. A port shared by several mappings (port
-// overlapping) has no one endpoint: nothing opens there.
-[[gnu::noinline]] bool Worker::open_inbound(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, const FlowKey& k) {
+// nat.filtering = "endpoint-independent" (RFC 4787 REQ-8, RFC 5382 REQ-3): a UDP
+// datagram or a TCP SYN from any remote endpoint to an outside address:port that a
+// mapping holds opens a session to that mapping's inside endpoint, as if the endpoint
+// had sent to the remote first (same outside address:port: the mapping is reused).
+// The ACL judges it as that outbound flow. A port shared by several mappings (port
+// overlapping) has no one endpoint: nothing opens there. A TCP session opened so
+// stays transitory until the inside answers (SessionTable::timeout_of), and a mapping
+// takes at most kInboundPerMapping sessions this way: a flood of spoofed sources
+// cannot pin the session table for long.
+[[gnu::noinline]] Worker::Inbound Worker::open_inbound(uint16_t iface, rte_mbuf* m, Ipv4Packet& p,
+                                                       const FlowKey& k) {
   const RuntimeTables& t = *tables_;
-  if ((k.proto != IPPROTO_TCP && k.proto != IPPROTO_UDP) || !(p.flags & net::PKT_HAS_PORTS))
-    return drop(m, kDropNoSession), false;
+  // No fragments: the hand-offs below and classify's fragment owner would pass a first
+  // fragment back and forth between two workers.
+  if ((k.proto != IPPROTO_TCP && k.proto != IPPROTO_UDP) || !(p.flags & net::PKT_HAS_PORTS) ||
+      (p.flags & net::PKT_FRAGMENT))
+    return drop(m, kDropNoSession), Inbound::kDropped;
+  if (k.proto == IPPROTO_TCP &&
+      (reinterpret_cast<const rte_tcp_hdr*>(p.l4)->tcp_flags & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG | RTE_TCP_RST_FLAG |
+                                                                 RTE_TCP_FIN_FLAG)) != RTE_TCP_SYN_FLAG)
+    return drop(m, kDropNoSession), Inbound::kDropped;
   nat::SessionTable& own = *ctx_.sessions[id_];
   const int a = own.outside_index(k.dst);
-  if (a < 0) return drop(m, kDropNoSession), false;
   const uint16_t port = rte_be_to_cpu_16(k.dport);
+  if (a < 0 || port < ctx_.outside[a].port_lo || port > ctx_.outside[a].port_hi)
+    return drop(m, kDropNoSession), Inbound::kDropped;
+  // From one of our own addresses: the second half of a hairpin another worker
+  // translated, so the sender's half exists (its outside key is this packet's
+  // reverse). Else an outside host spoofs our address to reflect an inside reply onto
+  // another inside host.
+  if (ctx_.is_local(k.src)) {
+    uint32_t idx;
+    if (find(nat::make_key(k.dst, k.src, k.dport, k.sport, k.proto, nat::kOutside), id_, idx) < 0)
+      return drop(m, kDropNoSession), Inbound::kDropped;
+  }
   // The mapping lives with the worker whose slice of the port range holds its port.
   if (ctx_.workers > 1) {
     const uint16_t owner = own.owner_of(static_cast<uint32_t>(a), port);
-    if (owner != id_) return hand_off(owner, iface, m), false;
+    if (owner != id_) return hand_off(owner, iface, m), Inbound::kHandedOff;
   }
-  nat::MapKey mk;
-  uint64_t hop;
-  if (!own.mapping_of_port(static_cast<uint8_t>(a), port, k.proto, mk, hop)) return drop(m, kDropNoSession), false;
+  nat::SessionTable::PortMapping pm;
+  if (!own.mapping_of_port(static_cast<uint8_t>(a), port, k.proto, pm) || pm.sessions >= kInboundPerMapping)
+    return drop(m, kDropNoSession), Inbound::kDropped;
+  if (!t.acl->empty() && !t.acl->allow(rte_be_to_cpu_32(pm.key.in_ip), rte_be_to_cpu_32(k.src), k.proto,
+                                       rte_be_to_cpu_16(pm.key.in_port), rte_be_to_cpu_16(k.sport)))
+    return drop(m, kDropAcl), Inbound::kDropped;
   route::NextHop back;  // toward the remote, as the endpoint's own flow to it would leave
-  if (!t.routes->lookup(k.src, back)) return drop(m, kDropNoRoute), false;
+  if (!t.routes->lookup(k.src, back)) return drop(m, kDropNoRoute), Inbound::kDropped;
   // Toward the inside endpoint: the hop its traffic came from; else (the hop table was
-  // full) its route, through ARP, unless that route leads where the remote is (no
-  // route inside, as with a TGW whose clients are reached through the hop they came from).
+  // full) its route, if resolved, unless it leads where the remote is (no route
+  // inside, as with a TGW whose clients are reached through the hop they came from).
+  // No ARP request from here: an outside flood must not become ARP broadcasts inside
+  // (a route's gateway is resolved by the periodic refresh).
   rte_ether_addr in_mac;
   uint8_t in_if;
-  if (hop) {
-    std::memcpy(&in_mac, &hop, sizeof in_mac);
-    in_if = static_cast<uint8_t>(hop >> 48);
+  if (pm.hop) {
+    std::memcpy(&in_mac, &pm.hop, sizeof in_mac);
+    in_if = static_cast<uint8_t>(pm.hop >> 48);
   } else {
     route::NextHop nh;
-    if (!t.routes->lookup(mk.in_ip, nh) || nh.iface == back.iface) return drop(m, kDropNoRoute), false;
-    const rte_be32_t target = nh.gateway ? nh.gateway : mk.in_ip;
     arp::ArpTable::Hit hit;
-    if (!ctx_.arp.lookup(target, hit) || hit.iface != nh.iface) {
-      send_arp_request(nh.iface, target);  // the remote's retransmission finds it resolved
-      return drop(m, kDropArpUnresolved), false;
-    }
+    if (!t.routes->lookup(pm.key.in_ip, nh) || nh.iface == back.iface ||
+        !ctx_.arp.lookup(nh.gateway ? nh.gateway : pm.key.in_ip, hit) || hit.iface != nh.iface)
+      return drop(m, kDropNoRoute), Inbound::kDropped;
     in_mac = hit.mac;
     in_if = static_cast<uint8_t>(nh.iface);
   }
-  if (!t.acl->empty() && !t.acl->allow(rte_be_to_cpu_32(mk.in_ip), rte_be_to_cpu_32(k.src), k.proto,
-                                       rte_be_to_cpu_16(mk.in_port), rte_be_to_cpu_16(k.sport)))
-    return drop(m, kDropAcl), false;
-  const FlowKey in = nat::make_key(mk.in_ip, k.src, mk.in_port, k.sport, k.proto, nat::kInside);
+  // What finish_out2in would refuse, refused before a session exists for it.
+  if (p.ip->time_to_live <= 1) {
+    send_icmp_error(iface, m, p, 11, 0);
+    return drop(m, kDropTtl), Inbound::kDropped;
+  }
+  if (!fits_mtu(iface, in_if, m, p)) return Inbound::kDropped;
+  const FlowKey in = nat::make_key(pm.key.in_ip, k.src, pm.key.in_port, k.sport, k.proto, nat::kInside);
   const uint8_t pool[1] = {static_cast<uint8_t>(a)};
   nat::SessionTable::CreateArgs ca{};
   ca.in = &in;
   ca.pool = pool;
   ca.pool_len = 1;
-  ca.pool_id = mk.pool;
+  ca.pool_id = pm.key.pool;
   ca.in_iface = in_if;
   ca.out_iface = static_cast<uint8_t>(back.iface);
   ca.out_nh = back.gateway ? back.gateway : k.src;
@@ -840,17 +869,17 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
   uint32_t idx;
   switch (own.create_session(ca, now_ms_, idx)) {
     case nat::CreateResult::kOk: break;
-    case nat::CreateResult::kTableFull: return drop(m, kDropTableFull), false;
-    default: return drop(m, kDropNoPort), false;
+    case nat::CreateResult::kTableFull: return drop(m, kDropTableFull), Inbound::kDropped;
+    default: return drop(m, kDropNoPort), Inbound::kDropped;
   }
   Session& s = own.session(idx);
   if (s.out_ip != k.dst || s.out_port != k.dport) [[unlikely]] {  // the mapping named this port: cannot happen
     own.remove(idx);
-    return drop(m, kDropNoSession), false;
+    return drop(m, kDropNoSession), Inbound::kDropped;
   }
   counters_.inbound_sessions.add();
   finish_out2in(iface, m, p, id_, idx, s);
-  return true;
+  return Inbound::kDelivered;
 }
 
 // ---------------------------------------------------------------- ICMP errors (RFC 5508)

@@ -129,8 +129,10 @@ class Worker {
   void unmatched_inbound(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& k);
   bool hairpin_source(uint16_t iface, const net::Ipv4Packet& p) const;
   void hairpin(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
-  // True when it opened a session and passed the packet on (false: dropped or handed over).
-  bool open_inbound(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& k);
+  enum class Inbound : uint8_t { kDropped, kDelivered, kHandedOff };
+  Inbound open_inbound(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& k);
+  // Sessions an outside packet may open on one mapping (endpoint-independent filtering).
+  static constexpr uint32_t kInboundPerMapping = 4096;
 
   // Session lookup across tables: `hint` first, then the others. Returns the table or -1.
   // The table holding k (hint first), or -1; `skip` names a table already searched.

@@ -165,6 +165,10 @@ uint32_t SessionTable::timeout_of(const Session& s, const Timeouts& t) {
     case IPPROTO_TCP: {
       const uint8_t f = s.flags.load(std::memory_order_relaxed);
       if ((f & kRst) || ((f & kFinIn) && (f & kFinOut))) return t.tcp_transitory;
+      // Established once both sides have talked: the outside answered (kSeenOut), and
+      // a SYN from outside (a session endpoint-independent filtering opened) was
+      // answered by one from inside.
+      if ((f & kSynOut) && !(f & kSynIn)) return t.tcp_transitory;
       return (f & kSeenOut) ? t.tcp_established : t.tcp_transitory;
     }
     default: return t.udp;
@@ -250,8 +254,7 @@ uint8_t SessionTable::hop_id(uint64_t hop) {
   }
 }
 
-bool SessionTable::mapping_of_port(uint8_t addr_idx, uint16_t port, uint8_t proto, MapKey& key,
-                                   uint64_t& hop) const {
+bool SessionTable::mapping_of_port(uint8_t addr_idx, uint16_t port, uint8_t proto, PortMapping& out) const {
   const int pc = proto_class(proto);
   if (pc < 0 || addr_idx >= outside_.size()) return false;
   const PortAllocator& pa = allocator(addr_idx, pc);
@@ -263,8 +266,9 @@ bool SessionTable::mapping_of_port(uint8_t addr_idx, uint16_t port, uint8_t prot
   const Mapping& m = mappings_[midx];
   if (m.refs == 0 || m.out_addr != addr_idx || m.key.proto != proto || rte_be_to_cpu_16(m.out_port) != port)
     return false;
-  key = m.key;
-  hop = m.hop == kNoHop ? 0 : hops_[m.hop];
+  out.key = m.key;
+  out.hop = m.hop == kNoHop ? 0 : hops_[m.hop];
+  out.sessions = m.refs;
   return true;
 }
 

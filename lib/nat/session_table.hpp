@@ -178,13 +178,16 @@ class SessionTable {
   static uint8_t paired_address(rte_be32_t in_ip, const uint8_t* pool, uint8_t pool_len) {
     return pool[rte_hash_crc_4byte(in_ip, 0x5bd1e995) % pool_len];
   }
-  // Endpoint-independent filtering (owner only): the inside endpoint and pool (`key`)
-  // whose mapping holds port `port` (host order) of outside address `addr_idx` for
-  // `proto`. False when the port is free or shared by several mappings (overlapping):
-  // an unsolicited packet to it has no one endpoint to go to.
-  // `hop`: the previous hop (Session::hop_word) the endpoint's last new flow came
-  // from, or 0 when hops_ had no room for it.
-  bool mapping_of_port(uint8_t addr_idx, uint16_t port, uint8_t proto, MapKey& key, uint64_t& hop) const;
+  // Endpoint-independent filtering (owner only): the mapping that holds port `port`
+  // (host order) of outside address `addr_idx` for `proto`. False when the port is
+  // free or shared by several mappings (overlapping): an unsolicited packet to it has
+  // no one endpoint to go to.
+  struct PortMapping {
+    MapKey key;         // the inside endpoint and its pool
+    uint64_t hop;       // the previous hop (Session::hop_word) its latest new flow came from; 0 = unknown
+    uint32_t sessions;  // its sessions now
+  };
+  bool mapping_of_port(uint8_t addr_idx, uint16_t port, uint8_t proto, PortMapping& out) const;
   // A session that translates nothing (outside address:port = inside address:port, no
   // port taken, no mapping): state for a flow routed untranslated, so that a stateful
   // ACL lets its replies through. Only in_iface/out_iface/out_nh/in_mac of `a` are used.

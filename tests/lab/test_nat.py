@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -359,6 +360,365 @@ print(json.dumps(out))
         self.assertNotIn(None, second, f"round 2 after expiry: {second} (ports not returned to the pool?)")
         self.assertTrue(all(lo <= p <= hi for p in second), f"ports outside {lo}-{hi}: {second}")
         self.assertEqual(set(second), set(first[:size]), "round 2 did not reuse the expired ports")
+
+
+# ------------------------------------------------------------------ filtering and hairpinning (RFC 4787)
+_UDP_AGENT = r"""
+import json, select, socket, struct, sys
+IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)   # Linux; not in every Python's socket module
+socks = {}
+
+def recv(s, timeout):
+    if not select.select([s], [], [], timeout)[0]:
+        return None
+    data, anc, _, peer = s.recvmsg(65535, socket.CMSG_SPACE(4))
+    ttl = None
+    for level, kind, val in anc:
+        if level == socket.IPPROTO_IP and kind == socket.IP_TTL:
+            ttl = struct.unpack("i", val[:4])[0]
+    return {"from": f"{peer[0]}:{peer[1]}", "text": data.decode(errors="replace"), "ttl": ttl}
+
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    cmd = json.loads(line)
+    op, name = cmd["op"], cmd.get("name")
+    try:
+        if op == "bind":
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+            s.bind((cmd["addr"], cmd["port"]))
+            socks[name] = s
+            out = {"port": s.getsockname()[1]}
+        elif op == "send":
+            socks[name].sendto(cmd["text"].encode(), (cmd["addr"], cmd["port"]))
+            out = {}
+        elif op == "recv":
+            out = {"got": recv(socks[name], cmd["timeout"])}
+        else:
+            break
+    except OSError as e:
+        out = {"error": f"{type(e).__name__}: {e}"}
+    print(json.dumps(out), flush=True)
+"""
+
+
+class UdpAgent:
+    """Named UDP sockets in a namespace, driven one step at a time from the test (real Linux sockets: a
+    datagram with a wrong checksum or address is never delivered to them):
+
+        a = UdpAgent(CLIENT_NS); a.bind("s1", 40101); a.send("s1", addr, port, "text")
+        a.recv("s1", 1.5) -> {"from": "ip:port", "text": ..., "ttl": IP TTL on arrival} or None
+    """
+
+    def __init__(self, ns: str):
+        self.ns = ns
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "/usr/bin/python3", "-u", "-c", _UDP_AGENT],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self._reply(15)
+
+    def _reply(self, timeout: float) -> dict:
+        import select
+        if not select.select([self.proc.stdout], [], [], timeout)[0]:
+            raise RuntimeError(f"udp agent in {self.ns}: no answer within {timeout} s")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"udp agent in {self.ns} exited ({self.proc.poll()}): {self.proc.stderr.read()}")
+        out = json.loads(line)
+        if "error" in out:
+            raise RuntimeError(f"udp agent in {self.ns}: {out['error']}")
+        return out
+
+    def _call(self, cmd: dict, wait: float = 10) -> dict:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self._reply(wait)
+
+    def bind(self, name: str, port: int, addr: str = "0.0.0.0") -> int:
+        return self._call({"op": "bind", "name": name, "addr": addr, "port": port})["port"]
+
+    def send(self, name: str, addr: str, port: int, text: str) -> None:
+        self._call({"op": "send", "name": name, "addr": addr, "port": port, "text": text})
+
+    def recv(self, name: str, timeout: float = 1.5) -> dict | None:
+        return self._call({"op": "recv", "name": name, "timeout": timeout}, wait=timeout + 10)["got"]
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            if self.proc.poll() is None:
+                self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
+        self.proc = None
+
+
+class _PeerHelpers:
+    """For the filtering and hairpinning classes (mixed into an L.LabTestCase in nat mode)."""
+
+    UNMAPPED_PORT = 40999   # an outside port no test here ever maps (no client socket uses it)
+
+    @classmethod
+    def nat_config(cls, name: str, **nat) -> str:
+        def edit(cfg):
+            cfg.setdefault("nat", {}).update(nat)
+        return str(L.derive_config("config/lab.toml", Path(cls.lab.logdir) / f"lab-{name}.toml", edit))
+
+    @classmethod
+    def start_peers(cls) -> None:
+        start_servers(cls, inet_tcp=(), inet_udp=ECHO_PORTS, s3_udp=())
+        warm_up([INET_ADDR])
+
+    def agent(self, ns: str) -> UdpAgent:
+        a = UdpAgent(ns)
+        self.addCleanup(a.close)
+        return a
+
+    def mapped(self, agent: UdpAgent, name: str) -> tuple[str, int]:
+        """The outside address:port of socket `name`, as the internet echo server saw it."""
+        agent.send(name, INET_ADDR, ECHO_PORTS[0], f"learn-{name}")
+        got = agent.recv(name, 2)
+        self.assertIsNotNone(got, f"no echo for socket {name}: outbound NAT itself is broken")
+        srv, ip, port, payload = echo_source(got["text"])
+        self.assertEqual((srv, ip, payload), ("inet", NATGW_INTERNET, f"learn-{name}"), got)
+        return ip, port
+
+    def counters(self) -> dict[str, float] | None:
+        """natgw's no_session drops, inbound sessions and hairpinned packets (None in kernel mode)."""
+        if L.dataplane() != "dpdk":
+            return None
+        m = L.metrics(strict=False)
+        return {"no_session": m.value("natgw_drops_total", reason="no_session"),
+                "inbound": m.value("natgw_inbound_sessions_total"),
+                "hairpinned": m.value("natgw_hairpinned_total")}
+
+    @staticmethod
+    def delta(before: dict | None, after: dict | None) -> dict | None:
+        if before is None or after is None:
+            return None
+        return {k: after[k] - before[k] for k in after}
+
+    def two_sockets(self, p1: int, p2: int) -> tuple[UdpAgent, str, int, int]:
+        """Client sockets s1 (port p1) and s2 (port p2) with their mappings learnt: (agent, X, m1, m2)."""
+        cli = self.agent(CLIENT_NS)
+        cli.bind("s1", p1)
+        cli.bind("s2", p2)
+        x1, m1 = self.mapped(cli, "s1")
+        x2, m2 = self.mapped(cli, "s2")
+        self.assertEqual(x1, x2, "paired pooling: one client, one outside address")
+        self.assertNotEqual(m1, m2, "two live mappings share an outside port")
+        L.log(f"s1 {CLIENT_ADDR}:{p1} -> {x1}:{m1}, s2 {CLIENT_ADDR}:{p2} -> {x2}:{m2}")
+        return cli, x1, m1, m2
+
+    def assert_from(self, got: dict | None, src: str, text: str, what: str) -> None:
+        self.assertIsNotNone(got, f"{what}: nothing arrived")
+        self.assertEqual((got["from"], got["text"]), (src, text), f"{what}: wrong source or payload: {got}")
+
+    def assert_not_hairpinned(self, p1: int, p2: int) -> None:
+        """The hole-punch sequence of Hairpinning.test_hole_punch: nothing may arrive without hairpinning."""
+        from scapy.layers.inet import IP, UDP
+        cli, x, m1, m2 = self.two_sockets(p1, p2)
+        c0 = self.counters()
+        # On the wire too: a datagram sent back with the inside source untranslated would never reach a
+        # socket here (Linux drops a packet whose source is one of its own addresses as a martian), but
+        # it would reach another inside host.
+        with self.lab.tcpdump(*L.CLIENT_IF, f"udp and dst host {CLIENT_ADDR} and (dst port {p1} or "
+                              f"dst port {p2})") as cap:
+            for sender, port, receiver in (("s2", m1, "s1"), ("s1", m2, "s2"), ("s2", m1, "s1")):
+                cli.send(sender, x, port, f"{sender}-to-{x}:{port}")
+                got = cli.recv(receiver, 1.5)
+                self.assertIsNone(got, f"{receiver} received {sender}'s datagram to {x}:{port} with "
+                                       f"hairpinning off: {got}")
+        came_back = [f"{p[IP].src}:{p[UDP].sport} > {p[IP].dst}:{p[UDP].dport} {bytes(p[UDP].payload)!r}"
+                     for p in cap.packets if UDP in p]
+        self.assertEqual(came_back, [], "natgw sent inside datagrams to its outside address back inside "
+                                        "with hairpinning off")
+        d = self.delta(c0, self.counters())
+        if d is not None:
+            self.assertEqual(d["no_session"], 3, f"the 3 datagrams were not dropped as no_session: {d}")
+            self.assertEqual(d["hairpinned"], 0, d)
+            self.assertEqual(d["inbound"], 0, d)
+
+
+class DefaultFiltering(_PeerHelpers, L.LabTestCase):
+    """config/lab.toml's defaults: address-and-port-dependent filtering, no hairpinning (the negative
+    controls of EndpointIndependentFiltering and Hairpinning; they also hold with the kernel stand-in)."""
+
+    MODE = "nat"
+    CONFIG = "config/lab.toml"
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.start_peers()
+
+    def test_unsolicited_datagram_dropped(self):
+        cli, inet = self.agent(CLIENT_NS), self.agent(INET_NS)
+        cli.bind("c", 40201)
+        x, m = self.mapped(cli, "c")
+        inet.bind("r", 6201, INET_ADDR)
+        c0 = self.counters()
+        inet.send("r", x, m, "unsolicited")
+        got = cli.recv("c", 1.5)
+        self.assertIsNone(got, f"an unsolicited datagram from {INET_ADDR}:6201 passed the mapping {x}:{m} "
+                               f"with address-and-port-dependent filtering: {got}")
+        d = self.delta(c0, self.counters())
+        if d is not None:
+            self.assertEqual(d["no_session"], 1, f"drops{{reason=no_session}} did not count it: {d}")
+            self.assertEqual(d["inbound"], 0, d)
+        # The mapping itself still works for the server the client talks to.
+        self.assertEqual(self.mapped(cli, "c"), (x, m), "the mapping changed")
+
+    def test_no_hairpinning(self):
+        self.assert_not_hairpinned(40211, 40212)
+
+
+class EndpointIndependentFiltering(_PeerHelpers, L.LabTestCase):
+    """[nat] filtering = "endpoint-independent" (RFC 4787 REQ-8): any remote endpoint reaches a mapping."""
+
+    MODE = "nat"
+
+    @classmethod
+    def natgw_config(cls):
+        return cls.nat_config("eif", filtering="endpoint-independent")
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        L.require_natgw("nat.filtering = endpoint-independent: Linux masquerade filters by address and port")
+        super().setUpClass()
+        cls.start_peers()
+
+    def test_unsolicited_datagram_reaches_mapped_endpoint(self):
+        cli, inet = self.agent(CLIENT_NS), self.agent(INET_NS)
+        cli.bind("c", 40101)
+        x, m = self.mapped(cli, "c")
+        # Two remote endpoints the client never sent to: another port of the server, another address.
+        senders = [("r1", INET_ADDR, 6101), ("r2", L.INET_LINK_ADDR, 6102)]
+        for name, addr, port in senders:
+            inet.bind(name, port, addr)
+        c0 = self.counters()
+        for name, addr, port in senders:
+            with self.subTest(sender=f"{addr}:{port}"):
+                inet.send(name, x, m, f"unsolicited-{name}")
+                self.assert_from(cli.recv("c", 2), f"{addr}:{port}", f"unsolicited-{name}",
+                                 f"unsolicited datagram from {addr}:{port} to the mapping {x}:{m}")
+                # The reply leaves by the same mapping (endpoint-independent mapping).
+                cli.send("c", addr, port, f"reply-{name}")
+                self.assert_from(inet.recv(name, 2), f"{x}:{m}", f"reply-{name}",
+                                 f"the client's reply to {addr}:{port}")
+                # The session now exists: more datagrams pass without opening another.
+                inet.send(name, x, m, f"again-{name}")
+                self.assert_from(cli.recv("c", 2), f"{addr}:{port}", f"again-{name}", "a second datagram")
+        d = self.delta(c0, self.counters())
+        self.assertEqual(d["inbound"], len(senders), f"natgw_inbound_sessions_total: {d}")
+        self.assertEqual(d["no_session"], 0, d)
+        self.assertEqual(d["hairpinned"], 0, d)
+        # The mapping is unchanged for the server the client talks to.
+        self.assertEqual(self.mapped(cli, "c"), (x, m), "the mapping changed")
+
+    def test_unmapped_port_still_dropped(self):
+        inet = self.agent(INET_NS)
+        inet.bind("r", 6111, INET_ADDR)
+        c0 = self.counters()
+        inet.send("r", NATGW_INTERNET, self.UNMAPPED_PORT, "nobody-home")
+        L.wait_for_metric(lambda m: m.get("natgw_drops_total", 0, reason="no_session") > c0["no_session"],
+                          timeout=3)
+        d = self.delta(c0, self.counters())
+        self.assertEqual(d["no_session"], 1, f"a datagram to an unmapped port was not dropped: {d}")
+        self.assertEqual(d["inbound"], 0, f"a datagram to an unmapped port opened a session: {d}")
+
+    def test_no_hairpinning_without_the_option(self):
+        # Endpoint-independent filtering must not let an inside host in through another's mapping (with its
+        # inside address as the source) when hairpinning is off: those packets are dropped.
+        self.assert_not_hairpinned(40111, 40112)
+
+
+class Hairpinning(_PeerHelpers, L.LabTestCase):
+    """[nat] hairpinning = true with the default (address-and-port-dependent) filtering: two inside sockets
+    reach each other through their outside addresses once both have punched a hole (RFC 4787 REQ-9)."""
+
+    MODE = "nat"
+
+    @classmethod
+    def natgw_config(cls):
+        return cls.nat_config("hairpin", hairpinning=True)
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        L.require_natgw("nat.hairpinning")
+        super().setUpClass()
+        cls.start_peers()
+
+    def test_hole_punch(self):
+        cli, x, m1, m2 = self.two_sockets(40301, 40302)
+        c0 = self.counters()
+        # s1 has no session toward x:m2 yet: filtering drops s2's first datagram.
+        cli.send("s2", x, m1, "punch-from-s2")
+        got = cli.recv("s1", 1.5)
+        self.assertIsNone(got, f"s1 received s2's datagram before s1 sent to {x}:{m2}: {got}")
+        d = self.delta(c0, self.counters())
+        self.assertEqual(d["no_session"], 1, f"s2's first datagram was not dropped as no_session: {d}")
+        # s1 -> x:m2: s2 has a session toward x:m1 now; s2 sees s1's OUTSIDE address:port (REQ-9 b).
+        cli.send("s1", x, m2, "hello-s2")
+        got = cli.recv("s2", 2)
+        self.assert_from(got, f"{x}:{m1}", "hello-s2", f"s1's datagram to {x}:{m2}")
+        # One pass through natgw, one TTL decrement: 64 at the client, -1 by the TGW each way, -1 by natgw.
+        self.assertEqual(got["ttl"], 61, f"hairpinned TTL {got['ttl']}: natgw did not decrement it once")
+        # And back: s2 -> x:m1 reaches s1 from s2's outside address:port.
+        cli.send("s2", x, m1, "hello-s1")
+        self.assert_from(cli.recv("s1", 2), f"{x}:{m2}", "hello-s1", f"s2's datagram to {x}:{m1}")
+        cli.send("s1", x, m2, "again-s2")
+        self.assert_from(cli.recv("s2", 2), f"{x}:{m1}", "again-s2", f"s1's second datagram to {x}:{m2}")
+        d = self.delta(c0, self.counters())
+        self.assertEqual(d["hairpinned"], 3, f"natgw_hairpinned_total: {d}")
+        self.assertEqual(d["no_session"], 1, d)
+        self.assertEqual(d["inbound"], 0, d)
+        # The mappings did not change, and both sockets still reach the internet by them.
+        self.assertEqual(self.mapped(cli, "s1"), (x, m1))
+        self.assertEqual(self.mapped(cli, "s2"), (x, m2))
+
+
+class HairpinningEndpointIndependent(_PeerHelpers, L.LabTestCase):
+    """hairpinning = true with filtering = "endpoint-independent": the very first datagram gets through."""
+
+    MODE = "nat"
+
+    @classmethod
+    def natgw_config(cls):
+        return cls.nat_config("hairpin-eif", hairpinning=True, filtering="endpoint-independent")
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        L.require_natgw("nat.hairpinning with endpoint-independent filtering")
+        super().setUpClass()
+        cls.start_peers()
+
+    def test_first_datagram_delivered(self):
+        cli, x, m1, m2 = self.two_sockets(40401, 40402)
+        c0 = self.counters()
+        cli.send("s2", x, m1, "first-from-s2")
+        got = cli.recv("s1", 2)
+        self.assert_from(got, f"{x}:{m2}", "first-from-s2", f"s2's first datagram to {x}:{m1}")
+        self.assertEqual(got["ttl"], 61, f"hairpinned TTL {got['ttl']}: natgw did not decrement it once")
+        d = self.delta(c0, self.counters())
+        self.assertEqual(d["inbound"], 1, f"the hairpinned datagram should have opened s1's session: {d}")
+        cli.send("s1", x, m2, "reply-from-s1")
+        self.assert_from(cli.recv("s2", 2), f"{x}:{m1}", "reply-from-s1", f"s1's reply to {x}:{m2}")
+        d = self.delta(c0, self.counters())
+        self.assertEqual(d["hairpinned"], 2, f"natgw_hairpinned_total: {d}")
+        self.assertEqual(d["inbound"], 1, d)
+        self.assertEqual(d["no_session"], 0, d)
+        self.assertEqual(self.mapped(cli, "s1"), (x, m1))
+        self.assertEqual(self.mapped(cli, "s2"), (x, m2))
 
 
 def _csum(data: bytes) -> int:

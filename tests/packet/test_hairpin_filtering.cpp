@@ -111,6 +111,17 @@ TEST_F(Eif, NothingOpensWhereNoMappingIs) {
   EXPECT_EQ(total(p, &dp::WorkerCounters::inbound_sessions), 0u);
 }
 
+// Without hairpinning, an inside host's packet to a mapped port is not an outside
+// endpoint's: it opens nothing (it would reach the peer with its inside source).
+TEST_F(Eif, AnInsideHostIsNotARemoteEndpoint) {
+  const Parsed ma = open(IPPROTO_UDP, kA, 40000);
+  p.rx(kInside, build_frame(to_outside_address(IPPROTO_UDP, kB, 40001, ma.sport)));
+  for (uint16_t i : {kInside, kEndpoint, kInternet}) EXPECT_TRUE(ipv4_only(p.out(i)).empty());
+  EXPECT_EQ(drops(p, dp::kDropNoSession), 1u);
+  EXPECT_EQ(total(p, &dp::WorkerCounters::inbound_sessions), 0u);
+  EXPECT_EQ(active_sessions(p), 1u);
+}
+
 TEST_F(Eif, EachEndpointIsReachedThroughItsOwnPreviousHop) {
   const Parsed a = open(IPPROTO_UDP, kA, 40000, "203.0.113.10", 53, 0x71);
   const Parsed b = open(IPPROTO_UDP, kB, 40000, "203.0.113.10", 53, 0x72);
@@ -332,8 +343,102 @@ TEST_F(HairpinEifTwoWorkers, InboundAndHairpinnedPacketsReachTheMappingsWorker) 
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0], hairpinned(b_to_a, mb.sport, a.c_str(), 40000));
   EXPECT_EQ(total(p, &dp::WorkerCounters::inbound_sessions), 3u);
+  EXPECT_EQ(total(p, &dp::WorkerCounters::hairpinned), 2u);
   EXPECT_EQ(all_drops(p), 0u);
-  EXPECT_GE(total(p, &dp::WorkerCounters::handed_off), 2u);
+  // Once each: the unsolicited packet on worker 0, A's hairpin (A's half on worker 0),
+  // its second half to B's worker, and B's hairpin (B's half on worker 1).
+  EXPECT_EQ(total(p, &dp::WorkerCounters::handed_off), 4u);
+}
+
+// A first fragment to an outside port is not let in: its fragment owner and the
+// port's owner could hand it to each other for ever.
+TEST_F(HairpinEifTwoWorkers, FirstFragmentsOpenNothingAndDoNotBounceBetweenWorkers) {
+  const std::string b = host_owned_by(1);
+  const Parsed mb = open(IPPROTO_UDP, b.c_str(), 40001, "203.0.113.10", 53, kTgwMac, 1);
+  unsigned sent = 0;
+  for (uint16_t port : {mb.sport, static_cast<uint16_t>(mb.sport + 1), static_cast<uint16_t>(1), static_cast<uint16_t>(65535)})
+    for (uint16_t w : {0, 1})
+      for (int src = 1; src < 5; ++src) {
+        auto u = unsolicited(IPPROTO_UDP, ("198.18.7." + std::to_string(src)).c_str(), 7777, port);
+        u.frag = 0x2000;  // MF
+        p.rx(kInternet, build_frame(u), w);
+        ++sent;
+      }
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  EXPECT_EQ(drops(p, dp::kDropNoSession) + drops(p, dp::kDropFragment), sent) << "each dropped once, none left in a ring";
+  EXPECT_EQ(total(p, &dp::WorkerCounters::inbound_sessions), 0u);
+}
+
+// TCP: only a SYN opens a session, which stays transitory until the inside answers
+// with its own SYN: an unanswered (spoofed) SYN holds it 240 s, not 7440.
+TEST_F(Eif, OnlyASynOpensAndItStaysTransitoryUntilAnswered) {
+  const Parsed o = open(IPPROTO_TCP, kA, 40000, "203.0.113.10", 443);
+  for (uint8_t flags : {RTE_TCP_ACK_FLAG, RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG, RTE_TCP_RST_FLAG, RTE_TCP_FIN_FLAG}) {
+    auto u = unsolicited(IPPROTO_TCP, "198.18.7.7", 7777, o.sport);
+    u.tcp_flags = flags;
+    p.rx(kInternet, build_frame(u));
+  }
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  EXPECT_EQ(drops(p, dp::kDropNoSession), 4u);
+  // Two SYNs from two remotes; the inside answers one.
+  p.rx(kInternet, {build_frame(unsolicited(IPPROTO_TCP, "198.18.7.7", 7777, o.sport)),
+                   build_frame(unsolicited(IPPROTO_TCP, "198.18.8.8", 8888, o.sport))});
+  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 2u);
+  auto synack = client(IPPROTO_TCP, "198.18.8.8", 40000, 8888, kA);
+  synack.tcp_flags = RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG;
+  p.rx(kInside, build_frame(synack));
+  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 1u);
+  ASSERT_EQ(active_sessions(p), 3u);
+  p.advance(241'000);
+  p.expire_all();
+  EXPECT_EQ(active_sessions(p), 1u) << "the answered one is established; the unanswered one and the"
+                                       " outbound SYN that got no answer are gone";
+}
+
+// A packet from outside with one of our own addresses as its source is the second half
+// of a hairpin only if that hairpin's first half exists: else an outside host could
+// bounce an inside endpoint's replies onto another inside endpoint.
+TEST_F(Eif, OurOwnAddressAsASourceFromOutsideIsNotTrusted) {
+  const Parsed mb = open(IPPROTO_UDP, kB, 40001);
+  const Parsed mc = open(IPPROTO_UDP, "192.168.10.4", 40002);
+  p.rx(kInternet, build_frame(unsolicited(IPPROTO_UDP, kX, mc.sport, mb.sport)));
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  EXPECT_EQ(drops(p, dp::kDropNoSession), 1u);
+  EXPECT_EQ(active_sessions(p), 2u);
+}
+
+TEST_F(Eif, TtlOneIsAnsweredAndOpensNothing) {
+  const Parsed o = open(IPPROTO_UDP, kA, 40000);
+  auto u = unsolicited(IPPROTO_UDP, "198.18.7.7", 7777, o.sport);
+  u.ttl = 1;
+  p.rx(kInternet, build_frame(u));
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  const auto icmp = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(icmp.size(), 1u);
+  EXPECT_EQ(parse_frame(icmp[0]).icmp_type, 11);
+  EXPECT_EQ(drops(p, dp::kDropTtl), 1u);
+  EXPECT_EQ(active_sessions(p), 1u);
+}
+
+// At most 4096 sessions of a mapping are opened from outside (a flood of spoofed
+// sources cannot fill the table through one mapped port).
+TEST_F(Eif, AMappingOpensABoundedNumberOfInboundSessions) {
+  const Parsed o = open(IPPROTO_UDP, kA, 40000);
+  std::vector<std::vector<uint8_t>> burst;
+  for (uint32_t i = 0; i < 4200; ++i) {
+    const std::string src = "198.18." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1);
+    burst.push_back(build_frame(unsolicited(IPPROTO_UDP, src.c_str(), 7777, o.sport)));
+    if (burst.size() == 32) {
+      p.rx(kInternet, burst);
+      burst.clear();
+      p.out(kInside);
+    }
+  }
+  p.rx(kInternet, burst);
+  p.out(kInside);
+  EXPECT_EQ(active_sessions(p), 4096u);
+  EXPECT_EQ(total(p, &dp::WorkerCounters::inbound_sessions), 4095u);
+  EXPECT_EQ(drops(p, dp::kDropNoSession), 4200u - 4095u);
 }
 
 }  // namespace
