@@ -472,11 +472,16 @@ void Worker::touch(Session& s, const Ipv4Packet& p, bool from_inside, uint16_t i
     const uint8_t tf = reinterpret_cast<const rte_tcp_hdr*>(p.l4)->tcp_flags;
     if (tf & RTE_TCP_SYN_FLAG) {
       add |= from_inside ? nat::kSynIn : nat::kSynOut;
-      // A client's SYN (no ACK) on a closed connection's 5-tuple opens a new one: it
-      // starts over instead of inheriting the closed one's transitory timeout.
-      if (from_inside && !(tf & RTE_TCP_ACK_FLAG) && (cur & (nat::kRst | nat::kFinIn | nat::kFinOut))) [[unlikely]] {
-        s.flags.store(nat::kSynIn, std::memory_order_relaxed);
-        return;
+      if (!(tf & RTE_TCP_ACK_FLAG)) [[unlikely]] {
+        // A client's SYN (no ACK) on a closed connection's 5-tuple opens a new one: it
+        // starts over instead of inheriting the closed one's transitory timeout.
+        if (cur & (nat::kRst | nat::kFinIn | nat::kFinOut)) {
+          s.flags.store(from_inside ? nat::kSynIn : nat::kSynOut, std::memory_order_relaxed);
+          return;
+        }
+        // A bare SYN from outside answers nothing (a connection endpoint-independent
+        // filtering let in, or simultaneous open): established needs more from there.
+        add &= static_cast<uint8_t>(~nat::kSeenOut);
       }
     }
     if (tf & RTE_TCP_FIN_FLAG) add |= from_inside ? nat::kFinIn : nat::kFinOut;
@@ -774,7 +779,7 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
     return finish_out2in(iface, m, p, static_cast<uint16_t>(table), idx);
   }
   if (t.endpoint_independent_filtering) {
-    if (open_inbound(iface, m, p, ok) != Inbound::kDropped) counters_.hairpinned.add();
+    open_inbound(iface, m, p, ok);  // counts it hairpinned if it passes, on whichever worker
     return;
   }
   drop(m, kDropNoSession);
@@ -786,9 +791,9 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
 // had sent to the remote first (same outside address:port: the mapping is reused).
 // The ACL judges it as that outbound flow. A port shared by several mappings (port
 // overlapping) has no one endpoint: nothing opens there. A TCP session opened so
-// stays transitory until the inside answers (SessionTable::timeout_of), and a mapping
-// takes at most kInboundPerMapping sessions this way: a flood of spoofed sources
-// cannot pin the session table for long.
+// stays transitory until the handshake completes (touch: a bare SYN from outside is
+// not an answer), and sessions opened from outside may take at most 1/kInboundShare
+// of a worker's table: a flood of (spoofed) sources cannot crowd out inside flows.
 [[gnu::noinline]] Worker::Inbound Worker::open_inbound(uint16_t iface, rte_mbuf* m, Ipv4Packet& p,
                                                        const FlowKey& k) {
   const RuntimeTables& t = *tables_;
@@ -821,13 +826,19 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
     if (owner != id_) return hand_off(owner, iface, m), Inbound::kHandedOff;
   }
   nat::SessionTable::PortMapping pm;
-  if (!own.mapping_of_port(static_cast<uint8_t>(a), port, k.proto, pm) || pm.sessions >= kInboundPerMapping)
-    return drop(m, kDropNoSession), Inbound::kDropped;
+  if (!own.mapping_of_port(static_cast<uint8_t>(a), port, k.proto, pm)) return drop(m, kDropNoSession), Inbound::kDropped;
+  if (own.inbound_active() >= own.capacity() / kInboundShare) return drop(m, kDropTableFull), Inbound::kDropped;
   if (!t.acl->empty() && !t.acl->allow(rte_be_to_cpu_32(pm.key.in_ip), rte_be_to_cpu_32(k.src), k.proto,
                                        rte_be_to_cpu_16(pm.key.in_port), rte_be_to_cpu_16(k.sport)))
     return drop(m, kDropAcl), Inbound::kDropped;
   route::NextHop back;  // toward the remote, as the endpoint's own flow to it would leave
   if (!t.routes->lookup(k.src, back)) return drop(m, kDropNoRoute), Inbound::kDropped;
+  // A source a [[snat]] rule translates is an inside host's: from outside, only a
+  // neighbour on the arrival link may use it (a host of the outside subnet inside a
+  // `from` prefix); else it is spoofed, and the endpoint's reply would go to that
+  // inside host translated (a reflection).
+  if (!ctx_.is_local(k.src) && t.snat_rule_from(k.src) && (back.iface != iface || back.gateway != 0))
+    return drop(m, kDropNoSession), Inbound::kDropped;
   // Toward the inside endpoint: the hop its traffic came from; else (the hop table was
   // full) its route, if resolved, unless it leads where the remote is (no route
   // inside, as with a TGW whose clients are reached through the hop they came from).
@@ -866,6 +877,7 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
   ca.in_mac = &in_mac;
   ca.port_preservation = t.port_preservation;
   ca.port_overlapping = t.port_overlapping;
+  ca.inbound = true;
   uint32_t idx;
   switch (own.create_session(ca, now_ms_, idx)) {
     case nat::CreateResult::kOk: break;
@@ -878,6 +890,7 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
     return drop(m, kDropNoSession), Inbound::kDropped;
   }
   counters_.inbound_sessions.add();
+  if (ctx_.is_local(k.src)) counters_.hairpinned.add();  // a hairpin's second half, here or handed over
   finish_out2in(iface, m, p, id_, idx, s);
   return Inbound::kDelivered;
 }

@@ -131,8 +131,9 @@ class Worker {
   void hairpin(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
   enum class Inbound : uint8_t { kDropped, kDelivered, kHandedOff };
   Inbound open_inbound(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& k);
-  // Sessions an outside packet may open on one mapping (endpoint-independent filtering).
-  static constexpr uint32_t kInboundPerMapping = 4096;
+  // Sessions outside packets may open (endpoint-independent filtering): at most this
+  // fraction of a worker's table, so that they cannot crowd out inside flows.
+  static constexpr uint32_t kInboundShare = 4;
 
   // Session lookup across tables: `hint` first, then the others. Returns the table or -1.
   // The table holding k (hint first), or -1; `skip` names a table already searched.

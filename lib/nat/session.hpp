@@ -54,6 +54,7 @@ struct alignas(64) Session {
   // Owner only.
   SessionState state;
   uint8_t owner;
+  bool inbound;  // opened by an outside packet (endpoint-independent filtering)
   uint32_t next_closing;  // link in the owner's list of sessions waiting for a grace period
   // The previous hop the inside traffic comes from: its MAC in the low 6 bytes (in
   // memory order, so one 8-byte store writes it into a frame) and in_iface above them.

@@ -165,10 +165,6 @@ uint32_t SessionTable::timeout_of(const Session& s, const Timeouts& t) {
     case IPPROTO_TCP: {
       const uint8_t f = s.flags.load(std::memory_order_relaxed);
       if ((f & kRst) || ((f & kFinIn) && (f & kFinOut))) return t.tcp_transitory;
-      // Established once both sides have talked: the outside answered (kSeenOut), and
-      // a SYN from outside (a session endpoint-independent filtering opened) was
-      // answered by one from inside.
-      if ((f & kSynOut) && !(f & kSynIn)) return t.tcp_transitory;
       return (f & kSeenOut) ? t.tcp_established : t.tcp_transitory;
     }
     default: return t.udp;
@@ -268,7 +264,6 @@ bool SessionTable::mapping_of_port(uint8_t addr_idx, uint16_t port, uint8_t prot
     return false;
   out.key = m.key;
   out.hop = m.hop == kNoHop ? 0 : hops_[m.hop];
-  out.sessions = m.refs;
   return true;
 }
 
@@ -388,6 +383,7 @@ CreateResult SessionTable::install(const CreateArgs& a, const FlowKey& out, rte_
   s.flags.store(0, std::memory_order_relaxed);
   s.state = SessionState::kActive;
   s.owner = static_cast<uint8_t>(worker_);
+  s.inbound = a.inbound;
 
   s.next_closing = kNil;
 
@@ -404,6 +400,7 @@ CreateResult SessionTable::install(const CreateArgs& a, const FlowKey& out, rte_
     return CreateResult::kTableFull;
   }
   ++active_;
+  inbound_ += a.inbound;
   ++inserts_;
   stats_.active[pc].add();
   stats_.created[pc].add();
@@ -417,6 +414,7 @@ void SessionTable::remove(uint32_t idx) {
   flows_.erase(hash_of(key_of(idx | kOutsideBit)), idx | kOutsideBit);
   s.state = SessionState::kClosing;
   --active_;
+  inbound_ -= s.inbound;
   const int pc = proto_class(s.proto);
   stats_.active[pc].sub();
   stats_.expired[pc].add();

@@ -128,6 +128,7 @@ class SessionTable {
     // when the flow's address is probe_addr.
     uint32_t first_probe = 0;
     uint8_t probe_addr = 0;
+    bool inbound = false;  // opened by an outside packet (counted in inbound_active())
   };
   CreateResult create_session(const CreateArgs& a, uint32_t now_ms, uint32_t& idx);
   // Start loading what creating a session for inside flow `in` reads first, when it
@@ -184,8 +185,7 @@ class SessionTable {
   // no one endpoint to go to.
   struct PortMapping {
     MapKey key;         // the inside endpoint and its pool
-    uint64_t hop;       // the previous hop (Session::hop_word) its latest new flow came from; 0 = unknown
-    uint32_t sessions;  // its sessions now
+    uint64_t hop;  // the previous hop (Session::hop_word) its latest new flow came from; 0 = unknown
   };
   bool mapping_of_port(uint8_t addr_idx, uint16_t port, uint8_t proto, PortMapping& out) const;
   // A session that translates nothing (outside address:port = inside address:port, no
@@ -206,6 +206,8 @@ class SessionTable {
   uint32_t closing() const { return closing_; }
 
   uint32_t active() const { return active_; }
+  // Live sessions that an outside packet opened (CreateArgs::inbound).
+  uint32_t inbound_active() const { return inbound_; }
   // Sessions published so far (wraps): a caller that looked keys up earlier can
   // tell whether its misses may have become hits since.
   uint32_t inserts() const { return inserts_; }
@@ -317,6 +319,7 @@ class SessionTable {
   uint32_t max_ = 0;
   uint32_t cursor_ = 0;
   uint32_t active_ = 0;
+  uint32_t inbound_ = 0;
   uint32_t inserts_ = 0;
   uint32_t rng_ = 0x9e3779b9;
   // Destinations a full scan found no port to share for (outside address, remote

@@ -369,9 +369,9 @@ TEST_F(HairpinEifTwoWorkers, FirstFragmentsOpenNothingAndDoNotBounceBetweenWorke
   EXPECT_EQ(total(p, &dp::WorkerCounters::inbound_sessions), 0u);
 }
 
-// TCP: only a SYN opens a session, which stays transitory until the inside answers
-// with its own SYN: an unanswered (spoofed) SYN holds it 240 s, not 7440.
-TEST_F(Eif, OnlyASynOpensAndItStaysTransitoryUntilAnswered) {
+// TCP: only a SYN opens a session, and it stays transitory until the handshake
+// completes: a (spoofed) SYN holds it 240 s, not 7440, also when the inside answers.
+TEST_F(Eif, OnlyASynOpensAndItStaysTransitoryUntilTheHandshakeCompletes) {
   const Parsed o = open(IPPROTO_TCP, kA, 40000, "203.0.113.10", 443);
   for (uint8_t flags : {RTE_TCP_ACK_FLAG, RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG, RTE_TCP_RST_FLAG, RTE_TCP_FIN_FLAG}) {
     auto u = unsolicited(IPPROTO_TCP, "198.18.7.7", 7777, o.sport);
@@ -380,19 +380,66 @@ TEST_F(Eif, OnlyASynOpensAndItStaysTransitoryUntilAnswered) {
   }
   EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
   EXPECT_EQ(drops(p, dp::kDropNoSession), 4u);
-  // Two SYNs from two remotes; the inside answers one.
-  p.rx(kInternet, {build_frame(unsolicited(IPPROTO_TCP, "198.18.7.7", 7777, o.sport)),
-                   build_frame(unsolicited(IPPROTO_TCP, "198.18.8.8", 8888, o.sport))});
-  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 2u);
-  auto synack = client(IPPROTO_TCP, "198.18.8.8", 40000, 8888, kA);
-  synack.tcp_flags = RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG;
-  p.rx(kInside, build_frame(synack));
-  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 1u);
-  ASSERT_EQ(active_sessions(p), 3u);
+  // Three remotes' SYNs: the first unanswered, the second answered but never
+  // acknowledged (a spoofed source), the third a whole handshake.
+  const char* remotes[] = {"198.18.1.1", "198.18.2.2", "198.18.3.3"};
+  for (const char* r : remotes) p.rx(kInternet, build_frame(unsolicited(IPPROTO_TCP, r, 7777, o.sport)));
+  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 3u);
+  for (const char* r : {remotes[1], remotes[2]}) {
+    auto synack = client(IPPROTO_TCP, r, 40000, 7777, kA);
+    synack.tcp_flags = RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG;
+    p.rx(kInside, build_frame(synack));
+  }
+  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 2u);
+  auto ack = unsolicited(IPPROTO_TCP, remotes[2], 7777, o.sport);
+  ack.tcp_flags = RTE_TCP_ACK_FLAG;
+  p.rx(kInternet, build_frame(ack));
+  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 1u);
+  ASSERT_EQ(active_sessions(p), 4u);
   p.advance(241'000);
   p.expire_all();
-  EXPECT_EQ(active_sessions(p), 1u) << "the answered one is established; the unanswered one and the"
-                                       " outbound SYN that got no answer are gone";
+  EXPECT_EQ(active_sessions(p), 1u) << "only the completed handshake is established (the outbound SYN got no answer)";
+  // That remote reconnects after both sides closed: a new connection, not the closed
+  // one's transitory timeout, once its handshake completes.
+  for (bool inside : {true, false}) {
+    if (inside) {
+      auto fin = client(IPPROTO_TCP, remotes[2], 40000, 7777, kA);
+      fin.tcp_flags = RTE_TCP_FIN_FLAG | RTE_TCP_ACK_FLAG;
+      p.rx(kInside, build_frame(fin));
+    } else {
+      auto fin = unsolicited(IPPROTO_TCP, remotes[2], 7777, o.sport);
+      fin.tcp_flags = RTE_TCP_FIN_FLAG | RTE_TCP_ACK_FLAG;
+      p.rx(kInternet, build_frame(fin));
+    }
+  }
+  p.rx(kInternet, build_frame(unsolicited(IPPROTO_TCP, remotes[2], 7777, o.sport)));
+  auto synack = client(IPPROTO_TCP, remotes[2], 40000, 7777, kA);
+  synack.tcp_flags = RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG;
+  p.rx(kInside, build_frame(synack));
+  p.rx(kInternet, build_frame(ack));
+  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 3u);
+  p.out(kInternet);
+  p.advance(241'000);
+  p.expire_all();
+  EXPECT_EQ(active_sessions(p), 1u);
+}
+
+// A source a [[snat]] rule translates, arriving from outside, is spoofed: it opens
+// nothing (the endpoint's reply would go to that inside host, translated).
+TEST(EifSpoofedInsideSource, OpensNothingWithOrWithoutARouteInside) {
+  for (bool inside_route : {false, true}) {
+    Pipeline p(std::string(kLabConfig) +
+               (inside_route ? "[[route]]\nprefix = \"192.168.0.0/16\"\nvia = \"10.0.1.1\"\ninterface = \"inside\"\n" : "") +
+               kEif);
+    lab_neighbours(p);
+    p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40001, 53, kB)));
+    auto out = ipv4_only(p.out(kInternet));
+    ASSERT_EQ(out.size(), 1u);
+    p.rx(kInternet, build_frame(unsolicited(IPPROTO_UDP, kA, 40000, parse_frame(out[0]).sport)));
+    EXPECT_TRUE(ipv4_only(p.out(kInside)).empty()) << inside_route;
+    EXPECT_EQ(drops(p, dp::kDropNoSession), 1u);
+    EXPECT_EQ(active_sessions(p), 1u);
+  }
 }
 
 // A packet from outside with one of our own addresses as its source is the second half
@@ -420,25 +467,35 @@ TEST_F(Eif, TtlOneIsAnsweredAndOpensNothing) {
   EXPECT_EQ(active_sessions(p), 1u);
 }
 
-// At most 4096 sessions of a mapping are opened from outside (a flood of spoofed
-// sources cannot fill the table through one mapped port).
-TEST_F(Eif, AMappingOpensABoundedNumberOfInboundSessions) {
-  const Parsed o = open(IPPROTO_UDP, kA, 40000);
+// Sessions opened from outside take at most a quarter of a worker's table: a flood
+// of (spoofed) sources to a mapped port cannot crowd out inside flows.
+TEST(EifBudget, InboundSessionsTakeAtMostAQuarterOfTheTable) {
+  Pipeline p(std::string(kLabConfig) + "[nat]\nfiltering = \"endpoint-independent\"\nmax_sessions = 4096\n");
+  lab_neighbours(p);
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53, kA)));
+  auto out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 1u);
+  const uint16_t mapped = parse_frame(out[0]).sport;
+  ASSERT_EQ(p.ctx.sessions[0]->capacity(), 4096u);
   std::vector<std::vector<uint8_t>> burst;
-  for (uint32_t i = 0; i < 4200; ++i) {
+  for (uint32_t i = 0; i < 1100; ++i) {
     const std::string src = "198.18." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1);
-    burst.push_back(build_frame(unsolicited(IPPROTO_UDP, src.c_str(), 7777, o.sport)));
-    if (burst.size() == 32) {
+    burst.push_back(build_frame(unsolicited(IPPROTO_UDP, src.c_str(), 7777, mapped)));
+    if (burst.size() == 32 || i == 1099) {
       p.rx(kInternet, burst);
       burst.clear();
       p.out(kInside);
     }
   }
-  p.rx(kInternet, burst);
-  p.out(kInside);
-  EXPECT_EQ(active_sessions(p), 4096u);
-  EXPECT_EQ(total(p, &dp::WorkerCounters::inbound_sessions), 4095u);
-  EXPECT_EQ(drops(p, dp::kDropNoSession), 4200u - 4095u);
+  EXPECT_EQ(total(p, &dp::WorkerCounters::inbound_sessions), 1024u);
+  EXPECT_EQ(p.ctx.sessions[0]->inbound_active(), 1024u);
+  EXPECT_EQ(drops(p, dp::kDropTableFull), 1100u - 1024u);
+  // Inside flows still get sessions; and once inbound ones expire, the budget is back.
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.11", 40001, 53, kA)));
+  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 1u);
+  p.advance(301'000);
+  p.expire_all();
+  EXPECT_EQ(p.ctx.sessions[0]->inbound_active(), 0u);
 }
 
 }  // namespace
