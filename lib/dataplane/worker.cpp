@@ -762,27 +762,27 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
   }
   Session& out = ctx_.sessions[table]->session(idx);
   touch(out, p, true, iface);
-  in2out(m, p, out);
-  // One hop through natgw, one TTL decrement: finish_out2in takes it; undo in2out's.
-  p.ip->time_to_live++;
-  p.ip->hdr_checksum = net::csum_apply(p.ip->hdr_checksum, net::csum_delta_negate(kTtlDecDelta));
-  // Now from the host's outside address:port to the peer's: the way back in.
-  FlowKey ok;
-  outside_key(p, ok);
+  // The way back in: from the host's outside address:port to the peer's. Looked up
+  // before translating, so that a packet too big for the peer's link gets its
+  // frag-needed as the host sent it (to the host, not to its outside address).
+  const auto* ports = reinterpret_cast<const rte_be16_t*>(p.l4);
+  const FlowKey ok = nat::make_key(out.out_ip, p.ip->dst_addr, out.out_port, ports[1], p.proto, nat::kOutside);
   const int a = ctx_.sessions[0]->outside_index(ok.dst);
   const uint16_t hint = a >= 0 && ctx_.workers > 1
                             ? ctx_.sessions[0]->owner_of(static_cast<uint32_t>(a), rte_be_to_cpu_16(ok.dport))
                             : id_;
-  table = find(ok, hint, idx);
-  if (table >= 0) {
+  const int peer = find(ok, hint, idx);
+  if (peer < 0 && !t.endpoint_independent_filtering) return drop(m, kDropNoSession);
+  if (peer >= 0 && !fits_mtu(iface, ctx_.sessions[peer]->session(idx).in_iface, m, p)) return;
+  in2out(m, p, out);
+  // One hop through natgw, one TTL decrement: finish_out2in takes it; undo in2out's.
+  p.ip->time_to_live++;
+  p.ip->hdr_checksum = net::csum_apply(p.ip->hdr_checksum, net::csum_delta_negate(kTtlDecDelta));
+  if (peer >= 0) {
     counters_.hairpinned.add();
-    return finish_out2in(iface, m, p, static_cast<uint16_t>(table), idx);
+    return finish_out2in(iface, m, p, static_cast<uint16_t>(peer), idx);
   }
-  if (t.endpoint_independent_filtering) {
-    open_inbound(iface, m, p, ok);  // counts it hairpinned if it passes, on whichever worker
-    return;
-  }
-  drop(m, kDropNoSession);
+  open_inbound(iface, m, p, ok);  // counts it hairpinned if it passes, on whichever worker
 }
 
 // nat.filtering = "endpoint-independent" (RFC 4787 REQ-8, RFC 5382 REQ-3): a UDP

@@ -263,6 +263,45 @@ TEST_F(Hairpin, AnInsideAddressArrivingFromOutsideIsNotHairpinned) {
   EXPECT_EQ(total(p, &dp::WorkerCounters::hairpinned), 0u);
 }
 
+// A hairpinned packet too big for the peer's link (DF set): the frag-needed goes to the
+// sender, quoting what it sent (its inside address), not to its outside address.
+TEST(HairpinMtu, FragNeededReachesTheSenderAsItSent) {
+  Pipeline p(with(kLabConfig, "address = \"10.0.2.10/24\"", "address = \"10.0.2.10/24\"\nmtu = 600") + kHairpin);
+  lab_neighbours(p);
+  // A behind the TGW on the inside link; B's traffic comes in on the endpoint link (MTU 600).
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53, kA)));
+  const Parsed ma = parse_frame(ipv4_only(p.out(kInternet)).at(0));
+  auto b = client(IPPROTO_UDP, "203.0.113.10", 40001, 53, kB);
+  b.src_mac = mac(kEndpointGwMac);
+  b.dst_mac = our_mac(kEndpoint);
+  p.rx(kEndpoint, build_frame(b));
+  const Parsed mb = parse_frame(ipv4_only(p.out(kInternet)).at(0));
+  auto b_to_a = to_outside_address(IPPROTO_UDP, kB, 40001, ma.sport);  // B's session toward A's mapping
+  b_to_a.src_mac = mac(kEndpointGwMac);
+  b_to_a.dst_mac = our_mac(kEndpoint);
+  p.rx(kEndpoint, build_frame(b_to_a));
+  p.out(kInside);
+  auto big = to_outside_address(IPPROTO_UDP, kA, 40000, mb.sport);
+  big.frag = 0x4000;  // DF
+  big.payload.assign(1000, 0x77);
+  p.rx(kInside, build_frame(big));
+  EXPECT_TRUE(ipv4_only(p.out(kEndpoint)).empty());
+  const auto back = ipv4_only(p.out(kInside));
+  ASSERT_EQ(back.size(), 1u);
+  const Parsed e = parse_frame(back[0]);
+  EXPECT_EQ(e.icmp_type, 3);
+  EXPECT_EQ(e.icmp_code, 4);
+  EXPECT_EQ(e.dst, ip(kA));
+  EXPECT_EQ(e.src, ip("10.0.1.10"));
+  EXPECT_EQ(drops(p, dp::kDropMtu), 1u);
+  // The quote is A's own header: its inside address and port.
+  const size_t quote = 14 + 20 + 8;
+  ASSERT_GT(back[0].size(), quote + 24);
+  uint32_t qsrc;
+  std::memcpy(&qsrc, back[0].data() + quote + 12, 4);
+  EXPECT_EQ(qsrc, ip(kA));
+}
+
 class NoHairpin : public Hairpin {
  protected:
   NoHairpin() : Hairpin("") {}
