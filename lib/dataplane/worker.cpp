@@ -474,10 +474,15 @@ void Worker::touch(Session& s, const Ipv4Packet& p, bool from_inside, uint16_t i
       add |= from_inside ? nat::kSynIn : nat::kSynOut;
       if (!(tf & RTE_TCP_ACK_FLAG)) [[unlikely]] {
         // A client's SYN (no ACK) on a closed connection's 5-tuple opens a new one: it
-        // starts over instead of inheriting the closed one's transitory timeout.
+        // starts over instead of inheriting the closed one's transitory timeout. From
+        // outside only on a session outside opened, and only once fully closed: an
+        // outside host must not rewrite a half-closed or reset outbound connection's state.
         if (cur & (nat::kRst | nat::kFinIn | nat::kFinOut)) {
-          s.flags.store(from_inside ? nat::kSynIn : nat::kSynOut, std::memory_order_relaxed);
-          return;
+          constexpr uint8_t kBothFins = nat::kFinIn | nat::kFinOut;
+          if (from_inside || (s.inbound && ((cur & nat::kRst) || (cur & kBothFins) == kBothFins))) {
+            s.flags.store(from_inside ? nat::kSynIn : nat::kSynOut, std::memory_order_relaxed);
+            return;
+          }
         }
         // A bare SYN from outside answers nothing (a connection endpoint-independent
         // filtering let in, or simultaneous open): established needs more from there.
@@ -569,6 +574,23 @@ void Worker::out2in(rte_mbuf* m, Ipv4Packet& p, Session& s) {
   }
 }
 
+// A packet in2out translated (TTL aside) back to what its inside host sent: source
+// address and port, and their checksums (a hairpin's second half that must be refused
+// to its sender).
+void Worker::undo_in2out(Ipv4Packet& p, const Session& s) {
+  p.ip->src_addr = s.in_ip;
+  p.ip->hdr_checksum = net::csum_apply(p.ip->hdr_checksum, net::csum_delta_negate(s.l3_delta));
+  if (p.proto == IPPROTO_TCP) {
+    auto* th = reinterpret_cast<rte_tcp_hdr*>(p.l4);
+    th->src_port = s.in_port;
+    th->cksum = net::csum_apply(th->cksum, net::csum_delta_negate(s.l4_delta));
+  } else if (p.proto == IPPROTO_UDP) {
+    auto* uh = reinterpret_cast<rte_udp_hdr*>(p.l4);
+    uh->src_port = s.in_port;
+    uh->dgram_cksum = net::udp_csum_apply(uh->dgram_cksum, net::csum_delta_negate(s.l4_delta));
+  }
+}
+
 // ---------------------------------------------------------------- directions
 
 // Slow path: the first packet of a flow (or a packet NAT does not map).
@@ -639,18 +661,8 @@ void Worker::out2in(rte_mbuf* m, Ipv4Packet& p, Session& s) {
       (p.proto == IPPROTO_ICMP && !net::is_icmp_query(icmp_of(p)->type)))
     return drop(m, kDropUnsupported);  // never leak an untranslated inside address
 
-  const uint8_t egress_pool[1] = {ctx_.ifaces[nh.iface].outside_idx};
-  nat::SessionTable::CreateArgs a{};
-  a.in = &key;
-  a.pool = rule->pool.empty() ? egress_pool : rule->pool.data();
-  a.pool_len = static_cast<uint8_t>(rule->pool.empty() ? 1 : rule->pool.size());
-  a.pool_id = static_cast<uint8_t>(rule->pool.empty() ? 128 + nh.iface : rule->id);
-  a.in_iface = static_cast<uint8_t>(iface);
-  a.out_iface = static_cast<uint8_t>(nh.iface);
-  a.out_nh = nh.gateway ? nh.gateway : p.ip->dst_addr;
-  a.in_mac = &rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr;
-  a.port_preservation = t.port_preservation;
-  a.port_overlapping = t.port_overlapping;
+  uint8_t egress_pool[1];
+  nat::SessionTable::CreateArgs a = snat_args(*rule, nh, iface, m, p, key, egress_pool);
   a.first_probe = probe;
   a.probe_addr = probe_addr;
   if (rule->pool.empty()) egress_guess_ = egress_pool[0];
@@ -665,6 +677,25 @@ void Worker::out2in(rte_mbuf* m, Ipv4Packet& p, Session& s) {
     default: return drop(m, kDropNoPort);
   }
   finish_in2out(iface, m, p, id_, idx);
+}
+
+nat::SessionTable::CreateArgs Worker::snat_args(const SnatRule& rule, const route::NextHop& nh, uint16_t iface,
+                                               rte_mbuf* m, const Ipv4Packet& p, const FlowKey& key,
+                                               uint8_t* egress_pool) const {
+  const RuntimeTables& t = *tables_;
+  egress_pool[0] = ctx_.ifaces[nh.iface].outside_idx;
+  nat::SessionTable::CreateArgs a{};
+  a.in = &key;
+  a.pool = rule.pool.empty() ? egress_pool : rule.pool.data();
+  a.pool_len = static_cast<uint8_t>(rule.pool.empty() ? 1 : rule.pool.size());
+  a.pool_id = static_cast<uint8_t>(rule.pool.empty() ? 128 + nh.iface : rule.id);
+  a.in_iface = static_cast<uint8_t>(iface);
+  a.out_iface = static_cast<uint8_t>(nh.iface);
+  a.out_nh = nh.gateway ? nh.gateway : p.ip->dst_addr;
+  a.in_mac = &rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr;
+  a.port_preservation = t.port_preservation;
+  a.port_overlapping = t.port_overlapping;
+  return a;
 }
 
 void Worker::forward(uint16_t iface, rte_mbuf* m, Ipv4Packet& p) {
@@ -740,19 +771,8 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
     if (!t.acl->empty() && !t.acl->allow(rte_be_to_cpu_32(p.ip->src_addr), rte_be_to_cpu_32(p.ip->dst_addr), p.proto,
                                          rte_be_to_cpu_16(ports[0]), rte_be_to_cpu_16(ports[1])))
       return drop(m, kDropAcl);
-    const SnatRule* rule = t.snat_rule_from(p.ip->src_addr);  // hairpin_source checked it
-    const uint8_t egress_pool[1] = {ctx_.ifaces[nh.iface].outside_idx};
-    nat::SessionTable::CreateArgs a{};
-    a.in = &ik;
-    a.pool = rule->pool.empty() ? egress_pool : rule->pool.data();
-    a.pool_len = static_cast<uint8_t>(rule->pool.empty() ? 1 : rule->pool.size());
-    a.pool_id = static_cast<uint8_t>(rule->pool.empty() ? 128 + nh.iface : rule->id);
-    a.in_iface = static_cast<uint8_t>(iface);
-    a.out_iface = static_cast<uint8_t>(nh.iface);
-    a.out_nh = nh.gateway ? nh.gateway : p.ip->dst_addr;
-    a.in_mac = &rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr;
-    a.port_preservation = t.port_preservation;
-    a.port_overlapping = t.port_overlapping;
+    uint8_t egress_pool[1];
+    const auto a = snat_args(*t.snat_rule_from(p.ip->src_addr), nh, iface, m, p, ik, egress_pool);  // hairpin_source checked the rule
     switch (ctx_.sessions[id_]->create_session(a, now_ms_, idx)) {
       case nat::CreateResult::kOk: ctx_.nat_used.store(true, std::memory_order_relaxed); break;
       case nat::CreateResult::kTableFull: return drop(m, kDropTableFull);
@@ -815,10 +835,11 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
   // translated, so the sender's half exists (its outside key is this packet's
   // reverse). Else an outside host spoofs our address to reflect an inside reply onto
   // another inside host.
+  int sender = -1;  // that first half's table (sender_idx its session)
+  uint32_t sender_idx = 0;
   if (ctx_.is_local(k.src)) {
-    uint32_t idx;
-    if (find(nat::make_key(k.dst, k.src, k.dport, k.sport, k.proto, nat::kOutside), id_, idx) < 0)
-      return drop(m, kDropNoSession), Inbound::kDropped;
+    sender = find(nat::make_key(k.dst, k.src, k.dport, k.sport, k.proto, nat::kOutside), id_, sender_idx);
+    if (sender < 0) return drop(m, kDropNoSession), Inbound::kDropped;
   }
   // The mapping lives with the worker whose slice of the port range holds its port.
   if (ctx_.workers > 1) {
@@ -863,7 +884,13 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
     send_icmp_error(iface, m, p, 11, 0);
     return drop(m, kDropTtl), Inbound::kDropped;
   }
-  if (!fits_mtu(iface, in_if, m, p)) return Inbound::kDropped;
+  if (p.total_len > ctx_.ifaces[in_if].mtu && (p.flags & net::PKT_DF)) {
+    // A hairpin's second half: the frag-needed goes to the sender as it sent the packet
+    // (its inside address and port), not to its outside address.
+    if (sender >= 0) undo_in2out(p, ctx_.sessions[sender]->session(sender_idx));
+    fits_mtu(iface, in_if, m, p);
+    return Inbound::kDropped;
+  }
   const FlowKey in = nat::make_key(pm.key.in_ip, k.src, pm.key.in_port, k.sport, k.proto, nat::kInside);
   const uint8_t pool[1] = {static_cast<uint8_t>(a)};
   nat::SessionTable::CreateArgs ca{};

@@ -124,6 +124,12 @@ class Worker {
   void new_flow(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& key, uint32_t probe = 0,
                 uint8_t probe_addr = 0);
   void forward(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
+  // The session new_flow (or a hairpin) creates for inside flow `key` of packet `p` (its
+  // frame `m`, arrived on `iface`) under `rule`, leaving by `nh`. `egress_pool` (one
+  // byte, the caller's) holds the egress interface's address for a rule without a pool.
+  [[gnu::always_inline]] inline nat::SessionTable::CreateArgs snat_args(const SnatRule& rule, const route::NextHop& nh,
+                                                                       uint16_t iface, rte_mbuf* m,
+                                          const net::Ipv4Packet& p, const nat::FlowKey& key, uint8_t* egress_pool) const;
   // An outside-lane packet no session holds: hairpinned, let in by endpoint-independent
   // filtering, or dropped.
   void unmatched_inbound(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& k);
@@ -140,6 +146,7 @@ class Worker {
   int find(const nat::FlowKey& k, uint16_t hint, uint32_t& idx, int skip = -1) const;
   [[gnu::always_inline]] inline void out2in(rte_mbuf* m, net::Ipv4Packet& p, nat::Session& s);
   [[gnu::always_inline]] inline void in2out(rte_mbuf* m, net::Ipv4Packet& p, nat::Session& s);
+  void undo_in2out(net::Ipv4Packet& p, const nat::Session& s);
   [[gnu::always_inline]] inline void touch(nat::Session& s, const net::Ipv4Packet& p, bool from_inside,
                                            uint16_t iface);
   void reset_transition(nat::Session& s, uint8_t add, bool rst, bool from_inside, uint8_t cur);

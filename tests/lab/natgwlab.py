@@ -1336,16 +1336,24 @@ class TcpHolder:
         except (RuntimeError, BrokenPipeError, OSError):
             pass
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.proc.wait()
-            for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-                try:
-                    f.close()
-                except OSError:
-                    pass
+            end_process(self.proc)
             self.proc = None
         return out
+
+
+def end_process(proc: subprocess.Popen, wait: float = 5) -> None:
+    """Reap a helper process that was asked to quit (killed if it has not within `wait` s); close its pipes."""
+    try:
+        proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        try:
+            if f:
+                f.close()
+        except OSError:
+            pass
 
 
 _UDP_PORT_CLIENT = r"""

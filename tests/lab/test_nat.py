@@ -450,15 +450,9 @@ class UdpAgent:
             if self.proc.poll() is None:
                 self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
                 self.proc.stdin.flush()
-                self.proc.wait(timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-            self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            try:
-                f.close()
-            except OSError:
-                pass
+        except OSError:
+            pass
+        L.end_process(self.proc)
         self.proc = None
 
 

@@ -113,9 +113,14 @@ TEST_F(Eif, NothingOpensWhereNoMappingIs) {
 
 // Without hairpinning, an inside host's packet to a mapped port is not an outside
 // endpoint's: it opens nothing (it would reach the peer with its inside source).
-TEST_F(Eif, AnInsideHostIsNotARemoteEndpoint) {
-  const Parsed ma = open(IPPROTO_UDP, kA, 40000);
-  p.rx(kInside, build_frame(to_outside_address(IPPROTO_UDP, kB, 40001, ma.sport)));
+// The sender is on-link on the inside interface, so only that rule can stop it.
+TEST(EifNoHairpin, AnInsideHostIsNotARemoteEndpoint) {
+  Pipeline p(with(kLabConfig, "from = [\"192.168.0.0/16\"]", "from = [\"192.168.0.0/16\", \"10.0.1.0/24\"]") + kEif);
+  lab_neighbours(p);
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53, kA)));
+  const Parsed ma = parse_frame(ipv4_only(p.out(kInternet)).at(0));
+  auto s = to_outside_address(IPPROTO_UDP, "10.0.1.50", 40001, ma.sport, 0x50);
+  p.rx(kInside, build_frame(s));
   for (uint16_t i : {kInside, kEndpoint, kInternet}) EXPECT_TRUE(ipv4_only(p.out(i)).empty());
   EXPECT_EQ(drops(p, dp::kDropNoSession), 1u);
   EXPECT_EQ(total(p, &dp::WorkerCounters::inbound_sessions), 0u);
@@ -266,40 +271,53 @@ TEST_F(Hairpin, AnInsideAddressArrivingFromOutsideIsNotHairpinned) {
 // A hairpinned packet too big for the peer's link (DF set): the frag-needed goes to the
 // sender, quoting what it sent (its inside address), not to its outside address.
 TEST(HairpinMtu, FragNeededReachesTheSenderAsItSent) {
-  Pipeline p(with(kLabConfig, "address = \"10.0.2.10/24\"", "address = \"10.0.2.10/24\"\nmtu = 600") + kHairpin);
-  lab_neighbours(p);
-  // A behind the TGW on the inside link; B's traffic comes in on the endpoint link (MTU 600).
-  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53, kA)));
-  const Parsed ma = parse_frame(ipv4_only(p.out(kInternet)).at(0));
-  auto b = client(IPPROTO_UDP, "203.0.113.10", 40001, 53, kB);
-  b.src_mac = mac(kEndpointGwMac);
-  b.dst_mac = our_mac(kEndpoint);
-  p.rx(kEndpoint, build_frame(b));
-  const Parsed mb = parse_frame(ipv4_only(p.out(kInternet)).at(0));
-  auto b_to_a = to_outside_address(IPPROTO_UDP, kB, 40001, ma.sport);  // B's session toward A's mapping
-  b_to_a.src_mac = mac(kEndpointGwMac);
-  b_to_a.dst_mac = our_mac(kEndpoint);
-  p.rx(kEndpoint, build_frame(b_to_a));
-  p.out(kInside);
-  auto big = to_outside_address(IPPROTO_UDP, kA, 40000, mb.sport);
-  big.frag = 0x4000;  // DF
-  big.payload.assign(1000, 0x77);
-  p.rx(kInside, build_frame(big));
-  EXPECT_TRUE(ipv4_only(p.out(kEndpoint)).empty());
-  const auto back = ipv4_only(p.out(kInside));
-  ASSERT_EQ(back.size(), 1u);
-  const Parsed e = parse_frame(back[0]);
-  EXPECT_EQ(e.icmp_type, 3);
-  EXPECT_EQ(e.icmp_code, 4);
-  EXPECT_EQ(e.dst, ip(kA));
-  EXPECT_EQ(e.src, ip("10.0.1.10"));
-  EXPECT_EQ(drops(p, dp::kDropMtu), 1u);
-  // The quote is A's own header: its inside address and port.
-  const size_t quote = 14 + 20 + 8;
-  ASSERT_GT(back[0].size(), quote + 24);
-  uint32_t qsrc;
-  std::memcpy(&qsrc, back[0].data() + quote + 12, 4);
-  EXPECT_EQ(qsrc, ip(kA));
+  // With a peer session (hairpin() refuses it), and without one, endpoint-independent
+  // filtering opening it (open_inbound refuses it, after the translation).
+  for (bool eif : {false, true}) {
+    Pipeline p(with(kLabConfig, "address = \"10.0.2.10/24\"", "address = \"10.0.2.10/24\"\nmtu = 600") +
+               (eif ? kBoth : kHairpin));
+    lab_neighbours(p);
+    // A behind the TGW on the inside link; B's traffic comes in on the endpoint link (MTU 600).
+    p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53, kA)));
+    const Parsed ma = parse_frame(ipv4_only(p.out(kInternet)).at(0));
+    auto b = client(IPPROTO_UDP, "203.0.113.10", 40001, 53, kB);
+    b.src_mac = mac(kEndpointGwMac);
+    b.dst_mac = our_mac(kEndpoint);
+    p.rx(kEndpoint, build_frame(b));
+    const Parsed mb = parse_frame(ipv4_only(p.out(kInternet)).at(0));
+    if (!eif) {
+      auto b_to_a = to_outside_address(IPPROTO_UDP, kB, 40001, ma.sport);  // B's session toward A's mapping
+      b_to_a.src_mac = mac(kEndpointGwMac);
+      b_to_a.dst_mac = our_mac(kEndpoint);
+      p.rx(kEndpoint, build_frame(b_to_a));
+      p.out(kInside);
+    }
+    auto big = to_outside_address(IPPROTO_UDP, kA, 40000, mb.sport);
+    big.frag = 0x4000;  // DF
+    big.payload.assign(1000, 0x77);
+    p.rx(kInside, build_frame(big));
+    EXPECT_TRUE(ipv4_only(p.out(kEndpoint)).empty());
+    const auto back = ipv4_only(p.out(kInside));
+    ASSERT_EQ(back.size(), 1u) << eif;
+    const Parsed e = parse_frame(back[0]);
+    EXPECT_EQ(e.icmp_type, 3);
+    EXPECT_EQ(e.icmp_code, 4);
+    EXPECT_EQ(e.dst, ip(kA)) << eif;
+    EXPECT_EQ(e.src, ip("10.0.1.10"));
+    EXPECT_TRUE(checksums_exact(back[0]));
+    EXPECT_EQ(drops(p, dp::kDropMtu), 1u);
+    // The quote is A's own header: its inside address and port, checksums intact.
+    const size_t quote = 14 + 20 + 8;
+    ASSERT_GT(back[0].size(), quote + 28);
+    uint32_t qsrc;
+    uint16_t qsport;
+    std::memcpy(&qsrc, back[0].data() + quote + 12, 4);
+    std::memcpy(&qsport, back[0].data() + quote + 20, 2);
+    EXPECT_EQ(qsrc, ip(kA)) << eif;
+    EXPECT_EQ(ntohs(qsport), 40000) << eif;
+    EXPECT_EQ(ref_csum(back[0].data() + quote, 20), 0) << "the quoted header's checksum";
+    EXPECT_EQ(total(p, &dp::WorkerCounters::inbound_sessions), 0u);
+  }
 }
 
 class NoHairpin : public Hairpin {
@@ -463,6 +481,27 @@ TEST_F(Eif, OnlyASynOpensAndItStaysTransitoryUntilTheHandshakeCompletes) {
   EXPECT_EQ(active_sessions(p), 1u);
 }
 
+// An outside host's bare SYN on an outbound connection's 5-tuple does not rewrite its
+// state: a half-closed connection that then closes stays on the transitory timeout.
+TEST_F(Eif, AnOutsideSynDoesNotRewriteAnOutboundConnection) {
+  const Parsed o = open(IPPROTO_TCP, kA, 40000, "203.0.113.10", 443);
+  auto synack = reply_to(o, kInternet);
+  p.rx(kInternet, build_frame(synack));
+  auto fin = client(IPPROTO_TCP, "203.0.113.10", 40000, 443, kA);
+  fin.tcp_flags = RTE_TCP_FIN_FLAG | RTE_TCP_ACK_FLAG;
+  p.rx(kInside, build_frame(fin));
+  auto r = reply_to(o, kInternet);
+  r.tcp_flags = RTE_TCP_SYN_FLAG;
+  p.rx(kInternet, build_frame(r));
+  r.tcp_flags = RTE_TCP_FIN_FLAG | RTE_TCP_ACK_FLAG;
+  p.rx(kInternet, build_frame(r));
+  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 3u);
+  p.out(kInternet);
+  p.advance(241'000);
+  p.expire_all();
+  EXPECT_EQ(active_sessions(p), 0u) << "closed both ways: transitory";
+}
+
 // A source a [[snat]] rule translates, arriving from outside, is spoofed: it opens
 // nothing (the endpoint's reply would go to that inside host, translated).
 TEST(EifSpoofedInsideSource, OpensNothingWithOrWithoutARouteInside) {
@@ -509,29 +548,32 @@ TEST_F(Eif, TtlOneIsAnsweredAndOpensNothing) {
 // Sessions opened from outside take at most a quarter of a worker's table: a flood
 // of (spoofed) sources to a mapped port cannot crowd out inside flows.
 TEST(EifBudget, InboundSessionsTakeAtMostAQuarterOfTheTable) {
-  Pipeline p(std::string(kLabConfig) + "[nat]\nfiltering = \"endpoint-independent\"\nmax_sessions = 4096\n");
+  Pipeline p(std::string(kLabConfig) + "[nat]\nfiltering = \"endpoint-independent\"\nmax_sessions = 64\n");
   lab_neighbours(p);
   p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53, kA)));
   auto out = ipv4_only(p.out(kInternet));
   ASSERT_EQ(out.size(), 1u);
   const uint16_t mapped = parse_frame(out[0]).sport;
-  ASSERT_EQ(p.ctx.sessions[0]->capacity(), 4096u);
+  ASSERT_EQ(p.ctx.sessions[0]->capacity(), 64u);
   std::vector<std::vector<uint8_t>> burst;
-  for (uint32_t i = 0; i < 1100; ++i) {
-    const std::string src = "198.18." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1);
+  for (uint32_t i = 0; i < 100; ++i) {
+    const std::string src = "198.18.0." + std::to_string(i + 1);
     burst.push_back(build_frame(unsolicited(IPPROTO_UDP, src.c_str(), 7777, mapped)));
-    if (burst.size() == 32 || i == 1099) {
+    if (burst.size() == 32 || i == 99) {
       p.rx(kInternet, burst);
       burst.clear();
-      p.out(kInside);
     }
   }
-  EXPECT_EQ(total(p, &dp::WorkerCounters::inbound_sessions), 1024u);
-  EXPECT_EQ(p.ctx.sessions[0]->inbound_active(), 1024u);
-  EXPECT_EQ(drops(p, dp::kDropTableFull), 1100u - 1024u);
-  // Inside flows still get sessions; and once inbound ones expire, the budget is back.
-  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.11", 40001, 53, kA)));
-  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 1u);
+  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 16u);
+  EXPECT_EQ(total(p, &dp::WorkerCounters::inbound_sessions), 16u);
+  EXPECT_EQ(p.ctx.sessions[0]->inbound_active(), 16u);
+  EXPECT_EQ(drops(p, dp::kDropTableFull), 100u - 16u);
+  // The rest of the table is the inside's: 47 more flows of its own.
+  for (uint16_t i = 0; i < 47; ++i)
+    p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.11", static_cast<uint16_t>(41000 + i), 53, kA)));
+  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 47u);
+  EXPECT_EQ(active_sessions(p), 64u);
+  // Once inbound sessions expire, the budget is back.
   p.advance(301'000);
   p.expire_all();
   EXPECT_EQ(p.ctx.sessions[0]->inbound_active(), 0u);
