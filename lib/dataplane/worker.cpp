@@ -363,11 +363,7 @@ Worker::Lane Worker::classify(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, FlowKe
 // port names the owner), else a new flow (inside) or nothing (outside).
 void Worker::resolve(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, const FlowKey& k, Lane lane,
                      bool own_checked, uint32_t probe, uint8_t probe_addr) {
-  uint16_t hint = id_;
-  if (lane == Lane::kOutside && ctx_.workers > 1) {
-    const int a = ctx_.sessions[0]->outside_index(p.ip->dst_addr);
-    if (a >= 0) hint = ctx_.sessions[0]->owner_of(static_cast<uint32_t>(a), rte_be_to_cpu_16(k.dport));
-  }
+  const uint16_t hint = lane == Lane::kOutside ? port_owner(k.dst, k.dport) : id_;
   uint32_t idx;
   const int table = find(k, hint, idx, own_checked ? id_ : -1);
   if (lane == Lane::kOutside) {
@@ -718,10 +714,7 @@ void Worker::forward(uint16_t iface, rte_mbuf* m, Ipv4Packet& p) {
   // must not reach another inside endpoint, least of all with its inside source.
   if ((t.hairpinning || t.endpoint_independent_filtering) && hairpin_source(iface, p))
     return t.hairpinning ? hairpin(iface, m, p) : drop(m, kDropNoSession);
-  if (t.endpoint_independent_filtering) {
-    open_inbound(iface, m, p, k);
-    return;
-  }
+  if (t.endpoint_independent_filtering) return open_inbound(iface, m, p, k);
   drop(m, kDropNoSession);
 }
 
@@ -762,12 +755,12 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
     const uint16_t owner = ctx_.flow_owner(p.ip->src_addr);
     if (owner != id_) return hand_off(owner, iface, m);
   }
+  const auto* ports = reinterpret_cast<const rte_be16_t*>(p.l4);
   uint32_t idx;
   int table = find(ik, id_, idx);
   if (table < 0) {
     route::NextHop nh;  // where the destination would leave: its outside address (pool) is the mapping's
     if (!t.routes->lookup(p.ip->dst_addr, nh)) return drop(m, kDropNoRoute);
-    const auto* ports = reinterpret_cast<const rte_be16_t*>(p.l4);
     if (!t.acl->empty() && !t.acl->allow(rte_be_to_cpu_32(p.ip->src_addr), rte_be_to_cpu_32(p.ip->dst_addr), p.proto,
                                          rte_be_to_cpu_16(ports[0]), rte_be_to_cpu_16(ports[1])))
       return drop(m, kDropAcl);
@@ -785,13 +778,8 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
   // The way back in: from the host's outside address:port to the peer's. Looked up
   // before translating, so that a packet too big for the peer's link gets its
   // frag-needed as the host sent it (to the host, not to its outside address).
-  const auto* ports = reinterpret_cast<const rte_be16_t*>(p.l4);
   const FlowKey ok = nat::make_key(out.out_ip, p.ip->dst_addr, out.out_port, ports[1], p.proto, nat::kOutside);
-  const int a = ctx_.sessions[0]->outside_index(ok.dst);
-  const uint16_t hint = a >= 0 && ctx_.workers > 1
-                            ? ctx_.sessions[0]->owner_of(static_cast<uint32_t>(a), rte_be_to_cpu_16(ok.dport))
-                            : id_;
-  const int peer = find(ok, hint, idx);
+  const int peer = find(ok, port_owner(ok.dst, ok.dport), idx);
   if (peer < 0 && !t.endpoint_independent_filtering) return drop(m, kDropNoSession);
   if (peer >= 0 && !fits_mtu(iface, ctx_.sessions[peer]->session(idx).in_iface, m, p)) return;
   in2out(m, p, out);
@@ -814,23 +802,22 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
 // stays transitory until the handshake completes (touch: a bare SYN from outside is
 // not an answer), and sessions opened from outside may take at most 1/kInboundShare
 // of a worker's table: a flood of (spoofed) sources cannot crowd out inside flows.
-[[gnu::noinline]] Worker::Inbound Worker::open_inbound(uint16_t iface, rte_mbuf* m, Ipv4Packet& p,
-                                                       const FlowKey& k) {
+[[gnu::noinline]] void Worker::open_inbound(uint16_t iface, rte_mbuf* m, Ipv4Packet& p, const FlowKey& k) {
   const RuntimeTables& t = *tables_;
   // No fragments: the hand-offs below and classify's fragment owner would pass a first
   // fragment back and forth between two workers.
   if ((k.proto != IPPROTO_TCP && k.proto != IPPROTO_UDP) || !(p.flags & net::PKT_HAS_PORTS) ||
       (p.flags & net::PKT_FRAGMENT))
-    return drop(m, kDropNoSession), Inbound::kDropped;
+    return drop(m, kDropNoSession);
   if (k.proto == IPPROTO_TCP &&
       (reinterpret_cast<const rte_tcp_hdr*>(p.l4)->tcp_flags & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG | RTE_TCP_RST_FLAG |
                                                                  RTE_TCP_FIN_FLAG)) != RTE_TCP_SYN_FLAG)
-    return drop(m, kDropNoSession), Inbound::kDropped;
+    return drop(m, kDropNoSession);
   nat::SessionTable& own = *ctx_.sessions[id_];
   const int a = own.outside_index(k.dst);
   const uint16_t port = rte_be_to_cpu_16(k.dport);
   if (a < 0 || port < ctx_.outside[a].port_lo || port > ctx_.outside[a].port_hi)
-    return drop(m, kDropNoSession), Inbound::kDropped;
+    return drop(m, kDropNoSession);
   // From one of our own addresses: the second half of a hairpin another worker
   // translated, so the sender's half exists (its outside key is this packet's
   // reverse). Else an outside host spoofs our address to reflect an inside reply onto
@@ -839,27 +826,27 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
   uint32_t sender_idx = 0;
   if (ctx_.is_local(k.src)) {
     sender = find(nat::make_key(k.dst, k.src, k.dport, k.sport, k.proto, nat::kOutside), id_, sender_idx);
-    if (sender < 0) return drop(m, kDropNoSession), Inbound::kDropped;
+    if (sender < 0) return drop(m, kDropNoSession);
   }
   // The mapping lives with the worker whose slice of the port range holds its port.
   if (ctx_.workers > 1) {
     const uint16_t owner = own.owner_of(static_cast<uint32_t>(a), port);
-    if (owner != id_) return hand_off(owner, iface, m), Inbound::kHandedOff;
+    if (owner != id_) return hand_off(owner, iface, m);
   }
   nat::SessionTable::PortMapping pm;
-  if (!own.mapping_of_port(static_cast<uint8_t>(a), port, k.proto, pm)) return drop(m, kDropNoSession), Inbound::kDropped;
-  if (own.inbound_active() >= own.capacity() / kInboundShare) return drop(m, kDropTableFull), Inbound::kDropped;
+  if (!own.mapping_of_port(static_cast<uint8_t>(a), port, k.proto, pm)) return drop(m, kDropNoSession);
+  if (own.inbound_active() >= own.capacity() / kInboundShare) return drop(m, kDropTableFull);
   if (!t.acl->empty() && !t.acl->allow(rte_be_to_cpu_32(pm.key.in_ip), rte_be_to_cpu_32(k.src), k.proto,
                                        rte_be_to_cpu_16(pm.key.in_port), rte_be_to_cpu_16(k.sport)))
-    return drop(m, kDropAcl), Inbound::kDropped;
+    return drop(m, kDropAcl);
   route::NextHop back;  // toward the remote, as the endpoint's own flow to it would leave
-  if (!t.routes->lookup(k.src, back)) return drop(m, kDropNoRoute), Inbound::kDropped;
+  if (!t.routes->lookup(k.src, back)) return drop(m, kDropNoRoute);
   // A source a [[snat]] rule translates is an inside host's: from outside, only a
   // neighbour on the arrival link may use it (a host of the outside subnet inside a
   // `from` prefix); else it is spoofed, and the endpoint's reply would go to that
   // inside host translated (a reflection).
   if (!ctx_.is_local(k.src) && t.snat_rule_from(k.src) && (back.iface != iface || back.gateway != 0))
-    return drop(m, kDropNoSession), Inbound::kDropped;
+    return drop(m, kDropNoSession);
   // Toward the inside endpoint: the hop its traffic came from; else (the hop table was
   // full) its route, if resolved, unless it leads where the remote is (no route
   // inside, as with a TGW whose clients are reached through the hop they came from).
@@ -875,21 +862,21 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
     arp::ArpTable::Hit hit;
     if (!t.routes->lookup(pm.key.in_ip, nh) || nh.iface == back.iface ||
         !ctx_.arp.lookup(nh.gateway ? nh.gateway : pm.key.in_ip, hit) || hit.iface != nh.iface)
-      return drop(m, kDropNoRoute), Inbound::kDropped;
+      return drop(m, kDropNoRoute);
     in_mac = hit.mac;
     in_if = static_cast<uint8_t>(nh.iface);
   }
   // What finish_out2in would refuse, refused before a session exists for it.
   if (p.ip->time_to_live <= 1) {
     send_icmp_error(iface, m, p, 11, 0);
-    return drop(m, kDropTtl), Inbound::kDropped;
+    return drop(m, kDropTtl);
   }
-  if (p.total_len > ctx_.ifaces[in_if].mtu && (p.flags & net::PKT_DF)) {
+  if (too_big(in_if, p)) {
     // A hairpin's second half: the frag-needed goes to the sender as it sent the packet
     // (its inside address and port), not to its outside address.
     if (sender >= 0) undo_in2out(p, ctx_.sessions[sender]->session(sender_idx));
     fits_mtu(iface, in_if, m, p);
-    return Inbound::kDropped;
+    return;
   }
   const FlowKey in = nat::make_key(pm.key.in_ip, k.src, pm.key.in_port, k.sport, k.proto, nat::kInside);
   const uint8_t pool[1] = {static_cast<uint8_t>(a)};
@@ -908,18 +895,17 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
   uint32_t idx;
   switch (own.create_session(ca, now_ms_, idx)) {
     case nat::CreateResult::kOk: break;
-    case nat::CreateResult::kTableFull: return drop(m, kDropTableFull), Inbound::kDropped;
-    default: return drop(m, kDropNoPort), Inbound::kDropped;
+    case nat::CreateResult::kTableFull: return drop(m, kDropTableFull);
+    default: return drop(m, kDropNoPort);
   }
   Session& s = own.session(idx);
   if (s.out_ip != k.dst || s.out_port != k.dport) [[unlikely]] {  // the mapping named this port: cannot happen
     own.remove(idx);
-    return drop(m, kDropNoSession), Inbound::kDropped;
+    return drop(m, kDropNoSession);
   }
   counters_.inbound_sessions.add();
   if (ctx_.is_local(k.src)) counters_.hairpinned.add();  // a hairpin's second half, here or handed over
   finish_out2in(iface, m, p, id_, idx, s);
-  return Inbound::kDelivered;
 }
 
 // ---------------------------------------------------------------- ICMP errors (RFC 5508)
@@ -1272,8 +1258,8 @@ void Worker::hold_for_arp(uint16_t out_if, rte_be32_t nh, rte_mbuf* m) {
 // ---------------------------------------------------------------- output
 
 bool Worker::fits_mtu(uint16_t in_if, uint16_t out_if, rte_mbuf* m, Ipv4Packet& p) {
+  if (!too_big(out_if, p)) return true;  // non-DF: fragmented at output
   const uint16_t mtu = ctx_.ifaces[out_if].mtu;
-  if (p.total_len <= mtu || !(p.flags & net::PKT_DF)) return true;  // non-DF: fragmented at output
   // Too big and must not be fragmented: tell the sender the next-hop MTU, quoting
   // the packet as it sent it (this runs before translation).
   send_icmp_error(in_if, m, p, 3, 4, mtu);

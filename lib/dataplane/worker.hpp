@@ -135,12 +135,19 @@ class Worker {
   void unmatched_inbound(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& k);
   bool hairpin_source(uint16_t iface, const net::Ipv4Packet& p) const;
   void hairpin(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p);
-  enum class Inbound : uint8_t { kDropped, kDelivered, kHandedOff };
-  Inbound open_inbound(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& k);
+  void open_inbound(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& k);
   // Sessions outside packets may open (endpoint-independent filtering): at most this
   // fraction of a worker's table, so that they cannot crowd out inside flows.
   static constexpr uint32_t kInboundShare = 4;
 
+  // The worker whose slice holds port `port` of outside address `addr` (the one that
+  // owns its sessions and mapping); this worker when there is one, or for an address
+  // NAT does not use.
+  uint16_t port_owner(rte_be32_t addr, rte_be16_t port) const {
+    if (ctx_.workers == 1) return id_;
+    const int a = ctx_.sessions[0]->outside_index(addr);
+    return a < 0 ? id_ : ctx_.sessions[0]->owner_of(static_cast<uint32_t>(a), rte_be_to_cpu_16(port));
+  }
   // Session lookup across tables: `hint` first, then the others. Returns the table or -1.
   // The table holding k (hint first), or -1; `skip` names a table already searched.
   int find(const nat::FlowKey& k, uint16_t hint, uint32_t& idx, int skip = -1) const;
@@ -155,6 +162,10 @@ class Worker {
 
   // Output.
   [[gnu::always_inline]] inline bool fits_mtu(uint16_t in_if, uint16_t out_if, rte_mbuf* m, net::Ipv4Packet& p);
+  // Too big for out_if's MTU and not to be fragmented (DF): what fits_mtu refuses.
+  bool too_big(uint16_t out_if, const net::Ipv4Packet& p) const {
+    return p.total_len > ctx_.ifaces[out_if].mtu && (p.flags & net::PKT_DF);
+  }
   [[gnu::always_inline]] inline void send_l3(uint16_t out_if, rte_be32_t nh, rte_mbuf* m);
   [[gnu::always_inline]] inline void send_l2(uint16_t out_if, const rte_ether_addr& dst, rte_mbuf* m);
   // The same to a session's previous hop, out of its in_iface: one 8-byte store (nat::Session::in_mac).

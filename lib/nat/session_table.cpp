@@ -226,7 +226,6 @@ bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t now_ms, u
   m.key = MapKey{in.src, in.sport, in.proto, a.pool_id};
   m.out_port = rte_cpu_to_be_16(port);
   m.out_addr = addr_idx;
-  m.hop = a.in_mac ? hop_id(Session::hop_word(*a.in_mac, a.in_iface)) : kNoHop;
   m.refs = 0;
   if (!maps_.insert(hash_of(m.key), midx)) {
     pa.release(port);
@@ -328,7 +327,7 @@ CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, 
     new_mapping = true;
   }
   Mapping& m = mappings_[midx];
-  if (!new_mapping && a.in_mac) m.hop = hop_id(Session::hop_word(*a.in_mac, a.in_iface));  // the latest
+  m.hop = hop_id(Session::hop_word(*a.in_mac, a.in_iface));  // the hop of the endpoint's latest new flow
   const rte_be32_t out_ip = outside_[m.out_addr].addr;
   const FlowKey out = outside_key(in, out_ip, m.out_port);
   if (lookup(out) >= 0) {  // this outside 5-tuple is taken by a sharer of the port

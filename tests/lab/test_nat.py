@@ -460,15 +460,21 @@ class _PeerHelpers:
     """For the filtering and hairpinning classes (mixed into an L.LabTestCase in nat mode)."""
 
     UNMAPPED_PORT = 40999   # an outside port no test here ever maps (no client socket uses it)
+    MODE = "nat"
+    NAT: dict = {}          # [nat] keys over config/lab.toml's
+    NATGW_ONLY = ""         # why Linux masquerade cannot stand in for natgw here ("" = it can)
 
     @classmethod
-    def nat_config(cls, name: str, **nat) -> str:
+    def natgw_config(cls) -> str:
         def edit(cfg):
-            cfg.setdefault("nat", {}).update(nat)
-        return str(L.derive_config("config/lab.toml", Path(cls.lab.logdir) / f"lab-{name}.toml", edit))
+            cfg.setdefault("nat", {}).update(cls.NAT)
+        return str(L.derive_config("config/lab.toml", Path(cls.lab.logdir) / f"lab-{cls.__name__}.toml", edit))
 
     @classmethod
-    def start_peers(cls) -> None:
+    def setUpClass(cls) -> None:
+        if cls.NATGW_ONLY:
+            L.require_natgw(cls.NATGW_ONLY)
+        super().setUpClass()
         start_servers(cls, inet_tcp=(), inet_udp=ECHO_PORTS, s3_udp=())
         warm_up([INET_ADDR])
 
@@ -547,14 +553,6 @@ class DefaultFiltering(_PeerHelpers, L.LabTestCase):
     """config/lab.toml's defaults: address-and-port-dependent filtering, no hairpinning (the negative
     controls of EndpointIndependentFiltering and Hairpinning; they also hold with the kernel stand-in)."""
 
-    MODE = "nat"
-    CONFIG = "config/lab.toml"
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        cls.start_peers()
-
     def test_unsolicited_datagram_dropped(self):
         cli, inet = self.agent(CLIENT_NS), self.agent(INET_NS)
         cli.bind("c", 40201)
@@ -579,17 +577,8 @@ class DefaultFiltering(_PeerHelpers, L.LabTestCase):
 class EndpointIndependentFiltering(_PeerHelpers, L.LabTestCase):
     """[nat] filtering = "endpoint-independent" (RFC 4787 REQ-8): any remote endpoint reaches a mapping."""
 
-    MODE = "nat"
-
-    @classmethod
-    def natgw_config(cls):
-        return cls.nat_config("eif", filtering="endpoint-independent")
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        L.require_natgw("nat.filtering = endpoint-independent: Linux masquerade filters by address and port")
-        super().setUpClass()
-        cls.start_peers()
+    NAT = {"filtering": "endpoint-independent"}
+    NATGW_ONLY = "nat.filtering = endpoint-independent: Linux masquerade filters by address and port"
 
     def test_unsolicited_datagram_reaches_mapped_endpoint(self):
         cli, inet = self.agent(CLIENT_NS), self.agent(INET_NS)
@@ -640,17 +629,8 @@ class Hairpinning(_PeerHelpers, L.LabTestCase):
     """[nat] hairpinning = true with the default (address-and-port-dependent) filtering: two inside sockets
     reach each other through their outside addresses once both have punched a hole (RFC 4787 REQ-9)."""
 
-    MODE = "nat"
-
-    @classmethod
-    def natgw_config(cls):
-        return cls.nat_config("hairpin", hairpinning=True)
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        L.require_natgw("nat.hairpinning")
-        super().setUpClass()
-        cls.start_peers()
+    NAT = {"hairpinning": True}
+    NATGW_ONLY = "nat.hairpinning"
 
     def test_hole_punch(self):
         cli, x, m1, m2 = self.two_sockets(40301, 40302)
@@ -684,17 +664,8 @@ class Hairpinning(_PeerHelpers, L.LabTestCase):
 class HairpinningEndpointIndependent(_PeerHelpers, L.LabTestCase):
     """hairpinning = true with filtering = "endpoint-independent": the very first datagram gets through."""
 
-    MODE = "nat"
-
-    @classmethod
-    def natgw_config(cls):
-        return cls.nat_config("hairpin-eif", hairpinning=True, filtering="endpoint-independent")
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        L.require_natgw("nat.hairpinning with endpoint-independent filtering")
-        super().setUpClass()
-        cls.start_peers()
+    NAT = {"hairpinning": True, "filtering": "endpoint-independent"}
+    NATGW_ONLY = "nat.hairpinning with endpoint-independent filtering"
 
     def test_first_datagram_delivered(self):
         cli, x, m1, m2 = self.two_sockets(40401, 40402)
