@@ -42,7 +42,7 @@ constexpr std::string_view kSnatKeys[] = {"from", "to", "ports"};
 constexpr std::string_view kTimeoutKeys[] = {"udp", "tcp_established", "tcp_transitory", "icmp",
                                              "fragment"};
 constexpr std::string_view kNatKeys[] = {"port_preservation", "port_overlapping", "hairpinning",
-                                         "max_sessions", "filtering"};
+                                         "max_sessions", "max_sessions_per_host", "filtering"};
 constexpr std::string_view kAclKeys[] = {"action", "src", "dst", "protocol", "src_ports", "dst_ports"};
 constexpr std::string_view kAclDefaultKeys[] = {"action"};
 constexpr std::string_view kMetricsKeys[] = {"listen"};
@@ -759,6 +759,7 @@ class Loader {
     read_bool(t, s, "hairpinning", cfg_.nat.hairpinning);
     // Session indexes carry the direction in bit 31 (nat::SessionTable::kOutsideBit).
     read_int(t, s, "max_sessions", cfg_.nat.max_sessions, 1, (1u << 31) - 1);
+    read_int(t, s, "max_sessions_per_host", cfg_.nat.max_sessions_per_host, 1, (1u << 31) - 1);
     if (const auto* n = t.get("filtering")) {
       static constexpr std::string_view kFiltering[] = {"address-port-dependent", "endpoint-independent",
                                                         "address-dependent"};
@@ -915,6 +916,10 @@ std::vector<Error> restart_reasons(const Config& running, const Config& next) {
   if (running.nat.max_sessions != next.nat.max_sessions)
     add(next.nat.loc, changed("nat.max_sessions", std::to_string(running.nat.max_sessions),
                               std::to_string(next.nat.max_sessions)));
+  // Its value reloads; the per-host counts exist only if natgw started with a limit.
+  if (running.nat.max_sessions_per_host == 0 && next.nat.max_sessions_per_host != 0)
+    add(next.nat.loc, "nat.max_sessions_per_host set while natgw runs without one (the per-host counts are "
+                      "kept only when it starts with a limit)");
   if (running.metrics.listen != next.metrics.listen)
     add(next.metrics.loc, changed("metrics.listen", "\"" + running.metrics.listen + "\"",
                                   "\"" + next.metrics.listen + "\""));

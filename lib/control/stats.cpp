@@ -75,7 +75,17 @@ Snapshot snapshot(const dp::Context& ctx, const std::vector<const dp::Worker*>& 
     if (w->id() < ctx.sessions.size()) ws.sessions = ctx.sessions[w->id()]->active();
     s.workers.push_back(ws);
   }
+  s.outside.resize(ctx.outside.size());
+  for (size_t a = 0; a < ctx.outside.size(); ++a) s.outside[a].addr = ctx.outside[a].addr;
+  s.hosts_counted = ctx.count_hosts;
   for (const auto& t : ctx.sessions) {
+    for (size_t a = 0; a < ctx.outside.size(); ++a)
+      for (int p = 0; p < 3; ++p) {
+        const nat::PortAllocator& pa = t->allocator(static_cast<uint32_t>(a), p);
+        s.outside[a].size[p] += pa.size();
+        s.outside[a].in_use[p] += pa.size() - pa.free_count();
+      }
+    if (t->hosts()) s.hosts += t->hosts()->hosts();
     const auto& st = t->stats();
     for (int p = 0; p < 3; ++p) {
       s.sessions_active[p] += st.active[p].get();
@@ -114,6 +124,15 @@ std::string format_text(const Snapshot& s) {
     << "; mapping collisions " << s.mapping_collisions
     << "; table full " << s.table_full << "; ports shared " << s.port_overlapped << "; port scans "
     << s.port_scans << "\n";
+  for (const auto& a : s.outside) {
+    o << "outside " << config::format_ipv4(rte_be_to_cpu_32(a.addr)) << ": ports in use";
+    for (int p = 0; p < 3; ++p) o << " " << kProto[p] << " " << a.in_use[p] << "/" << a.size[p];
+    o << "\n";
+  }
+  if (s.hosts_counted)
+    o << "inside hosts with sessions " << s.hosts << "; new flows refused at nat.max_sessions_per_host "
+      << s.drops[dp::kDropHostLimit]
+      << "\n";
   o << "drops:";
   for (unsigned d = 0; d < dp::kDropCount; ++d)
     if (s.drops[d]) o << " " << dp::drop_name(d) << "=" << s.drops[d];

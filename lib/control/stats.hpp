@@ -28,6 +28,12 @@ struct WorkerStats {
   uint32_t sessions = 0;
 };
 
+// One outside address's ports (or ICMP identifiers), summed over the workers' slices.
+struct OutsidePorts {
+  rte_be32_t addr = 0;
+  uint64_t size[3] = {}, in_use[3] = {};  // by protocol class: tcp, udp, icmp
+};
+
 struct Snapshot {
   std::vector<IfaceStats> ifaces;
   uint64_t drops[dp::kDropCount] = {};
@@ -39,6 +45,9 @@ struct Snapshot {
            hairpinned = 0, inbound_sessions = 0;
   uint64_t sessions_active[3] = {}, sessions_created[3] = {}, sessions_expired[3] = {};
   uint64_t port_alloc_errors = 0, mapping_collisions = 0, table_full = 0, mappings = 0, port_overlapped = 0, port_scans = 0;
+  std::vector<OutsidePorts> outside;
+  bool hosts_counted = false;  // nat.max_sessions_per_host was set at start
+  uint64_t hosts = 0;          // inside hosts with translated sessions (when counted)
   uint64_t arp_entries = 0;
   uint64_t generation = 0;
   std::vector<WorkerStats> workers;

@@ -664,14 +664,9 @@ void Worker::undo_in2out(Ipv4Packet& p, const Session& s) {
   if (rule->pool.empty()) egress_guess_ = egress_pool[0];
   uint32_t idx;
   nat::SessionTable& st = *ctx_.sessions[id_];
-  switch (st.create_session(a, now_ms_, idx)) {
-    case nat::CreateResult::kOk:
-      if (!ctx_.nat_used.load(std::memory_order_relaxed))
-        ctx_.nat_used.store(true, std::memory_order_relaxed);
-      break;
-    case nat::CreateResult::kTableFull: return drop(m, kDropTableFull);
-    default: return drop(m, kDropNoPort);
-  }
+  if (const auto r = st.create_session(a, now_ms_, idx); r != nat::CreateResult::kOk)
+    return drop(m, create_failure(r));
+  if (!ctx_.nat_used.load(std::memory_order_relaxed)) ctx_.nat_used.store(true, std::memory_order_relaxed);
   finish_in2out(iface, m, p, id_, idx);
 }
 
@@ -691,7 +686,17 @@ nat::SessionTable::CreateArgs Worker::snat_args(const SnatRule& rule, const rout
   a.in_mac = &rte_pktmbuf_mtod(m, rte_ether_hdr*)->src_addr;
   a.port_preservation = t.port_preservation;
   a.port_overlapping = t.port_overlapping;
+  a.host_limit = t.max_sessions_per_host;
   return a;
+}
+
+// Why a new flow's session was not made, as a drop reason.
+Drop Worker::create_failure(nat::CreateResult r) {
+  switch (r) {
+    case nat::CreateResult::kTableFull: return kDropTableFull;
+    case nat::CreateResult::kHostLimit: return kDropHostLimit;
+    default: return kDropNoPort;  // no port, or the mapping's 5-tuple toward here is taken
+  }
 }
 
 void Worker::forward(uint16_t iface, rte_mbuf* m, Ipv4Packet& p) {
@@ -766,11 +771,9 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
       return drop(m, kDropAcl);
     uint8_t egress_pool[1];
     const auto a = snat_args(*t.snat_rule_from(p.ip->src_addr), nh, iface, m, p, ik, egress_pool);  // hairpin_source checked the rule
-    switch (ctx_.sessions[id_]->create_session(a, now_ms_, idx)) {
-      case nat::CreateResult::kOk: ctx_.nat_used.store(true, std::memory_order_relaxed); break;
-      case nat::CreateResult::kTableFull: return drop(m, kDropTableFull);
-      default: return drop(m, kDropNoPort);
-    }
+    if (const auto r = ctx_.sessions[id_]->create_session(a, now_ms_, idx); r != nat::CreateResult::kOk)
+      return drop(m, create_failure(r));
+    ctx_.nat_used.store(true, std::memory_order_relaxed);
     table = id_;
   }
   Session& out = ctx_.sessions[table]->session(idx);
@@ -893,11 +896,8 @@ bool Worker::hairpin_source(uint16_t iface, const Ipv4Packet& p) const {
   ca.port_overlapping = t.port_overlapping;
   ca.inbound = true;
   uint32_t idx;
-  switch (own.create_session(ca, now_ms_, idx)) {
-    case nat::CreateResult::kOk: break;
-    case nat::CreateResult::kTableFull: return drop(m, kDropTableFull);
-    default: return drop(m, kDropNoPort);
-  }
+  if (const auto r = own.create_session(ca, now_ms_, idx); r != nat::CreateResult::kOk)
+    return drop(m, create_failure(r));
   Session& s = own.session(idx);
   if (s.out_ip != k.dst || s.out_port != k.dport) [[unlikely]] {  // the mapping named this port: cannot happen
     own.remove(idx);

@@ -130,6 +130,7 @@ class Worker {
   [[gnu::always_inline]] inline nat::SessionTable::CreateArgs snat_args(const SnatRule& rule, const route::NextHop& nh,
                                                                        uint16_t iface, rte_mbuf* m,
                                           const net::Ipv4Packet& p, const nat::FlowKey& key, uint8_t* egress_pool) const;
+  static Drop create_failure(nat::CreateResult r);
   // An outside-lane packet no session holds: hairpinned, let in by endpoint-independent
   // filtering, or dropped.
   void unmatched_inbound(uint16_t iface, rte_mbuf* m, net::Ipv4Packet& p, const nat::FlowKey& k);

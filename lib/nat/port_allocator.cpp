@@ -31,14 +31,18 @@ bool PortAllocator::take(uint16_t port) {
   if (!owns(port)) return false;
   PortState& st = state_[port - lo_];
   if (st.refs != 0) return false;
-  place(st.pos, free_[--nfree_]);  // the end of the array moves into the hole
+  const uint32_t n = free_count() - 1;
+  place(st.pos, free_[n]);  // the end of the array moves into the hole
+  nfree_.store(n, std::memory_order_relaxed);
   st.refs = 1;
   return true;
 }
 
 bool PortAllocator::take_any(uint16_t& port) {
-  if (nfree_ == 0) return false;
-  port = free_[--nfree_];
+  const uint32_t n = free_count();
+  if (n == 0) return false;
+  port = free_[n - 1];
+  nfree_.store(n - 1, std::memory_order_relaxed);
   state_[port - lo_].refs = 1;  // a store only: pos means nothing while in use
   return true;
 }
@@ -50,12 +54,13 @@ void PortAllocator::release(uint16_t port) {
   // Join at a random place r: the port there moves to the end. r was drawn at the
   // previous release, which prefetched its line (a miss once the pool outgrows the
   // cache; the next release is usually this allocator's again).
-  const uint32_t r = scale(drawn_, nfree_ + 1);
+  const uint32_t n = free_count();
+  const uint32_t r = scale(drawn_, n + 1);
   drawn_ = next_rand();
-  __builtin_prefetch(free_.get() + scale(drawn_, nfree_ + 2));  // may be one past the end: a prefetch only
-  if (r != nfree_) place(nfree_, free_[r]);
+  __builtin_prefetch(free_.get() + scale(drawn_, n + 2));  // may be one past the end: a prefetch only
+  if (r != n) place(n, free_[r]);
   place(r, port);
-  ++nfree_;
+  nfree_.store(n + 1, std::memory_order_relaxed);
 }
 
 }  // namespace natgw::nat

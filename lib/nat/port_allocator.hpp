@@ -15,6 +15,7 @@
 // mappings may share it as long as 5-tuples stay unique.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 
@@ -28,7 +29,8 @@ class PortAllocator {
   uint16_t lo() const { return lo_; }
   uint16_t hi() const { return hi_; }
   bool owns(uint16_t port) const { return port >= lo_ && port <= hi_; }
-  uint32_t free_count() const { return nfree_; }
+  // Free ports; the control thread may read it (port-usage gauges).
+  uint32_t free_count() const { return nfree_.load(std::memory_order_relaxed); }
   uint32_t size() const { return static_cast<uint32_t>(hi_ - lo_) + 1; }
   uint16_t refs(uint16_t port) const { return state_[port - lo_].refs; }
 
@@ -39,7 +41,10 @@ class PortAllocator {
   // The port take_any() gives after `nth` more takes, or -1: what a caller can
   // prefetch for. Every take uses up the array's end (take(port) moves it into the
   // hole), so this holds unless one of those takes names a port of that tail.
-  int32_t next_any(uint32_t nth) const { return nth < nfree_ ? free_[nfree_ - 1 - nth] : -1; }
+  int32_t next_any(uint32_t nth) const {
+    const uint32_t n = free_count();
+    return nth < n ? free_[n - 1 - nth] : -1;
+  }
   // The port of the range a 32-bit random draw names (uniform; in use or not).
   uint16_t at(uint32_t draw) const { return static_cast<uint16_t>(lo_ + scale(draw, size())); }
   // Start loading what take(port) reads first.
@@ -66,7 +71,7 @@ class PortAllocator {
   // A 32-bit random draw scaled to [0, n) by multiply-shift (no division).
   static uint32_t scale(uint32_t r, uint32_t n) { return static_cast<uint32_t>((uint64_t{r} * n) >> 32); }
   uint16_t lo_, hi_;
-  uint32_t nfree_;
+  std::atomic<uint32_t> nfree_;  // written by the owning worker only (load + store, no locked op)
   uint64_t rng_;
   uint32_t drawn_ = 0;  // the next release's random draw (see release())
   // A port's position in free_, its sharers and its holder side by side: taking a

@@ -80,8 +80,11 @@ std::unique_ptr<SessionTable> SessionTable::create(const Params& p) {
   }
   t->rng_ ^= static_cast<uint32_t>(rte_rdtsc()) | 1;
 
+  if (p.count_hosts)
+    t->hosts_ = std::make_unique<HostSessions>(unique_name("ngw_hosts", p.worker).c_str(), n, p.socket, seed ^ 0x5bd1e995);
   t->memory_bytes_ = t->flows_.memory_bytes() + t->maps_.memory_bytes() + t->session_mem_.size() +
-                     t->free_session_mem_.size() + t->mapping_mem_.size() + t->free_mapping_mem_.size();
+                     t->free_session_mem_.size() + t->mapping_mem_.size() + t->free_mapping_mem_.size() +
+                     (t->hosts_ ? t->hosts_->memory_bytes() : 0);
   return t;
 }
 
@@ -304,6 +307,19 @@ uint32_t SessionTable::prefetch_port(const FlowKey& in, uint8_t addr_idx, bool p
 }
 
 CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, uint32_t& idx) {
+  // The host's allowance first (counted now, given back if the session is not made):
+  // a host at its limit costs no port and no mapping.
+  const bool counted = hosts_ && !a.inbound;
+  if (counted && !hosts_->try_add(a.in->src, a.host_limit)) {
+    stats_.host_limited.add();
+    return CreateResult::kHostLimit;
+  }
+  const CreateResult r = create_mapped(a, now_ms, idx);
+  if (counted && r != CreateResult::kOk) hosts_->remove(a.in->src);
+  return r;
+}
+
+CreateResult SessionTable::create_mapped(const CreateArgs& a, uint32_t now_ms, uint32_t& idx) {
   const FlowKey& in = *a.in;
   const int pc = proto_class(in.proto);
   if (pc < 0 || a.pool_len == 0) return CreateResult::kNoPort;
@@ -414,6 +430,7 @@ void SessionTable::remove(uint32_t idx) {
   s.state = SessionState::kClosing;
   --active_;
   inbound_ -= s.inbound;
+  if (hosts_ && s.mapping != kNoMapping && !s.inbound) hosts_->remove(s.in_ip);
   const int pc = proto_class(s.proto);
   stats_.active[pc].sub();
   stats_.expired[pc].add();

@@ -27,6 +27,7 @@
 
 #include "natgw/counter.hpp"
 #include "nat/flow_key.hpp"
+#include "nat/host_sessions.hpp"
 #include "nat/port_allocator.hpp"
 #include "nat/session.hpp"
 #include "nat/sig_index.hpp"
@@ -60,9 +61,11 @@ struct SessionStats {  // owner-written, read by the control thread
   Counter first_probes; // of those, the first probe drawn (and prefetched) ahead
   Counter port_scans;   // full scans of a port range for a port to share (exhaustion's slow path)
   Counter mappings;     // live endpoint-independent mappings
+  Counter host_limited; // refused: the inside host had nat.max_sessions_per_host sessions
 };
 
-enum class CreateResult : uint8_t { kOk, kNoPort, kTableFull, kCollision };
+// kHostLimit: the inside host already has nat.max_sessions_per_host sessions.
+enum class CreateResult : uint8_t { kOk, kNoPort, kTableFull, kCollision, kHostLimit };
 
 class SessionTable {
  public:
@@ -73,6 +76,7 @@ class SessionTable {
     std::vector<OutsideAddress> outside;
     rte_rcu_qsbr* qsbr = nullptr;  // required
     int socket = -1;               // SOCKET_ID_ANY
+    bool count_hosts = false;      // keep sessions per inside host (CreateArgs::host_limit)
   };
   // Control path; throws std::runtime_error with the DPDK reason on failure.
   static std::unique_ptr<SessionTable> create(const Params& p);
@@ -129,6 +133,10 @@ class SessionTable {
     uint32_t first_probe = 0;
     uint8_t probe_addr = 0;
     bool inbound = false;  // opened by an outside packet (counted in inbound_active())
+    // Sessions an inside host may open (0 = no limit; needs Params::count_hosts).
+    // Outside-opened sessions (inbound) are not counted: an outside sender must not
+    // be able to use up a host's allowance and lock it out.
+    uint32_t host_limit = 0;
   };
   CreateResult create_session(const CreateArgs& a, uint32_t now_ms, uint32_t& idx);
   // Start loading what creating a session for inside flow `in` reads first, when it
@@ -208,6 +216,8 @@ class SessionTable {
   uint32_t active() const { return active_; }
   // Live sessions that an outside packet opened (CreateArgs::inbound).
   uint32_t inbound_active() const { return inbound_; }
+  // Sessions per inside host (Params::count_hosts), else nullptr.
+  const HostSessions* hosts() const { return hosts_.get(); }
   // Sessions published so far (wraps): a caller that looked keys up earlier can
   // tell whether its misses may have become hits since.
   uint32_t inserts() const { return inserts_; }
@@ -296,6 +306,7 @@ class SessionTable {
   unsigned nhops_ = 0;
   bool alloc_mapping(const CreateArgs& a, int pc, uint32_t now_ms, uint32_t& midx);
   void drop_mapping_ref(uint32_t midx);
+  CreateResult create_mapped(const CreateArgs& a, uint32_t now_ms, uint32_t& idx);
   CreateResult install(const CreateArgs& a, const FlowKey& out, rte_be32_t out_ip, rte_be16_t out_port,
                        uint8_t out_addr, uint32_t midx, uint32_t now_ms, uint32_t& idx);
   uint32_t next_rand();
@@ -315,6 +326,7 @@ class SessionTable {
   uint32_t batch_head_ = 0, batch_count_ = 0;
   uint32_t closing_ = 0;
   std::vector<std::unique_ptr<PortAllocator>> allocs_;  // [addr * 3 + class]
+  std::unique_ptr<HostSessions> hosts_;                 // Params::count_hosts
   std::vector<OutsideAddress> outside_;
   uint32_t max_ = 0;
   uint32_t cursor_ = 0;

@@ -135,6 +135,11 @@ void register_setup() {
       {"setup/pipeline/udp/pool:16/sessions:" + std::to_string(big), IPPROTO_UDP, big, pool_of(16)},
       {"setup/pipeline/udp/pool:16(ephemeral)/sessions:" + std::to_string(big), IPPROTO_UDP, big, pool_of(16), "",
        false, true},
+      // nat.max_sessions_per_host at the benchmark's 16 flows per inside host: every flow counted, none refused.
+      {"setup/pipeline/udp/addr:1/host-limit/sessions:" + std::to_string(small), IPPROTO_UDP, small, "",
+       "max_sessions_per_host = 16\n"},
+      {"setup/pipeline/udp/pool:16/host-limit/sessions:" + std::to_string(big), IPPROTO_UDP, big, pool_of(16),
+       "max_sessions_per_host = 16\n"},
       {"setup/pipeline/udp/addr:1/acl:10/sessions:" + std::to_string(small), IPPROTO_UDP, small, "",
        acl_toml(make_acl_rules(10))},
       {"setup/pipeline/udp/addr:1/acl:1000/sessions:" + std::to_string(small), IPPROTO_UDP, small, "",

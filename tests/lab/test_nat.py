@@ -686,6 +686,53 @@ class HairpinningEndpointIndependent(_PeerHelpers, L.LabTestCase):
         self.assertEqual(self.mapped(cli, "s2"), (x, m2))
 
 
+class PerHostLimit(_PeerHelpers, L.LabTestCase):
+    """nat.max_sessions_per_host with real UDP sockets: the client's flows past the limit are dropped before
+    they take a port, its live flows carry on, and the outside-port gauges count the ports its mappings hold."""
+
+    LIMIT = 6
+    NAT = {"max_sessions_per_host": LIMIT}
+    NATGW_ONLY = "nat.max_sessions_per_host"
+
+    def ports_in_use(self, m: "L.Metrics") -> float:
+        return m.value("natgw_outside_ports_in_use", address=NATGW_INTERNET, protocol="udp")
+
+    def test_flows_past_the_limit_are_dropped(self):
+        m0 = L.metrics(strict=False)
+        # The warm-up pings left the client (the lab's only inside host) some sessions: they count too.
+        self.assertEqual(m0.value("natgw_inside_hosts"), 1, "an inside host other than the client has sessions")
+        held = int(sum(m0.series("natgw_sessions_active").values()))
+        room = self.LIMIT - held
+        self.assertGreaterEqual(room, 3, f"the warm-up left {held} sessions")
+        cli = self.agent(CLIENT_NS)
+        answered, refused = [], []
+        for i in range(room + 3):
+            name = f"h{i}"
+            cli.bind(name, 40300 + i)
+            cli.send(name, INET_ADDR, ECHO_PORTS[0], f"limit-{i}")
+            (answered if cli.recv(name, 1.5) else refused).append(name)
+        self.assertEqual(answered, [f"h{i}" for i in range(room)], f"refused: {refused}")
+        m1 = L.metrics(strict=False)
+        self.assertEqual(m1.value("natgw_drops_total", reason="host_limit")
+                         - m0.value("natgw_drops_total", reason="host_limit"), 3)
+        self.assertEqual(self.ports_in_use(m1) - self.ports_in_use(m0), room, "one port per new mapping")
+        self.assertEqual(m1.value("natgw_port_allocation_errors_total"), m0.value("natgw_port_allocation_errors_total"),
+                         "a refused flow tried for a port")
+        self.assertEqual(m1.value("natgw_outside_ports", address=NATGW_INTERNET, protocol="udp"),
+                         65535 - 1024 + 1)
+        # The flows natgw let through still work; the refused one stays refused.
+        cli.send("h0", INET_ADDR, ECHO_PORTS[0], "again")
+        self.assertIsNotNone(cli.recv("h0", 2), "a flow under the limit stopped working")
+        cli.send(refused[0], INET_ADDR, ECHO_PORTS[0], "again")
+        self.assertIsNone(cli.recv(refused[0], 1.5), "a flow past the limit got through on its second datagram")
+        # natgwctl stats shows the same gauge.
+        r = L.natgwctl("stats")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        got = re.search(rf"outside {re.escape(NATGW_INTERNET)}: ports in use tcp \d+/\d+ udp (\d+)/64512", r.stdout)
+        self.assertIsNotNone(got, r.stdout)
+        self.assertEqual(int(got.group(1)), self.ports_in_use(L.metrics(strict=False)), r.stdout)
+
+
 def _csum(data: bytes) -> int:
     """Internet checksum over data; 0 when data carries a correct checksum."""
     if len(data) % 2:

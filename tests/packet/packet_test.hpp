@@ -137,6 +137,22 @@ inline std::vector<uint8_t> expected(const std::vector<uint8_t>& in, const Rewri
   return f;
 }
 
+// Build and publish tables for `toml` as the control thread does. The workers
+// live on this thread, so they are taken offline for the grace period (a worker
+// thread would report a quiescent state instead), then pick up the new tables.
+inline void reload(Pipeline& p, const std::string& toml, uint64_t generation) {
+  auto r = config::load_string(toml, "reload.toml");
+  ASSERT_TRUE(r.ok()) << (r.errors.empty() ? "" : r.errors[0].str());
+  auto t = dp::build_tables(p.ctx, *r.config, generation);
+  for (auto& w : p.workers) rte_rcu_qsbr_thread_offline(p.ctx.qsbr, w->id());
+  dp::publish_tables(p.ctx, std::move(t));
+  for (auto& w : p.workers) {
+    rte_rcu_qsbr_thread_online(p.ctx.qsbr, w->id());
+    w->refresh_tables();
+  }
+  ASSERT_EQ(p.ctx.tables.load()->generation, generation);
+}
+
 // Counters summed over every worker.
 inline uint64_t drops(Pipeline& p, dp::Drop why) {
   uint64_t n = 0;

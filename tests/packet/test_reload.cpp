@@ -8,22 +8,6 @@
 namespace natgw::test {
 namespace {
 
-// Build and publish tables for `toml` as the control thread does. The workers
-// live on this thread, so they are taken offline for the grace period (a worker
-// thread would report a quiescent state instead), then pick up the new tables.
-void reload(Pipeline& p, const std::string& toml, uint64_t generation) {
-  auto r = config::load_string(toml, "reload.toml");
-  ASSERT_TRUE(r.ok()) << (r.errors.empty() ? "" : r.errors[0].str());
-  auto t = dp::build_tables(p.ctx, *r.config, generation);
-  for (auto& w : p.workers) rte_rcu_qsbr_thread_offline(p.ctx.qsbr, w->id());
-  dp::publish_tables(p.ctx, std::move(t));
-  for (auto& w : p.workers) {
-    rte_rcu_qsbr_thread_online(p.ctx.qsbr, w->id());
-    w->refresh_tables();
-  }
-  ASSERT_EQ(p.ctx.tables.load()->generation, generation);
-}
-
 // The internet's default route moved to the endpoint link.
 const std::string kMovedDefault =
     with(kLabConfig, "via = \"10.0.3.1\"\ninterface = \"internet\"", "via = \"10.0.2.1\"\ninterface = \"endpoint\"");

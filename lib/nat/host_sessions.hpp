@@ -1,0 +1,54 @@
+// Sessions per inside host, for nat.max_sessions_per_host: one host (a runaway
+// client, a compromised instance, a P2P node) must not take a worker's whole session
+// table or its ports. Every translated session of an inside host lives in the table
+// of the worker that owns the host (dp::Context::flow_owner), so one worker's count is
+// the host's count. Owner only, like the rest of the session table; hosts() may be
+// read by the control thread.
+#pragma once
+
+#include <rte_byteorder.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "nat/sig_index.hpp"
+#include "nat/table_memory.hpp"
+
+namespace natgw::nat {
+
+class HostSessions {
+ public:
+  // Room for `max_hosts` hosts (a table of N sessions has at most N hosts); throws
+  // std::runtime_error when the memory cannot be had.
+  HostSessions(const char* what, uint32_t max_hosts, int socket, uint64_t seed);
+
+  // Count one more session for `host`; false, counting nothing, when it already has
+  // `limit` (0 = no limit) or the table is full (cannot happen within max_hosts).
+  bool try_add(rte_be32_t host, uint32_t limit);
+  // One session of `host` ended (a host without a count is ignored).
+  void remove(rte_be32_t host);
+  uint32_t count(rte_be32_t host) const;
+  // Hosts with at least one session.
+  uint32_t hosts() const { return live_.load(std::memory_order_relaxed); }
+  size_t memory_bytes() const { return index_.memory_bytes() + host_mem_.size() + free_mem_.size(); }
+
+ private:
+  struct Host {
+    rte_be32_t addr;
+    uint32_t sessions;
+  };
+  uint64_t hash_of(rte_be32_t a) const { return index_.hash(a, 0x2545F4914F6CDD1Dull); }
+  int64_t find(rte_be32_t a, uint64_t h) const {
+    return index_.find(h, [&](uint32_t v) { return hosts_[v].addr == a; });
+  }
+
+  SigIndex index_;  // host address -> slot in hosts_
+  TableMemory host_mem_, free_mem_;
+  Host* hosts_ = nullptr;
+  uint32_t* free_ = nullptr;  // free slots of hosts_, first nfree_ valid
+  uint32_t nfree_ = 0;
+  std::atomic<uint32_t> live_{0};
+};
+
+}  // namespace natgw::nat

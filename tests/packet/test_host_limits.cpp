@@ -1,0 +1,202 @@
+// nat.max_sessions_per_host through the whole pipeline (one inside host cannot take
+// the table or the ports; outside-opened sessions do not count against it; the value
+// reloads live), and the outside-port gauges natgwctl and Prometheus show.
+#include <gtest/gtest.h>
+
+#include "control/stats.hpp"
+#include "control/views.hpp"
+#include "packet/packet_test.hpp"
+
+namespace natgw::test {
+namespace {
+
+constexpr const char* kA = "192.168.10.2";
+constexpr const char* kB = "192.168.10.3";
+
+class HostLimit : public ::testing::Test {
+ protected:
+  explicit HostLimit(const std::string& nat = "[nat]\nmax_sessions_per_host = 3\n")
+      : p(std::string(kLabConfig) + nat) {
+    lab_neighbours(p);
+  }
+  // A new flow from `host`:`sport`: whether natgw sent it out translated.
+  bool opens(uint8_t proto, const char* host, uint16_t sport, const char* dst = "203.0.113.10") {
+    p.rx(kInside, build_frame(client(proto, dst, sport, 443, host)));
+    const auto out = ipv4_only(p.out(kInternet));
+    return out.size() == 1 && parse_frame(out[0]).src == ip("10.0.3.10");
+  }
+  uint64_t free_udp() const { return p.ctx.sessions[0]->allocator(outside_idx(), 1).free_count(); }
+  uint32_t outside_idx() const { return static_cast<uint32_t>(p.ctx.sessions[0]->outside_index(ip("10.0.3.10"))); }
+  uint32_t count(const char* host) const { return p.ctx.sessions[0]->hosts()->count(ip(host)); }
+  Pipeline p;
+};
+
+// Three sessions (any protocols, any destinations), then the host's new flows are
+// dropped as host_limit, costing no port; other hosts and the host's existing flows
+// carry on.
+TEST_F(HostLimit, AHostAtItsLimitOpensNoMoreFlowsOthersDo) {
+  ASSERT_TRUE(opens(IPPROTO_UDP, kA, 40000));
+  ASSERT_TRUE(opens(IPPROTO_TCP, kA, 40001));
+  ASSERT_TRUE(opens(IPPROTO_UDP, kA, 40002, "203.0.113.99"));
+  EXPECT_EQ(count(kA), 3u);
+  const uint32_t free_before = free_udp();
+  EXPECT_FALSE(opens(IPPROTO_UDP, kA, 40003));
+  EXPECT_FALSE(opens(IPPROTO_TCP, kA, 40004));
+  EXPECT_EQ(drops(p, dp::kDropHostLimit), 2u);
+  EXPECT_EQ(free_udp(), free_before) << "a refused flow takes no port";
+  EXPECT_EQ(p.ctx.sessions[0]->stats().host_limited.get(), 2u);
+  EXPECT_EQ(count(kA), 3u);
+  EXPECT_TRUE(opens(IPPROTO_UDP, kA, 40000)) << "an existing flow still translates";
+  EXPECT_TRUE(opens(IPPROTO_UDP, kB, 40000)) << "another host is not limited";
+  EXPECT_EQ(count(kB), 1u);
+  EXPECT_EQ(active_sessions(p), 4u);
+  EXPECT_EQ(p.ctx.sessions[0]->hosts()->hosts(), 2u);
+}
+
+// A session that ends gives its place back; a host with no sessions left is forgotten.
+TEST_F(HostLimit, EndedSessionsGiveTheirPlaceBack) {
+  for (uint16_t sport = 40000; sport < 40003; ++sport) ASSERT_TRUE(opens(IPPROTO_UDP, kA, sport));
+  EXPECT_FALSE(opens(IPPROTO_UDP, kA, 40003));
+  p.advance(301'000);  // past the UDP timeout
+  p.expire_all();
+  EXPECT_EQ(active_sessions(p), 0u);
+  EXPECT_EQ(count(kA), 0u);
+  EXPECT_EQ(p.ctx.sessions[0]->hosts()->hosts(), 0u);
+  for (uint16_t sport = 40003; sport < 40006; ++sport) EXPECT_TRUE(opens(IPPROTO_UDP, kA, sport));
+  EXPECT_FALSE(opens(IPPROTO_UDP, kA, 40006));
+}
+
+// A flow refused for another reason (no port left) is not counted against its host.
+TEST(HostLimitNoPort, RefusedFlowsGiveTheirCountBack) {
+  const std::string two_ports = with(kLabConfig, "from = [\"192.168.0.0/16\"]\n",
+                                     "from = [\"192.168.0.0/16\"]\nports = \"5000-5001\"\n");
+  Pipeline p(two_ports + "[nat]\nmax_sessions_per_host = 3\nport_overlapping = false\n");
+  lab_neighbours(p);
+  for (uint16_t sport = 40000; sport < 40002; ++sport)
+    p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", sport, 53, kA)));
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53, kB)));
+  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 2u);
+  EXPECT_EQ(drops(p, dp::kDropNoPort), 1u);
+  const nat::HostSessions* h = p.ctx.sessions[0]->hosts();
+  EXPECT_EQ(h->count(ip(kA)), 2u);
+  EXPECT_EQ(h->count(ip(kB)), 0u);
+  EXPECT_EQ(h->hosts(), 1u);
+}
+
+// With endpoint-independent filtering, sessions outside senders open toward a host's
+// mapping are not the host's: strangers cannot use up its allowance and lock it out.
+class HostLimitEif : public HostLimit {
+ protected:
+  HostLimitEif() : HostLimit("[nat]\nmax_sessions_per_host = 3\nfiltering = \"endpoint-independent\"\n") {}
+};
+TEST_F(HostLimitEif, OutsideOpenedSessionsDoNotCount) {
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 443, kA)));
+  const auto out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 1u);
+  const Parsed o = parse_frame(out[0]);
+  for (int i = 0; i < 5; ++i) {  // five strangers reach the mapping
+    auto s = reply_to(o, kInternet);
+    s.src = ip(("198.18.0." + std::to_string(10 + i)).c_str());
+    p.rx(kInternet, build_frame(s));
+  }
+  EXPECT_EQ(ipv4_only(p.out(kInside)).size(), 5u);
+  EXPECT_EQ(active_sessions(p), 6u);
+  EXPECT_EQ(count(kA), 1u);
+  EXPECT_TRUE(opens(IPPROTO_UDP, kA, 40001));
+  EXPECT_TRUE(opens(IPPROTO_UDP, kA, 40002));
+  EXPECT_FALSE(opens(IPPROTO_UDP, kA, 40003));
+  // The strangers' sessions end, the host's own (refreshed) stay: its count is unchanged.
+  p.advance(200'000);
+  for (uint16_t sport = 40000; sport < 40003; ++sport) ASSERT_TRUE(opens(IPPROTO_UDP, kA, sport));
+  p.advance(150'000);
+  p.expire_all();
+  EXPECT_EQ(active_sessions(p), 3u);
+  EXPECT_EQ(count(kA), 3u) << "inbound sessions ending took nothing off the host's count";
+  EXPECT_FALSE(opens(IPPROTO_UDP, kA, 40003));
+}
+
+// The value reloads live (counts kept through a reload without a limit); turning a
+// limit on in a natgw started without one is refused (no counts were kept).
+TEST_F(HostLimit, TheLimitReloadsLive) {
+  for (uint16_t sport = 40000; sport < 40003; ++sport) ASSERT_TRUE(opens(IPPROTO_UDP, kA, sport));
+  EXPECT_FALSE(opens(IPPROTO_UDP, kA, 40003));
+  reload(p, std::string(kLabConfig) + "[nat]\nmax_sessions_per_host = 4\n", 2);
+  EXPECT_TRUE(opens(IPPROTO_UDP, kA, 40003));
+  EXPECT_FALSE(opens(IPPROTO_UDP, kA, 40004));
+  reload(p, kLabConfig, 3);  // no limit: counted still
+  for (uint16_t sport = 40004; sport < 40010; ++sport) EXPECT_TRUE(opens(IPPROTO_UDP, kA, sport));
+  EXPECT_EQ(count(kA), 10u);
+  reload(p, std::string(kLabConfig) + "[nat]\nmax_sessions_per_host = 2\n", 4);
+  EXPECT_FALSE(opens(IPPROTO_UDP, kA, 40010)) << "over the new limit: no new flows, live ones stay";
+  EXPECT_TRUE(opens(IPPROTO_UDP, kA, 40000));
+  EXPECT_TRUE(opens(IPPROTO_UDP, kB, 40000));
+  EXPECT_TRUE(opens(IPPROTO_UDP, kB, 40001));
+  EXPECT_FALSE(opens(IPPROTO_UDP, kB, 40002));
+
+  Pipeline unlimited(kLabConfig);
+  EXPECT_EQ(unlimited.ctx.sessions[0]->hosts(), nullptr) << "no per-host table without a limit";
+  auto r = config::load_string(std::string(kLabConfig) + "[nat]\nmax_sessions_per_host = 2\n", "reload.toml");
+  ASSERT_TRUE(r.ok());
+  EXPECT_THROW(dp::build_tables(unlimited.ctx, *r.config, 2), std::runtime_error);
+}
+
+// Hairpinned flows are the inside host's own: they count.
+TEST(HostLimitHairpin, HairpinnedFlowsCount) {
+  Pipeline p(std::string(kLabConfig) + "[nat]\nmax_sessions_per_host = 1\nhairpinning = true\n");
+  lab_neighbours(p);
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 443, kB)));
+  const auto out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 1u);
+  const uint16_t b_port = parse_frame(out[0]).sport;
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 443, kA)));  // A's one session
+  ASSERT_EQ(ipv4_only(p.out(kInternet)).size(), 1u);
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "10.0.3.10", 40001, b_port, kA)));  // A to B's mapping
+  EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
+  EXPECT_EQ(drops(p, dp::kDropHostLimit), 1u);
+}
+
+// Ports in use per outside address and protocol: what a mapping holds (shared flows of
+// one mapping hold one port), summed over the workers' slices; freed with the mapping.
+TEST(OutsidePortGauges, CountMappingsPortsPerAddressAndProtocol) {
+  Pipeline p(kLabConfig, 2);
+  lab_neighbours(p);
+  // Hosts on both workers; one host's two flows from one port share its mapping.
+  const char* hosts[] = {"192.168.10.2", "192.168.10.3", "192.168.10.4", "192.168.10.5"};
+  for (const char* h : hosts) p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53, h)));
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.11", 40000, 53, hosts[0])));
+  p.rx(kInside, build_frame(client(IPPROTO_TCP, "203.0.113.10", 40000, 443, hosts[0])));
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "198.51.100.7", 40000, 53, hosts[1])));  // the endpoint link
+  ASSERT_EQ(active_sessions(p), 7u);
+  std::vector<const dp::Worker*> ws;
+  for (auto& w : p.workers) ws.push_back(w.get());
+  auto s = control::snapshot(p.ctx, ws, false);
+  const auto at = [&](const char* a) -> const control::OutsidePorts* {
+    for (const auto& o : s.outside)
+      if (o.addr == ip(a)) return &o;
+    return nullptr;
+  };
+  const auto* internet = at("10.0.3.10");
+  const auto* endpoint = at("10.0.2.10");
+  ASSERT_TRUE(internet && endpoint);
+  EXPECT_EQ(internet->size[1], 65535u - 1024u + 1u) << "both workers' slices";
+  EXPECT_EQ(internet->in_use[1], 4u);
+  EXPECT_EQ(internet->in_use[0], 1u);
+  EXPECT_EQ(internet->in_use[2], 0u);
+  EXPECT_EQ(endpoint->in_use[1], 1u);
+  const std::string prom = control::render_prometheus(s, p.ctx, {});
+  EXPECT_NE(prom.find("natgw_outside_ports_in_use{address=\"10.0.3.10\",protocol=\"udp\"} 4\n"), std::string::npos)
+      << prom;
+  EXPECT_NE(prom.find("natgw_outside_ports{address=\"10.0.3.10\",protocol=\"tcp\"} 64512\n"), std::string::npos);
+  EXPECT_EQ(prom.find("natgw_inside_hosts"), std::string::npos) << "no per-host counts without a limit";
+  EXPECT_NE(control::format_text(s).find("outside 10.0.3.10: ports in use tcp 1/64512 udp 4/64512 icmp 0/64512\n"),
+            std::string::npos)
+      << control::format_text(s);
+  p.advance(301'000);
+  p.expire_all();
+  s = control::snapshot(p.ctx, ws, false);
+  EXPECT_EQ(at("10.0.3.10")->in_use[1], 0u);
+  EXPECT_EQ(at("10.0.2.10")->in_use[1], 0u);
+}
+
+}  // namespace
+}  // namespace natgw::test
