@@ -306,7 +306,9 @@ class SessionTable {
   unsigned nhops_ = 0;
   bool alloc_mapping(const CreateArgs& a, int pc, uint32_t now_ms, uint32_t& midx);
   void drop_mapping_ref(uint32_t midx);
-  CreateResult create_mapped(const CreateArgs& a, uint32_t now_ms, uint32_t& idx);
+  CreateResult create_counted(const CreateArgs& a, uint32_t now_ms, uint32_t& idx);
+  // create_session without the per-host count (inlined: one call per new flow, as without a count).
+  [[gnu::always_inline]] inline CreateResult create_mapped(const CreateArgs& a, uint32_t now_ms, uint32_t& idx);
   CreateResult install(const CreateArgs& a, const FlowKey& out, rte_be32_t out_ip, rte_be16_t out_port,
                        uint8_t out_addr, uint32_t midx, uint32_t now_ms, uint32_t& idx);
   uint32_t next_rand();
