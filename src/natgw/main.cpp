@@ -7,6 +7,7 @@
 #include <rte_mbuf.h>
 #include <rte_telemetry.h>
 #include <rte_timer.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -26,7 +27,9 @@
 #include "config/config.hpp"
 #include "control/server.hpp"
 #include "control/stats.hpp"
+#include "control/systemd_notify.hpp"
 #include "control/views.hpp"
+#include "control/watchdog.hpp"
 #include "dataplane/context.hpp"
 #include "dataplane/port.hpp"
 #include "dataplane/worker.hpp"
@@ -204,12 +207,22 @@ int worker_main(void* arg) {
 
 class Daemon {
  public:
-  explicit Daemon(config::Config cfg) : cfg_(std::move(cfg)) {}
+  // `watchdog`: systemd's watchdog timeout (0 = none); fed through `notify`.
+  Daemon(config::Config cfg, control::SystemdNotifier notify, std::chrono::microseconds watchdog)
+      : cfg_(std::move(cfg)), notify_(std::move(notify)), watchdog_timeout_(watchdog) {}
   int run(const char* argv0);
 
  private:
+  using Clock = std::chrono::steady_clock;
   bool init_eal(const char* argv0);
+  // A reload, told to systemd: RELOADING=1 before, READY=1 after (whether it took or was rejected).
   control::Reply reload();
+  control::Reply apply_reload();
+  // READY=1 once every worker has polled, then the watchdog: called from the control loop.
+  void systemd_tick();
+  std::vector<uint64_t> poll_counts() const;
+  std::string status_line(const std::string& what) const;
+  int loop_timeout_ms() const;
   control::Reply command(const std::string& line);
   void reset_ports();
   void register_telemetry();
@@ -234,6 +247,13 @@ class Daemon {
   control::ReloadStatus reload_;
   control::ControlServer server_;
   XdpHooks xdp_;
+  control::SystemdNotifier notify_;
+  std::chrono::microseconds watchdog_timeout_;
+  std::optional<control::WorkerWatchdog> watchdog_;  // from READY=1 on, when systemd asked for one
+  std::vector<unsigned> lcores_;                     // worker i runs on lcore lcores_[i]
+  bool ready_ = false;                               // READY=1 sent
+  Clock::time_point launched_;
+  bool said_slow_start_ = false;
 };
 
 // For DPDK telemetry callbacks (C function pointers, run on DPDK's telemetry thread):
@@ -280,6 +300,24 @@ bool Daemon::init_eal(const char* argv0) {
 }
 
 control::Reply Daemon::reload() {
+  // Before READY=1 there is no running state for systemd to leave: the READY=1 to come says it.
+  if (ready_) notify_.reloading("reloading " + cfg_.path);
+  control::Reply r = apply_reload();
+  if (ready_) {
+    if (r.ok) {
+      notify_.ready(status_line("reloaded"));
+    } else {
+      const std::string first = reload_.last_error.substr(0, reload_.last_error.find('\n'));
+      const auto more = std::count(reload_.last_error.begin(), reload_.last_error.end(), '\n') - 1;
+      notify_.ready("reload rejected, generation " + std::to_string(reload_.generation) +
+                    " stays in force: " + first +
+                    (more > 0 ? " (and " + std::to_string(more) + " more)" : ""));
+    }
+  }
+  return r;
+}
+
+control::Reply Daemon::apply_reload() {
   reload_.last_time = static_cast<double>(
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
   const auto r = config::load_file(cfg_.path);
@@ -323,6 +361,72 @@ control::Reply Daemon::reload() {
                           " stays in force:\n" + why;
   std::cerr << "natgw: " << msg << std::flush;
   return {false, msg};
+}
+
+std::vector<uint64_t> Daemon::poll_counts() const {
+  std::vector<uint64_t> v;
+  v.reserve(workers_.size());
+  for (const auto& w : workers_) v.push_back(w->counters().polls.get());  // relaxed loads: no lock, no write
+  return v;
+}
+
+std::string Daemon::status_line(const std::string& what) const {
+  return what + ", generation " + std::to_string(reload_.generation) + ": " + summary(cfg_);
+}
+
+int Daemon::loop_timeout_ms() const {
+  if (!ready_) return 1;  // READY=1 as soon as the workers poll
+  if (!watchdog_) return 50;
+  // Wake when the check is due (rounded up: waking early would spin until it is).
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(watchdog_->next_check() - Clock::now());
+  return static_cast<int>(std::clamp<int64_t>(left.count(), 0, 50));
+}
+
+void Daemon::systemd_tick() {
+  const auto now = Clock::now();
+  if (!ready_) {
+    const std::vector<uint64_t> polls = poll_counts();
+    std::string idle;
+    for (size_t w = 0; w < polls.size(); ++w)
+      if (!polls[w]) idle += " " + std::to_string(w) + " (lcore " + std::to_string(lcores_[w]) + ")";
+    if (idle.empty()) {
+      ready_ = true;
+      notify_.ready(status_line("running"));
+      if (watchdog_timeout_.count()) watchdog_.emplace(watchdog_timeout_, polls, now);
+      if (notify_.active())
+        std::cout << "natgw: systemd: READY=1 sent to " << notify_.socket()
+                  << (watchdog_
+                          ? "; watchdog fed every " + std::to_string(watchdog_->interval().count() / 1000) +
+                                " ms while every worker polls"
+                          : std::string())
+                  << std::endl;
+    } else if (!said_slow_start_ && now - launched_ > std::chrono::seconds(5)) {
+      said_slow_start_ = true;  // READY=1 waits; systemd's start timeout decides
+      std::cerr << "natgw: worker(s)" << idle << " not polling 5 s after launch: not telling systemd READY=1"
+                << std::endl;
+    }
+    return;
+  }
+  if (!watchdog_ || !watchdog_->due(now)) return;
+  const control::WorkerWatchdog::Verdict v = watchdog_->check(poll_counts(), now);
+  if (v.feed) notify_.watchdog();
+  if (!v.changed) return;
+  if (v.stuck.empty()) {
+    std::cerr << "natgw: watchdog: every worker is polling again: feeding systemd's watchdog" << std::endl;
+    notify_.status(status_line("running"));
+    return;
+  }
+  std::string who;
+  for (const auto& s : v.stuck) {
+    char idle[32];
+    std::snprintf(idle, sizeof(idle), "%.1f",
+                  std::chrono::duration_cast<std::chrono::duration<double>>(s.idle).count());
+    who += (who.empty() ? "" : ", ") + std::string("worker ") + std::to_string(s.worker) + " (lcore " +
+           std::to_string(lcores_[s.worker]) + ") made no progress for " + idle + " s";
+  }
+  std::cerr << "natgw: watchdog: " << who << ": stuck, not feeding systemd's watchdog (it restarts natgw "
+            << watchdog_->timeout().count() / 1000 << " ms after the last feed)" << std::endl;
+  notify_.status("stuck: " + who + "; watchdog not fed");
 }
 
 // ENA (and other PMDs) may ask for a device reset. Pause the port, wait for an RCU
@@ -464,6 +568,7 @@ int Daemon::run(const char* argv0) {
     xdp_.configure(cfg_, ctx_.outside);
   } catch (const std::exception& e) {
     std::cerr << "natgw: " << e.what() << "\n";
+    notify_.status(std::string("failed to start: ") + e.what());
     xdp_.disable();
     for (uint16_t p : started) dp::stop_port(p);
     xdp_.remove();
@@ -483,7 +588,9 @@ int Daemon::run(const char* argv0) {
   for (size_t w = 0; w < workers_.size(); ++w, lcore = rte_get_next_lcore(lcore, 1, 0)) {
     slots_[w].worker = workers_[w].get();
     rte_eal_remote_launch(worker_main, &slots_[w], lcore);
+    lcores_.push_back(lcore);
   }
+  launched_ = Clock::now();
   reload_.generation = generation_ - 1;
   register_telemetry();
   std::cout << "natgw: running: " << summary(cfg_) << std::endl;
@@ -500,7 +607,8 @@ int Daemon::run(const char* argv0) {
   const auto on_metrics = [this] { return control::render_prometheus(snap(true), ctx_, reload_) + xdp_.prometheus(); };
   uint64_t last_timer = rte_get_timer_cycles();
   while (!g_stop) {
-    server_.poll_once(50, on_command, on_metrics);
+    server_.poll_once(loop_timeout_ms(), on_command, on_metrics);
+    systemd_tick();
     // ENA's keep-alive watchdog is an rte_timer armed on this lcore.
     if (rte_get_timer_cycles() - last_timer > rte_get_timer_hz()) {
       last_timer = rte_get_timer_cycles();
@@ -518,6 +626,7 @@ int Daemon::run(const char* argv0) {
   }
 
   std::cout << "natgw: stopping" << std::endl;
+  notify_.stopping("stopping");
   xdp_.disable();  // the host keeps its traffic while natgw winds down
   ctx_.stop.store(true);
   rte_eal_mp_wait_lcore();
@@ -579,6 +688,13 @@ int main(int argc, char** argv) {
   std::signal(SIGHUP, on_signal);
   std::signal(SIGUSR1, on_signal);
   std::signal(SIGPIPE, SIG_IGN);
-  Daemon d(*r.config);
+  // systemd's environment, read while natgw is still one thread (getenv races with a setenv elsewhere).
+  control::SystemdNotifier notify = control::SystemdNotifier::from_env();
+  std::chrono::microseconds watchdog = control::watchdog_timeout_from_env(::getpid());
+  if (watchdog.count() && !notify.active()) {
+    std::cerr << "natgw: WATCHDOG_USEC is set but there is no usable NOTIFY_SOCKET: no watchdog\n";
+    watchdog = {};
+  }
+  Daemon d(*r.config, std::move(notify), watchdog);
   return d.run(argv[0]);
 }

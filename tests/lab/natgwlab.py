@@ -321,9 +321,10 @@ class Natgw:
     """natgw running in ngw-nat: `ip netns exec ngw-nat $NATGW_BIN --config FILE ...`, output in a log."""
 
     def __init__(self, config: str | os.PathLike, extra_args=(), logdir: str = "/tmp",
-                 ready_timeout: float = 60):
+                 ready_timeout: float = 60, env: dict[str, str | None] | None = None):
         self.config = Path(config).resolve()
         self.extra_args = [str(a) for a in extra_args]
+        self.env = env  # added to (or, with a None value, removed from) the test's environment
         self.log_path = Path(logdir) / f"natgw-{time.strftime('%H%M%S')}-{next(_seq)}-{self.config.stem}.log"
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen | None = None
@@ -338,7 +339,14 @@ class Natgw:
         self._log = open(self.log_path, "w")
         self._log.write(f"# {' '.join(cmd)}\n")
         self._log.flush()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        env = None
+        if self.env:
+            env = {k: v for k, v in {**os.environ, **self.env}.items() if v is not None}
+            self._log.write("# environment: " + " ".join(f"{k}={v}" if v is not None else f"-{k}"
+                                                        for k, v in self.env.items()) + "\n")
+            self._log.flush()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env)
         _registry.natgws.add(self)
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
@@ -534,7 +542,7 @@ def _kernel_snat_ruleset(cfg: dict, ifaces: dict[str, str]) -> str:
 
 
 def start_natgw(config: str | os.PathLike, extra_args=(), logdir: str | None = None,
-                ready_timeout: float = 60) -> Natgw:
+                ready_timeout: float = 60, env: dict[str, str | None] | None = None) -> Natgw:
     """Start natgw (or, with NATGW_LAB_DATAPLANE=kernel, the kernel stand-in) in ngw-nat with config and
     wait until it prints 'natgw: running'. For a lab brought up by hand; Lab.start_natgw() also stops it
     when the lab goes down. Stop it with .stop() (SIGTERM, SIGKILL after 5 s)."""
@@ -543,7 +551,7 @@ def start_natgw(config: str | os.PathLike, extra_args=(), logdir: str | None = N
         cfg = SRC / cfg
     cls = KernelNatgw if dataplane() == "kernel" else Natgw
     return cls(cfg, extra_args, logdir=logdir or tempfile.mkdtemp(prefix="natgw-run-"),
-               ready_timeout=ready_timeout).start()
+               ready_timeout=ready_timeout, env=env).start()
 
 
 # -------------------------------------------------------------------------------------- cleanup registry
@@ -722,13 +730,15 @@ class Lab:
         self.is_up = False
 
     # -- natgw
-    def start_natgw(self, config: str | os.PathLike, extra_args=(), ready_timeout: float = 60) -> Natgw:
-        """Start natgw (or the kernel stand-in) with config and wait until it is running."""
+    def start_natgw(self, config: str | os.PathLike, extra_args=(), ready_timeout: float = 60,
+                    env: dict[str, str | None] | None = None) -> Natgw:
+        """Start natgw (or the kernel stand-in) with config and wait until it is running. env: variables
+        to add to natgw's environment (e.g. NOTIFY_SOCKET), or with None as value, to remove."""
         cfg = Path(config)
         if not cfg.is_absolute():
             cfg = SRC / cfg
         cls = KernelNatgw if self.dataplane == "kernel" else Natgw
-        n = cls(cfg, extra_args, logdir=self.logdir, ready_timeout=ready_timeout)
+        n = cls(cfg, extra_args, logdir=self.logdir, ready_timeout=ready_timeout, env=env)
         self.natgws.append(n)
         return n.start()
 
