@@ -759,7 +759,7 @@ class Loader {
     read_bool(t, s, "hairpinning", cfg_.nat.hairpinning);
     // Session indexes carry the direction in bit 31 (nat::SessionTable::kOutsideBit).
     read_int(t, s, "max_sessions", cfg_.nat.max_sessions, 1, (1u << 31) - 1);
-    read_int(t, s, "max_sessions_per_host", cfg_.nat.max_sessions_per_host, 1, (1u << 31) - 1);
+    read_int(t, s, "max_sessions_per_host", cfg_.nat.max_sessions_per_host, 0, (1u << 31) - 1);  // 0 = none
     if (const auto* n = t.get("filtering")) {
       static constexpr std::string_view kFiltering[] = {"address-port-dependent", "endpoint-independent",
                                                         "address-dependent"};
@@ -916,10 +916,8 @@ std::vector<Error> restart_reasons(const Config& running, const Config& next) {
   if (running.nat.max_sessions != next.nat.max_sessions)
     add(next.nat.loc, changed("nat.max_sessions", std::to_string(running.nat.max_sessions),
                               std::to_string(next.nat.max_sessions)));
-  // Its value reloads; the per-host counts exist only if natgw started with a limit.
-  if (running.nat.max_sessions_per_host == 0 && next.nat.max_sessions_per_host != 0)
-    add(next.nat.loc, "nat.max_sessions_per_host set while natgw runs without one (the per-host counts are "
-                      "kept only when it starts with a limit)");
+  // nat.max_sessions_per_host reloads, unless natgw started without one: dp::build_tables
+  // says so (the running config may have dropped a limit natgw started with).
   if (running.metrics.listen != next.metrics.listen)
     add(next.metrics.loc, changed("metrics.listen", "\"" + running.metrics.listen + "\"",
                                   "\"" + next.metrics.listen + "\""));

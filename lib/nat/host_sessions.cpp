@@ -12,21 +12,21 @@ HostSessions::HostSessions(const char* what, uint32_t max_hosts, int socket, uin
   for (uint32_t i = 0; i < max_hosts; ++i) free_[i] = max_hosts - 1 - i;  // low slots first
 }
 
-bool HostSessions::try_add(rte_be32_t host, uint32_t limit) {
+HostSessions::Added HostSessions::try_add(rte_be32_t host, uint32_t limit) {
   const uint64_t h = hash_of(host);
   if (const int64_t v = find(host, h); v >= 0) {
     Host& e = hosts_[v];
-    if (limit && e.sessions >= limit) return false;
+    if (limit && e.sessions >= limit) return Added::kAtLimit;
     ++e.sessions;
-    return true;
+    return Added::kYes;
   }
-  if (nfree_ == 0) return false;
+  if (nfree_ == 0) return Added::kFull;
   const uint32_t v = free_[nfree_ - 1];
-  if (!index_.insert(h, v)) return false;
+  if (!index_.insert(h, v)) return Added::kFull;
   --nfree_;
   hosts_[v] = Host{host, 1};
   live_.store(live_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  return true;
+  return Added::kYes;
 }
 
 void HostSessions::remove(rte_be32_t host) {

@@ -23,9 +23,11 @@ class HostSessions {
   // std::runtime_error when the memory cannot be had.
   HostSessions(const char* what, uint32_t max_hosts, int socket, uint64_t seed);
 
-  // Count one more session for `host`; false, counting nothing, when it already has
-  // `limit` (0 = no limit) or the table is full (cannot happen within max_hosts).
-  bool try_add(rte_be32_t host, uint32_t limit);
+  // Count one more session for `host`, unless it already has `limit` (0 = no limit).
+  // kFull: a new host and no room, which means every session slot holds another
+  // host's session (hosts <= counted sessions <= max_hosts): the session table is full.
+  enum class Added : uint8_t { kYes, kAtLimit, kFull };
+  Added try_add(rte_be32_t host, uint32_t limit);
   // One session of `host` ended (a host without a count is ignored).
   void remove(rte_be32_t host);
   uint32_t count(rte_be32_t host) const;

@@ -316,9 +316,10 @@ CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, 
 // host at its limit costs no port and no mapping. Apart, so that without a limit a new
 // flow pays one test for it.
 [[gnu::noinline]] CreateResult SessionTable::create_counted(const CreateArgs& a, uint32_t now_ms, uint32_t& idx) {
-  if (!hosts_->try_add(a.in->src, a.host_limit)) {
-    stats_.host_limited.add();
-    return CreateResult::kHostLimit;
+  switch (hosts_->try_add(a.in->src, a.host_limit)) {
+    case HostSessions::Added::kYes: break;
+    case HostSessions::Added::kAtLimit: stats_.host_limited.add(); return CreateResult::kHostLimit;
+    case HostSessions::Added::kFull: stats_.table_full.add(); return CreateResult::kTableFull;
   }
   const CreateResult r = create_mapped(a, now_ms, idx);
   if (r != CreateResult::kOk) hosts_->remove(a.in->src);

@@ -137,13 +137,20 @@ inline std::vector<uint8_t> expected(const std::vector<uint8_t>& in, const Rewri
   return f;
 }
 
-// Build and publish tables for `toml` as the control thread does. The workers
-// live on this thread, so they are taken offline for the grace period (a worker
-// thread would report a quiescent state instead), then pick up the new tables.
+// Check, build and publish tables for `toml` as the control thread does (p.cfg is the
+// running config: what restart_reasons compares with). The workers live on this
+// thread, so they are taken offline for the grace period (a worker thread would
+// report a quiescent state instead), then pick up the new tables.
 inline void reload(Pipeline& p, const std::string& toml, uint64_t generation) {
   auto r = config::load_string(toml, "reload.toml");
   ASSERT_TRUE(r.ok()) << (r.errors.empty() ? "" : r.errors[0].str());
-  auto t = dp::build_tables(p.ctx, *r.config, generation);
+  config::Config next = *r.config;  // with what Pipeline overrode at start (workers, a smaller table)
+  next.dataplane.workers = p.cfg.dataplane.workers;
+  next.nat.max_sessions = p.cfg.nat.max_sessions;
+  const auto why = config::restart_reasons(p.cfg, next);
+  ASSERT_TRUE(why.empty()) << why[0].str();
+  auto t = dp::build_tables(p.ctx, next, generation);
+  p.cfg = next;
   for (auto& w : p.workers) rte_rcu_qsbr_thread_offline(p.ctx.qsbr, w->id());
   dp::publish_tables(p.ctx, std::move(t));
   for (auto& w : p.workers) {

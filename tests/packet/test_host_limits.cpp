@@ -133,11 +133,60 @@ TEST_F(HostLimit, TheLimitReloadsLive) {
   EXPECT_TRUE(opens(IPPROTO_UDP, kB, 40001));
   EXPECT_FALSE(opens(IPPROTO_UDP, kB, 40002));
 
+  reload(p, kLabConfig, 5);  // removed, then back: natgw started with a limit, the counts are there
+  reload(p, std::string(kLabConfig) + "[nat]\nmax_sessions_per_host = 11\n", 6);
+  EXPECT_TRUE(opens(IPPROTO_UDP, kA, 40010));
+  EXPECT_FALSE(opens(IPPROTO_UDP, kA, 40011));
+
   Pipeline unlimited(kLabConfig);
   EXPECT_EQ(unlimited.ctx.sessions[0]->hosts(), nullptr) << "no per-host table without a limit";
   auto r = config::load_string(std::string(kLabConfig) + "[nat]\nmax_sessions_per_host = 2\n", "reload.toml");
   ASSERT_TRUE(r.ok());
-  EXPECT_THROW(dp::build_tables(unlimited.ctx, *r.config, 2), std::runtime_error);
+  try {
+    dp::build_tables(unlimited.ctx, *r.config, 2);
+    ADD_FAILURE() << "a limit was accepted by a natgw started without one";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "reload.toml:26: nat.max_sessions_per_host needs a restart (natgw started without one)");
+  }
+}
+
+// A full table is table_full, not host_limit, also for a host that has room.
+TEST(HostLimitTableFull, AFullTableIsTableFull) {
+  Pipeline p(std::string(kLabConfig) + "[nat]\nmax_sessions = 64\nmax_sessions_per_host = 5\n");
+  lab_neighbours(p);
+  for (int i = 0; i < 64; ++i) {
+    const std::string h = "192.168.20." + std::to_string(2 + i);
+    p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53, h.c_str())));
+  }
+  ASSERT_EQ(ipv4_only(p.out(kInternet)).size(), 64u);
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53, "192.168.30.2")));  // a new host
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40001, 53, "192.168.20.2")));  // one with room
+  EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty());
+  EXPECT_EQ(drops(p, dp::kDropTableFull), 2u);
+  EXPECT_EQ(drops(p, dp::kDropHostLimit), 0u);
+  EXPECT_EQ(p.ctx.sessions[0]->hosts()->count(ip("192.168.20.2")), 1u);
+}
+
+// Two workers: a host's flows arriving on either are counted once, by its owner.
+TEST(HostLimitTwoWorkers, CountedByTheOwner) {
+  Pipeline p(std::string(kLabConfig) + "[nat]\nmax_sessions_per_host = 3\n", 2);
+  lab_neighbours(p);
+  std::string h;
+  for (int i = 2; i < 250 && h.empty(); ++i)
+    if (const std::string c = "192.168.10." + std::to_string(i); p.ctx.flow_owner(ip(c.c_str())) == 1) h = c;
+  ASSERT_FALSE(h.empty());
+  const auto opens = [&](uint8_t proto, uint16_t sport, uint16_t w) {
+    p.rx(kInside, build_frame(client(proto, "203.0.113.10", sport, 443, h.c_str())), w);
+    return ipv4_only(p.out(kInternet)).size() == 1;
+  };
+  EXPECT_TRUE(opens(IPPROTO_UDP, 40000, 0));
+  EXPECT_TRUE(opens(IPPROTO_UDP, 40001, 1));
+  EXPECT_TRUE(opens(IPPROTO_TCP, 40002, 0));
+  EXPECT_FALSE(opens(IPPROTO_UDP, 40003, 0));
+  EXPECT_FALSE(opens(IPPROTO_UDP, 40004, 1));
+  EXPECT_EQ(p.ctx.sessions[1]->hosts()->count(ip(h.c_str())), 3u);
+  EXPECT_EQ(p.ctx.sessions[0]->hosts()->count(ip(h.c_str())), 0u);
+  EXPECT_EQ(drops(p, dp::kDropHostLimit), 2u);
 }
 
 // Hairpinned flows are the inside host's own: they count.
