@@ -31,6 +31,8 @@ class HostSessions {
   // One session of `host` ended (a host without a count is ignored).
   void remove(rte_be32_t host);
   uint32_t count(rte_be32_t host) const;
+  // Start loading the index bucket try_add(host) reads first (a burst's new flows).
+  void prefetch(rte_be32_t host) const { index_.prefetch_bucket(index_.home(hash_of(host))); }
   // Hosts with at least one session.
   uint32_t hosts() const { return live_.load(std::memory_order_relaxed); }
   size_t memory_bytes() const { return index_.memory_bytes() + host_mem_.size() + free_mem_.size(); }

@@ -148,6 +148,7 @@ class SessionTable {
     maps_.prefetch_bucket(maps_.home(hash_of(MapKey{in.src, in.sport, in.proto, 0})));
     if (nth < nfree_sessions_) rte_prefetch0(&sessions_[free_sessions_[nfree_sessions_ - 1 - nth]]);
     if (nth < nfree_mappings_) rte_prefetch0(&mappings_[free_mappings_[nfree_mappings_ - 1 - nth]]);
+    if (hosts_) hosts_->prefetch(in.src);
   }
   // A burst's consecutive new flows on one allocator (see prefetch_port).
   struct PortRun {
