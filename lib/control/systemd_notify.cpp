@@ -98,14 +98,17 @@ bool SystemdNotifier::send(std::string_view message) noexcept {
   // (daemon-reexec) is found again. MSG_DONTWAIT: the control loop must never wait on systemd.
   const ssize_t n = ::sendto(fd_, message.data(), message.size(), MSG_NOSIGNAL | MSG_DONTWAIT,
                              reinterpret_cast<const sockaddr*>(&addr_), addr_len_);
-  if (n == static_cast<ssize_t>(message.size())) return true;
+  if (n == static_cast<ssize_t>(message.size())) {
+    logged_ = false;  // the next failure after a success is news again
+    return true;
+  }
   if (!logged_) {
     logged_ = true;
     const int err = errno;
     const std::string_view first = message.substr(0, message.find('\n'));  // no allocation here
     std::cerr << "natgw: sd_notify: sending " << first << " to " << socket_
               << " failed: " << (n < 0 ? std::strerror(err) : "short send")
-              << " (natgw carries on; further failures are not logged)" << std::endl;
+              << " (natgw carries on; failures are logged again after a send that works)" << std::endl;
   }
   return false;
 }

@@ -1,8 +1,8 @@
 // systemd's readiness protocol (sd_notify(3)) spoken directly, without libsystemd: newline-separated
 // VAR=value assignments, one datagram per message, to the AF_UNIX socket $NOTIFY_SOCKET names (a path,
 // or '@' for an abstract name). Control thread only. A notification that fails never stops natgw:
-// send() returns false and only the first failure is logged (a gone or full socket would otherwise log
-// every watchdog interval).
+// send() returns false and only the first failure of a run is logged (a gone or full socket would
+// otherwise log every watchdog interval).
 #pragma once
 
 #include <sys/socket.h>
@@ -51,7 +51,7 @@ class SystemdNotifier {
   std::string socket_;
   sockaddr_un addr_{};
   socklen_t addr_len_ = 0;
-  bool logged_ = false;  // a failure was logged: later ones are not
+  bool logged_ = false;  // a failure was logged: later ones are not, until a send works
 };
 
 // The watchdog timeout systemd expects natgw to keep (sd_watchdog_enabled(3)): $WATCHDOG_USEC when set

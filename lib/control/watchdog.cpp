@@ -8,7 +8,7 @@ namespace natgw::control {
 WorkerWatchdog::WorkerWatchdog(std::chrono::microseconds timeout, std::span<const uint64_t> polls,
                                Clock::time_point now)
     : timeout_(timeout),
-      next_(now + timeout / 2),
+      next_(now + std::max(timeout / 2, std::chrono::microseconds(1000))),  // as interval()
       polls_(polls.begin(), polls.end()),
       moved_(polls.size(), now),
       stuck_(polls.size(), false) {

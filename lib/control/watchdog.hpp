@@ -6,6 +6,7 @@
 // Pure logic with the clock passed in: tested without DPDK, threads or waiting.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -34,7 +35,10 @@ class WorkerWatchdog {
 
   std::chrono::microseconds timeout() const { return timeout_; }
   // Half the timeout, as sd_watchdog_enabled(3) advises: one late or lost datagram costs no restart.
-  std::chrono::microseconds interval() const { return timeout_ / 2; }
+  // At least 1 ms: WATCHDOG_USEC=1 must not make the control loop spin.
+  std::chrono::microseconds interval() const {
+    return std::max(timeout_ / 2, std::chrono::microseconds(1000));
+  }
   Clock::time_point next_check() const { return next_; }
   bool due(Clock::time_point now) const { return now >= next_; }
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -254,6 +255,11 @@ class Daemon {
   bool ready_ = false;                               // READY=1 sent
   Clock::time_point launched_;
   bool said_slow_start_ = false;
+  static constexpr auto kSlowStart = std::chrono::seconds(5);  // workers not polling yet: say so
+  std::optional<std::string> unsent_ready_;                      // a READY=1 status systemd did not take
+  std::set<std::string> dead_ports_;                             // interfaces whose reset failed
+  void tell_ready(const std::string& status);
+  void check_watchdog(bool early);
 };
 
 // For DPDK telemetry callbacks (C function pointers, run on DPDK's telemetry thread):
@@ -302,19 +308,29 @@ bool Daemon::init_eal(const char* argv0) {
 control::Reply Daemon::reload() {
   // Before READY=1 there is no running state for systemd to leave: the READY=1 to come says it.
   if (ready_) notify_.reloading("reloading " + cfg_.path);
+  check_watchdog(true);  // a reload may wait for every worker: start it with a fresh feed
   control::Reply r = apply_reload();
+  check_watchdog(true);
   if (ready_) {
     if (r.ok) {
-      notify_.ready(status_line("reloaded"));
+      tell_ready(status_line("reloaded"));
     } else {
       const std::string first = reload_.last_error.substr(0, reload_.last_error.find('\n'));
       const auto more = std::count(reload_.last_error.begin(), reload_.last_error.end(), '\n') - 1;
-      notify_.ready("reload rejected, generation " + std::to_string(reload_.generation) +
-                    " stays in force: " + first +
-                    (more > 0 ? " (and " + std::to_string(more) + " more)" : ""));
+      tell_ready("reload rejected, generation " + std::to_string(reload_.generation) + " stays in force: " + first +
+                 (more > 0 ? " (and " + std::to_string(more) + " more)" : ""));
     }
   }
   return r;
+}
+
+// READY=1 that systemd did not take (a full notify queue) is sent again on every loop turn: without
+// it a start times out, and after a reload `systemctl reload` waits for its own timeout.
+void Daemon::tell_ready(const std::string& status) {
+  if (notify_.ready(status) || !notify_.active())
+    unsent_ready_.reset();
+  else
+    unsent_ready_ = status;
 }
 
 control::Reply Daemon::apply_reload() {
@@ -375,7 +391,8 @@ std::string Daemon::status_line(const std::string& what) const {
 }
 
 int Daemon::loop_timeout_ms() const {
-  if (!ready_) return 1;  // READY=1 as soon as the workers poll
+  if (!ready_) return Clock::now() - launched_ > kSlowStart ? 50 : 1;  // READY=1 as soon as the workers poll
+  if (unsent_ready_) return 50;
   if (!watchdog_) return 50;
   // Wake when the check is due (rounded up: waking early would spin until it is).
   const auto left = std::chrono::ceil<std::chrono::milliseconds>(watchdog_->next_check() - Clock::now());
@@ -391,7 +408,7 @@ void Daemon::systemd_tick() {
       if (!polls[w]) idle += " " + std::to_string(w) + " (lcore " + std::to_string(lcores_[w]) + ")";
     if (idle.empty()) {
       ready_ = true;
-      notify_.ready(status_line("running"));
+      tell_ready(status_line("running"));
       if (watchdog_timeout_.count()) watchdog_.emplace(watchdog_timeout_, polls, now);
       if (notify_.active())
         std::cout << "natgw: systemd: READY=1 sent to " << notify_.socket()
@@ -400,16 +417,29 @@ void Daemon::systemd_tick() {
                                 " ms while every worker polls"
                           : std::string())
                   << std::endl;
-    } else if (!said_slow_start_ && now - launched_ > std::chrono::seconds(5)) {
+    } else if (!said_slow_start_ && now - launched_ > kSlowStart) {
       said_slow_start_ = true;  // READY=1 waits; systemd's start timeout decides
       std::cerr << "natgw: worker(s)" << idle << " not polling 5 s after launch: not telling systemd READY=1"
                 << std::endl;
     }
     return;
   }
-  if (!watchdog_ || !watchdog_->due(now)) return;
+  if (unsent_ready_) tell_ready(*unsent_ready_);
+  check_watchdog(false);
+}
+
+// `early`: before and after what may block the control thread for seconds (a reload, a port reset),
+// so that it has the whole watchdog timeout, not what is left of it since the last feed. Not within
+// 100 ms of the previous check: a worker busy with one burst must not look stuck.
+void Daemon::check_watchdog(bool early) {
+  if (!ready_ || !watchdog_) return;
+  const auto now = Clock::now();
+  const bool due = early ? now - (watchdog_->next_check() - watchdog_->interval()) >= std::chrono::milliseconds(100)
+                         : watchdog_->due(now);
+  if (!due) return;
   const control::WorkerWatchdog::Verdict v = watchdog_->check(poll_counts(), now);
-  if (v.feed) notify_.watchdog();
+  // A port whose reset failed is dead while the workers poll on: systemd's restart probes it afresh.
+  if (v.feed && dead_ports_.empty()) notify_.watchdog();
   if (!v.changed) return;
   if (v.stuck.empty()) {
     std::cerr << "natgw: watchdog: every worker is polling again: feeding systemd's watchdog" << std::endl;
@@ -437,6 +467,7 @@ void Daemon::reset_ports() {
     if (!(pending & (1u << i))) continue;
     const uint16_t port = ctx_.ifaces[i].port_id;
     std::cerr << "natgw: " << ctx_.ifaces[i].name << ": the driver requested a reset; resetting\n";
+    check_watchdog(true);  // a reset may take seconds: start it with a fresh feed
     ctx_.port_paused[i].store(true, std::memory_order_release);
     rte_rcu_qsbr_synchronize(ctx_.qsbr, RTE_QSBR_THRID_INVALID);
     try {
@@ -447,11 +478,16 @@ void Daemon::reset_ports() {
       pp.mtu = cfg_.interfaces[i].mtu;
       dp::start_port(port, pp, pool_, cfg_.interfaces[i].name);
       ctx_.port_paused[i].store(false, std::memory_order_release);
+      dead_ports_.erase(ctx_.ifaces[i].name);
       std::cerr << "natgw: " << ctx_.ifaces[i].name << ": reset done\n";
     } catch (const std::exception& e) {
-      std::cerr << "natgw: " << ctx_.ifaces[i].name << ": reset failed: " << e.what()
-                << "; the port stays paused\n";
+      dead_ports_.insert(ctx_.ifaces[i].name);
+      std::cerr << "natgw: " << ctx_.ifaces[i].name << ": reset failed: " << e.what() << "; the port stays paused"
+                << (watchdog_ ? ", systemd's watchdog is no longer fed (a restart probes the port afresh)" : "")
+                << "\n";
+      notify_.status(ctx_.ifaces[i].name + ": reset failed: " + e.what() + "; port paused");
     }
+    check_watchdog(true);
   }
 }
 

@@ -26,6 +26,12 @@ std::vector<size_t> stuck_workers(const WorkerWatchdog::Verdict& v) {
   return out;
 }
 
+TEST(WorkerWatchdog, ATinyTimeoutStillChecksAtMostEveryMillisecond) {
+  WorkerWatchdog wd(1us, Polls{0}, t0);  // WATCHDOG_USEC=1: the control loop must not spin
+  EXPECT_EQ(wd.interval(), 1ms);
+  EXPECT_EQ(wd.next_check(), t0 + 1ms);
+}
+
 TEST(WorkerWatchdog, ChecksEveryHalfTimeoutFromTheLastCheck) {
   WorkerWatchdog wd(10s, Polls{0, 0}, t0);
   EXPECT_EQ(wd.interval(), 5s);
