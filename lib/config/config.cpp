@@ -47,6 +47,7 @@ constexpr std::string_view kAclKeys[] = {"action", "src", "dst", "protocol", "sr
 constexpr std::string_view kAclDefaultKeys[] = {"action"};
 constexpr std::string_view kMetricsKeys[] = {"listen"};
 constexpr std::string_view kControlKeys[] = {"socket"};
+constexpr std::string_view kNatEventKeys[] = {"syslog", "file"};
 
 struct Section {
   std::string_view name;
@@ -60,11 +61,12 @@ constexpr Section kSections[] = {
     {"timeouts", false, kTimeoutKeys},    {"nat", false, kNatKeys},
     {"acl", true, kAclKeys},              {"acl_default", false, kAclDefaultKeys},
     {"metrics", false, kMetricsKeys},     {"control", false, kControlKeys},
+    {"nat_events", false, kNatEventKeys},
 };
 
-constexpr std::string_view kSectionNames[] = {"dataplane", "interface", "route",       "snat",
-                                              "timeouts",  "nat",       "acl",         "acl_default",
-                                              "metrics",   "control"};
+constexpr std::string_view kSectionNames[] = {"dataplane", "interface", "route",   "snat",
+                                              "timeouts",  "nat",       "acl",     "acl_default",
+                                              "metrics",   "control",   "nat_events"};
 
 const Section* find_section(std::string_view name) {
   for (const auto& s : kSections)
@@ -215,6 +217,7 @@ class Loader {
     for_each_table(root, "acl_default", [&](const toml::table& t) { load_acl_default(t); });
     for_each_table(root, "metrics", [&](const toml::table& t) { load_metrics(t); });
     for_each_table(root, "control", [&](const toml::table& t) { load_control(t); });
+    for_each_table(root, "nat_events", [&](const toml::table& t) { load_nat_events(t); });
 
     check_snat_order();
     if (cfg_.interfaces.empty() && !root.contains("interface"))
@@ -854,6 +857,40 @@ class Loader {
       return;
     }
     cfg_.metrics.listen = *v;
+  }
+
+  void load_nat_events(const toml::table& t) {
+    NatEvents& e = cfg_.nat_events;
+    e.loc = {file_, line_of(t)};
+    if (const auto* n = t.get("syslog")) {
+      const auto v = str(*n, "nat_events.syslog");
+      if (v && !v->empty()) {  // empty = off
+        // An address, not a name: the control thread must not wait on DNS to log.
+        const auto colon = v->rfind(':');
+        std::string why;
+        std::optional<uint32_t> addr;
+        std::optional<PortRange> port;
+        if (colon != std::string::npos) {
+          addr = parse_ipv4(v->substr(0, colon), why);
+          const std::string p = v->substr(colon + 1);
+          std::string ignored;
+          if (p.find_first_not_of("0123456789") == std::string::npos) port = parse_port_range(p, ignored);
+        }
+        if (colon == std::string::npos || !addr || !*addr || !port || port->lo != port->hi || port->lo == 0)
+          error(line_of(*n), "nat_events.syslog " + quote(*v) + " must be an IPv4 address and a port, e.g. "
+                             "\"10.0.0.5:514\"" + (why.empty() ? "" : " (" + why + ")"));
+        else
+          e.syslog_addr = *addr, e.syslog_port = port->lo;
+      }
+    }
+    if (const auto* n = t.get("file")) {
+      if (const auto v = str(*n, "nat_events.file")) {
+        if (!v->empty() && (*v)[0] != '/')
+          error(line_of(*n), "nat_events.file " + quote(*v) + " must be an absolute path");
+        else
+          e.file = *v;
+      }
+    }
   }
 
   void load_control(const toml::table& t) {

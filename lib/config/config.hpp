@@ -116,6 +116,16 @@ struct Control {
   Location loc;
 };
 
+// [nat_events]: a record of every translated session, created and ended (abuse tracing); either
+// target turns it on, both may be set. Reloads live.
+struct NatEvents {
+  uint32_t syslog_addr = 0;  // host order; 0 = off. RFC 5424 messages over UDP (RFC 5426)
+  uint16_t syslog_port = 0;
+  std::string file;  // appended, one line per event; empty = off
+  bool enabled() const { return syslog_addr != 0 || !file.empty(); }
+  Location loc;
+};
+
 struct Config {
   std::string path;  // the file it was loaded from
   Dataplane dataplane;
@@ -128,6 +138,7 @@ struct Config {
   Nat nat;
   Metrics metrics;
   Control control;
+  NatEvents nat_events;
 };
 
 struct Error {

@@ -86,6 +86,7 @@ Snapshot snapshot(const dp::Context& ctx, const std::vector<const dp::Worker*>& 
         s.outside[a].in_use[p] += pa.size() - pa.free_count();
       }
     if (t->hosts()) s.hosts += t->hosts()->hosts();
+    s.events_lost += t->stats().events_lost.get();
     const auto& st = t->stats();
     for (int p = 0; p < 3; ++p) {
       s.sessions_active[p] += st.active[p].get();

@@ -48,6 +48,7 @@ struct Snapshot {
   std::vector<OutsidePorts> outside;
   bool hosts_counted = false;  // nat.max_sessions_per_host was set at start
   uint64_t hosts = 0;          // inside hosts with translated sessions (when counted)
+  uint64_t events_lost = 0;    // NAT events dropped: a worker's event ring was full
   uint64_t arp_entries = 0;
   uint64_t generation = 0;
   std::vector<WorkerStats> workers;

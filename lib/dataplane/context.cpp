@@ -1,5 +1,7 @@
 #include "dataplane/context.hpp"
 
+#include <rte_ring_elem.h>
+
 #include <rte_errno.h>
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
@@ -116,6 +118,11 @@ void init_sessions(Context& ctx, int socket) {
     rte_ring* r = rte_ring_create(name.c_str(), 4096, socket, RING_F_SC_DEQ);
     if (!r) throw std::runtime_error("cannot create the handoff ring: " + std::string(rte_strerror(rte_errno)));
     ctx.handoff.push_back(r);
+    const std::string ev = "ngw_events" + std::to_string(w) + "_" + std::to_string(seq++);
+    rte_ring* e = rte_ring_create_elem(ev.c_str(), sizeof(nat::NatEvent), Context::kEventRing, socket,
+                                       RING_F_SP_ENQ | RING_F_SC_DEQ);
+    if (!e) throw std::runtime_error("cannot create the NAT event ring: " + std::string(rte_strerror(rte_errno)));
+    ctx.events.push_back(e);
   }
 }
 
@@ -194,6 +201,8 @@ void destroy_context(Context& ctx) {
     rte_ring_free(r);
   }
   ctx.handoff.clear();
+  for (rte_ring* e : ctx.events) rte_ring_free(e);
+  ctx.events.clear();
   rte_free(ctx.qsbr);
   ctx.qsbr = nullptr;
 }

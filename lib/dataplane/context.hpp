@@ -81,6 +81,10 @@ struct Context {
   // worker that owns their inside host (so endpoint-independent mapping holds
   // across workers), fragments to the worker that owns their address pair.
   std::vector<rte_ring*> handoff;
+  // Per-worker NAT event rings (nat::NatEvent elements; the worker produces, the control thread
+  // consumes). Always there; a worker's table fills its ring only while nat_events is on.
+  std::vector<rte_ring*> events;
+  static constexpr unsigned kEventRing = 1u << 16;  // ~30 ms of the fastest session setup; 2 MB
   uint16_t workers = 1;
   uint32_t max_sessions = 1u << 16;
   bool count_hosts = false;  // nat.max_sessions_per_host was set at start: tables count sessions per host

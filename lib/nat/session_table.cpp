@@ -424,6 +424,8 @@ CreateResult SessionTable::install(const CreateArgs& a, const FlowKey& out, rte_
   ++active_;
   inbound_ += a.inbound;
   ++inserts_;
+  if (rte_ring* r = events_.load(std::memory_order_relaxed); r && midx != kNoMapping) [[unlikely]]
+    emit(r, NatEventKind::kCreate, s);
   stats_.active[pc].add();
   stats_.created[pc].add();
   return CreateResult::kOk;
@@ -438,10 +440,28 @@ void SessionTable::remove(uint32_t idx) {
   --active_;
   inbound_ -= s.inbound;
   if (hosts_ && s.mapping != kNoMapping && !s.inbound) hosts_->remove(s.in_ip);
+  if (rte_ring* r = events_.load(std::memory_order_relaxed); r && s.mapping != kNoMapping) [[unlikely]]
+    emit(r, NatEventKind::kDelete, s);
   const int pc = proto_class(s.proto);
   stats_.active[pc].sub();
   stats_.expired[pc].add();
   queue_closing(idx);
+}
+
+void SessionTable::emit(rte_ring* ring, NatEventKind kind, const Session& s) {
+  NatEvent e;
+  e.start_ms = s.created_ms;
+  e.end_ms = kind == NatEventKind::kDelete ? s.last_seen_ms.load(std::memory_order_relaxed) : s.created_ms;
+  e.kind = kind;
+  e.proto = s.proto;
+  e.worker = worker_;
+  e.in_ip = s.in_ip;
+  e.out_ip = s.out_ip;
+  e.remote_ip = s.remote_ip;
+  e.in_port = s.in_port;
+  e.out_port = s.out_port;
+  e.remote_port = s.remote_port;
+  if (rte_ring_sp_enqueue_elem(ring, &e, sizeof e) != 0) stats_.events_lost.add();
 }
 
 // A removed session joins the open batch; reclaim() gives the batch its token.

@@ -17,6 +17,8 @@
 
 #include <rte_hash_crc.h>
 #include <rte_rcu_qsbr.h>
+#include <rte_ring.h>
+#include <rte_ring_elem.h>
 
 #include <cstring>
 
@@ -28,6 +30,7 @@
 #include "natgw/counter.hpp"
 #include "nat/flow_key.hpp"
 #include "nat/host_sessions.hpp"
+#include "nat/nat_event.hpp"
 #include "nat/port_allocator.hpp"
 #include "nat/session.hpp"
 #include "nat/sig_index.hpp"
@@ -62,6 +65,7 @@ struct SessionStats {  // owner-written, read by the control thread
   Counter port_scans;   // full scans of a port range for a port to share (exhaustion's slow path)
   Counter mappings;     // live endpoint-independent mappings
   Counter host_limited; // refused: the inside host had nat.max_sessions_per_host sessions
+  Counter events_lost;  // NAT events not logged: the event ring was full (the control thread fell behind)
 };
 
 // kHostLimit: the inside host already has nat.max_sessions_per_host sessions.
@@ -217,6 +221,9 @@ class SessionTable {
   uint32_t active() const { return active_; }
   // Live sessions that an outside packet opened (CreateArgs::inbound).
   uint32_t inbound_active() const { return inbound_; }
+  // NAT events (nat_events): translated sessions' creations and ends go on `ring` (elements of
+  // sizeof(NatEvent), this worker the only producer); nullptr = none. Set by the control thread.
+  void set_event_ring(rte_ring* ring) { events_.store(ring, std::memory_order_release); }
   // Sessions per inside host (Params::count_hosts), else nullptr.
   const HostSessions* hosts() const { return hosts_.get(); }
   // Sessions published so far (wraps): a caller that looked keys up earlier can
@@ -295,6 +302,8 @@ class SessionTable {
   }
   void release(uint32_t idx);
   void queue_closing(uint32_t idx);
+  // The event for session `s`, on the ring if there is room (else counted lost).
+  void emit(rte_ring* ring, NatEventKind kind, const Session& s);
   // Inside previous hops a mapping names by one byte (Mapping::hop): an unsolicited
   // packet that endpoint-independent filtering lets in opens a session toward the hop
   // its inside endpoint's traffic comes from. There are few (routers, TGW ENIs,
@@ -330,6 +339,7 @@ class SessionTable {
   uint32_t closing_ = 0;
   std::vector<std::unique_ptr<PortAllocator>> allocs_;  // [addr * 3 + class]
   std::unique_ptr<HostSessions> hosts_;                 // Params::count_hosts
+  std::atomic<rte_ring*> events_{nullptr};              // set_event_ring
   std::vector<OutsideAddress> outside_;
   uint32_t max_ = 0;
   uint32_t cursor_ = 0;

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "control/event_log.hpp"
 #include "control/server.hpp"
 #include "control/stats.hpp"
 #include "control/systemd_notify.hpp"
@@ -259,6 +260,12 @@ class Daemon {
   std::optional<std::string> unsent_ready_;                      // a READY=1 status systemd did not take
   std::set<std::string> dead_ports_;                             // interfaces whose reset failed
   void tell_ready(const std::string& status);
+  control::EventLog events_;
+  // Each worker's table logs its sessions to its ring while nat_events has a target.
+  void set_event_rings() {
+    for (size_t w = 0; w < ctx_.sessions.size(); ++w)
+      ctx_.sessions[w]->set_event_ring(events_.enabled() ? ctx_.events[w] : nullptr);
+  }
   void check_watchdog(bool early);
 };
 
@@ -358,8 +365,16 @@ control::Reply Daemon::apply_reload() {
         }
         throw;
       }
+      // The event targets next: a file that cannot be opened rejects the reload, the old targets stay.
+      try {
+        events_.configure(r.config->nat_events);
+      } catch (...) {
+        xdp_.configure(cfg_, ctx_.outside);
+        throw;
+      }
       dp::publish_tables(ctx_, std::move(t));
       cfg_ = *r.config;
+      set_event_rings();
       reload_.generation = generation_++;
       reload_.last_ok = true;
       reload_.last_error.clear();
@@ -602,6 +617,8 @@ int Daemon::run(const char* argv0) {
     }
     dp::publish_tables(ctx_, dp::build_tables(ctx_, cfg_, generation_++));
     xdp_.configure(cfg_, ctx_.outside);
+    events_.configure(cfg_.nat_events);
+    set_event_rings();
   } catch (const std::exception& e) {
     std::cerr << "natgw: " << e.what() << "\n";
     notify_.status(std::string("failed to start: ") + e.what());
@@ -640,10 +657,13 @@ int Daemon::run(const char* argv0) {
   }
 
   const auto on_command = [this](const std::string& l) { return command(l); };
-  const auto on_metrics = [this] { return control::render_prometheus(snap(true), ctx_, reload_) + xdp_.prometheus(); };
+  const auto on_metrics = [this] {
+    return control::render_prometheus(snap(true), ctx_, reload_) + xdp_.prometheus() + events_.prometheus();
+  };
   uint64_t last_timer = rte_get_timer_cycles();
   while (!g_stop) {
     server_.poll_once(loop_timeout_ms(), on_command, on_metrics);
+    events_.drain(ctx_.events, ctx_.clock_origin_tsc);
     systemd_tick();
     // ENA's keep-alive watchdog is an rte_timer armed on this lcore.
     if (rte_get_timer_cycles() - last_timer > rte_get_timer_hz()) {
@@ -666,6 +686,7 @@ int Daemon::run(const char* argv0) {
   xdp_.disable();  // the host keeps its traffic while natgw winds down
   ctx_.stop.store(true);
   rte_eal_mp_wait_lcore();
+  events_.drain(ctx_.events, ctx_.clock_origin_tsc);  // what the workers logged last
   std::cout << "natgw: final counters\n" << control::format_text(snap(true)) << std::flush;
   {
     const std::lock_guard<std::mutex> lock(g_daemon_mutex);  // telemetry stays up until rte_eal_cleanup

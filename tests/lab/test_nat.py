@@ -731,6 +731,52 @@ class PerHostLimit(_PeerHelpers, L.LabTestCase):
         self.assertEqual(int(got.group(1)), self.ports_in_use(L.metrics(strict=False)), r.stdout)
 
 
+class NatEventLog(L.LabTestCase):
+    """[nat_events] file = ...: a real client's UDP flow through natgw appears in the event log with its inside,
+    outside and remote endpoints as the echo server saw them, and its end after the 2 s UDP timeout."""
+
+    MODE = "nat"
+
+    @classmethod
+    def natgw_config(cls):
+        cls.events = Path(cls.lab.logdir) / "nat-events.log"
+
+        def edit(cfg):
+            cfg["timeouts"] = {"udp": 2}
+            cfg["nat"] = {"max_sessions": 16384}  # a quick expiry sweep (see ShortTimeouts)
+            cfg["nat_events"] = {"file": str(cls.events)}
+        return str(L.derive_config("config/lab.toml", Path(cls.lab.logdir) / "lab-nat-events.toml", edit))
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        L.require_natgw("[nat_events]")
+        super().setUpClass()
+        start_servers(cls, inet_tcp=(), inet_udp=ECHO_PORTS, s3_udp=())
+
+    def lines(self) -> list[str]:
+        return self.events.read_text().splitlines() if self.events.exists() else []
+
+    def test_udp_flow_created_and_ended(self):
+        out = L.udp_exchange(CLIENT_NS, [(INET_ADDR, ECHO_PORTS[0], "logged")], local_port=40777)
+        got = echo_source(out["replies"][0] and out["replies"][0]["text"])
+        self.assertIsNotNone(got, out)
+        _, ip, port, _ = got
+        flow = f"proto=udp inside={CLIENT_ADDR}:40777 outside={ip}:{port} remote={INET_ADDR}:{ECHO_PORTS[0]}"
+        stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+        deadline = time.time() + 15
+        while time.time() < deadline and not any(" session-delete " + flow in x for x in self.lines()):
+            time.sleep(0.25)
+        mine = [x for x in self.lines() if flow in x]
+        self.assertEqual(len(mine), 2, f"expected a create and a delete for {flow}:\n" + "\n".join(self.lines()))
+        self.assertRegex(mine[0], rf"^({stamp}) session-create {re.escape(flow)}$")
+        start = mine[0][:24]
+        self.assertRegex(mine[1], rf"^{stamp} session-delete {re.escape(flow)} start={re.escape(start)}$")
+        m = L.metrics(strict=False)
+        self.assertGreaterEqual(m.value("natgw_nat_events_total", kind="session-delete"), 1)
+        self.assertEqual(m.value("natgw_nat_events_lost_total"), 0)
+        self.assertEqual(m.value("natgw_nat_events_errors_total"), 0)
+
+
 def _csum(data: bytes) -> int:
     """Internet checksum over data; 0 when data carries a correct checksum."""
     if len(data) % 2:

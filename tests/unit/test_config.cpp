@@ -870,6 +870,26 @@ TEST(Config, MaxSessionsPerHost) {
                        "nat.max_sessions_per_host = -1 is out of range 0..2147483647"));
 }
 
+TEST(Config, NatEventTargets) {
+  const std::string base = lines({kIf1, kIf2, kIf3, kIf4, "[nat_events]"});  // [nat_events] at line 5
+  auto r = load(base + "syslog = \"10.0.0.5:514\"\nfile = \"/var/log/natgw/events.log\"\n");
+  ASSERT_TRUE(r.ok()) << dump(r);
+  EXPECT_EQ(r.config->nat_events.syslog_addr, 0x0a000005u);
+  EXPECT_EQ(r.config->nat_events.syslog_port, 514);
+  EXPECT_EQ(r.config->nat_events.file, "/var/log/natgw/events.log");
+  EXPECT_TRUE(r.config->nat_events.enabled());
+  EXPECT_EQ(r.config->nat_events.loc.line, 5);
+  auto off = load(base + "syslog = \"\"\n");
+  ASSERT_TRUE(off.ok()) << dump(off);
+  EXPECT_FALSE(off.config->nat_events.enabled());
+  for (const char* bad : {"logs.example.com:514", "10.0.0.5", "10.0.0.5:0", "10.0.0.5:99999", "10.0.0.5:51x4", "0.0.0.0:514"})
+    EXPECT_TRUE(HasError(load(base + "syslog = \"" + bad + "\"\n"), 6, "must be an IPv4 address and a port")) << bad;
+  EXPECT_TRUE(HasError(load(base + "file = \"events.log\"\n"), 6,
+                       "nat_events.file \"events.log\" must be an absolute path"));
+  EXPECT_TRUE(HasError(load(base + "target = \"x\"\n"), 6, "unknown key \"target\" in [nat_events]"));
+  EXPECT_TRUE(restart_reasons(*r.config, *off.config).empty()) << "targets reload live";
+}
+
 TEST(ConfigErrors, MetricsListenMustBeHostPort) {
   const struct {
     const char* value;

@@ -1,0 +1,65 @@
+// NAT event logging (the config's [nat_events]): the control thread drains the workers' event
+// rings (nat::NatEvent, see lib/nat/nat_event.hpp) and writes one record per translated session
+// created or ended, to a file (one line each) and/or a syslog collector (RFC 5424 messages over UDP,
+// RFC 5426, one per datagram). What an abuse report needs: inside endpoint, outside endpoint,
+// remote endpoint, protocol, start and end. Control thread only; the data path never waits on it:
+// a full ring drops events and counts them (natgw_nat_events_lost_total).
+#pragma once
+
+#include <netinet/in.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+#include "nat/nat_event.hpp"
+
+struct rte_ring;
+
+namespace natgw::control {
+
+class EventLog {
+ public:
+  EventLog() = default;
+  ~EventLog();
+  EventLog(const EventLog&) = delete;
+  EventLog& operator=(const EventLog&) = delete;
+
+  // Open what `cfg` names, closing what it no longer names. Throws std::runtime_error with the
+  // reason (a file that cannot be opened for appending), leaving the current targets as they were.
+  void configure(const config::NatEvents& cfg);
+  bool enabled() const { return file_ != nullptr || sock_ >= 0; }
+
+  // Write what the rings hold (at most `max` events); `origin_tsc` is the TSC at which the workers'
+  // millisecond clock read 0. Returns the number of events taken. Without a target the rings are
+  // emptied all the same (events queued before a reload turned logging off).
+  size_t drain(const std::vector<rte_ring*>& rings, uint64_t origin_tsc, size_t max = 1u << 20);
+
+  // The event as text, times in UTC with milliseconds (`start_ms`/`end_ms` are wall-clock
+  // milliseconds since the epoch): "2026-12-02T18:05:00.123Z session-create proto=udp
+  // inside=A:p outside=B:q remote=C:r"; a session-delete line carries the time of its last packet
+  // and its start=.
+  static std::string format(const nat::NatEvent& e, int64_t start_ms, int64_t end_ms);
+
+  uint64_t logged(nat::NatEventKind k) const { return logged_[k == nat::NatEventKind::kCreate ? 0 : 1]; }
+  uint64_t write_errors() const { return write_errors_; }
+  // natgw_nat_events_total{kind} and natgw_nat_events_errors_total (Prometheus text).
+  std::string prometheus() const;
+
+ private:
+  void write(const std::string& text, int64_t when_ms);
+  std::string path_;
+  FILE* file_ = nullptr;
+  int sock_ = -1;
+  sockaddr_in to_{};
+  std::string host_ = "-";  // syslog HOSTNAME
+  int64_t origin_wall_ms_ = 0;
+  uint64_t origin_tsc_ = 0;
+  uint64_t logged_[2] = {};
+  uint64_t write_errors_ = 0;
+  bool said_error_ = false;
+};
+
+}  // namespace natgw::control

@@ -1,0 +1,27 @@
+// NAT event records (nat_events in the config): what a worker tells the control thread about a
+// translated session when it is created and when it ends, for abuse tracing ("who had outside
+// address:port X toward Y at time T"). Workers put them on their own single-producer ring; the
+// control thread formats and writes them (lib/control/event_log.hpp), never the data path.
+#pragma once
+
+#include <rte_byteorder.h>
+
+#include <cstdint>
+
+namespace natgw::nat {
+
+enum class NatEventKind : uint8_t { kCreate = 1, kDelete = 2 };
+
+struct NatEvent {
+  uint32_t start_ms;  // the session's creation, on the workers' millisecond clock (Context::clock_origin_tsc)
+  uint32_t end_ms;    // kDelete: its last packet (what expiry measured from); kCreate: = start_ms
+  NatEventKind kind;
+  uint8_t proto;
+  uint16_t worker;
+  rte_be32_t in_ip, out_ip, remote_ip;
+  rte_be16_t in_port, out_port, remote_port;  // ICMP: the identifiers, remote_port 0
+  uint16_t pad = 0;
+};
+static_assert(sizeof(NatEvent) == 32, "ring elements: a multiple of 4 bytes, two per cache line");
+
+}  // namespace natgw::nat
