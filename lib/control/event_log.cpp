@@ -50,18 +50,18 @@ EventLog::~EventLog() {
 }
 
 void EventLog::configure(const config::NatEvents& cfg) {
-  FILE* f = file_;
-  if (cfg.file != path_) {
-    f = nullptr;
+  // The file is opened anew at every configure (every reload), so that logrotate's postrotate can
+  // `systemctl reload natgw` and the log goes on in the new file.
+  {
+    FILE* f = nullptr;
     if (!cfg.file.empty()) {
-      f = std::fopen(cfg.file.c_str(), "a");
+      f = std::fopen(cfg.file.c_str(), "ae");  // e: close-on-exec
       if (!f)
         throw std::runtime_error(cfg.loc.file + ":" + std::to_string(cfg.loc.line) + ": nat_events.file " +
                                  cfg.file + ": " + std::strerror(errno));
     }
     if (file_) std::fclose(file_);
     file_ = f;
-    path_ = cfg.file;
   }
   if (cfg.syslog_addr) {
     if (sock_ < 0) sock_ = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

@@ -27,8 +27,9 @@ class EventLog {
   EventLog(const EventLog&) = delete;
   EventLog& operator=(const EventLog&) = delete;
 
-  // Open what `cfg` names, closing what it no longer names. Throws std::runtime_error with the
-  // reason (a file that cannot be opened for appending), leaving the current targets as they were.
+  // Open what `cfg` names (the file anew, also when its name is the same: a reload after log
+  // rotation), closing what it no longer names. Throws std::runtime_error with the reason (a file
+  // that cannot be opened for appending), leaving the current targets as they were.
   void configure(const config::NatEvents& cfg);
   bool enabled() const { return file_ != nullptr || sock_ >= 0; }
 
@@ -50,7 +51,6 @@ class EventLog {
 
  private:
   void write(const std::string& text, int64_t when_ms);
-  std::string path_;
   FILE* file_ = nullptr;
   int sock_ = -1;
   sockaddr_in to_{};

@@ -165,5 +165,24 @@ TEST_F(NatEvents, AnUnopenableFileIsRefused) {
   EXPECT_EQ(file_lines().size(), 1u) << "the running target kept logging";
 }
 
+// logrotate renames the file and reloads natgw: the next events go to a new file of the old name.
+TEST_F(NatEvents, AReloadReopensTheFile) {
+  log.configure(cfg);
+  p.ctx.sessions[0]->set_event_ring(p.ctx.events[0]);
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53)));
+  EXPECT_EQ(drain(), 1u);
+  std::filesystem::rename(cfg.file, cfg.file + ".1");
+  log.configure(cfg);
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40001, 53)));
+  EXPECT_EQ(drain(), 1u);
+  const auto now = file_lines();
+  ASSERT_EQ(now.size(), 1u);
+  EXPECT_NE(now[0].find("inside=192.168.10.2:40001 "), std::string::npos) << now[0];
+  std::ifstream old(cfg.file + ".1");
+  std::string line;
+  ASSERT_TRUE(std::getline(old, line));
+  EXPECT_NE(line.find("inside=192.168.10.2:40000 "), std::string::npos) << line;
+}
+
 }  // namespace
 }  // namespace natgw::test
