@@ -6,7 +6,10 @@
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include <cerrno>
 #include <chrono>
@@ -50,33 +53,45 @@ EventLog::~EventLog() {
 }
 
 void EventLog::configure(const config::NatEvents& cfg) {
-  // The file is opened anew at every configure (every reload), so that logrotate's postrotate can
-  // `systemctl reload natgw` and the log goes on in the new file.
-  {
-    FILE* f = nullptr;
-    if (!cfg.file.empty()) {
-      f = std::fopen(cfg.file.c_str(), "ae");  // e: close-on-exec
-      if (!f)
-        throw std::runtime_error(cfg.loc.file + ":" + std::to_string(cfg.loc.line) + ": nat_events.file " +
-                                 cfg.file + ": " + std::strerror(errno));
+  // Everything is opened before anything changes: a failure leaves the running targets as they were.
+  // The file is opened anew at every configure (every reload, also under the same name).
+  FILE* f = nullptr;
+  if (!cfg.file.empty()) {
+    // 0640: who had which address when is personal data; the umask may only narrow it.
+    const int fd = ::open(cfg.file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0 || !(f = ::fdopen(fd, "a"))) {
+      const int err = errno;
+      if (fd >= 0) ::close(fd);
+      throw std::runtime_error(cfg.loc.file + ":" + std::to_string(cfg.loc.line) + ": nat_events.file " + cfg.file +
+                               ": " + std::strerror(err));
     }
-    if (file_) std::fclose(file_);
-    file_ = f;
   }
-  if (cfg.syslog_addr) {
-    if (sock_ < 0) sock_ = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (sock_ < 0) throw std::runtime_error(std::string("nat_events.syslog: socket: ") + std::strerror(errno));
+  int sock = sock_;
+  if (cfg.syslog_addr && sock < 0) {
+    sock = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (sock < 0) {
+      const int err = errno;
+      if (f) std::fclose(f);
+      throw std::runtime_error(std::string("nat_events.syslog: socket: ") + std::strerror(err));
+    }
+  }
+  flush();
+  if (file_) std::fclose(file_);
+  file_ = f;
+  if (!cfg.syslog_addr && sock >= 0) {
+    ::close(sock);
+    sock = -1;
+  }
+  sock_ = sock;
+  if (sock_ >= 0) {
     to_ = sockaddr_in{};
     to_.sin_family = AF_INET;
     to_.sin_addr.s_addr = htonl(cfg.syslog_addr);
     to_.sin_port = htons(cfg.syslog_port);
     char h[256] = {};
     if (::gethostname(h, sizeof h - 1) == 0 && h[0]) host_ = h;
-  } else if (sock_ >= 0) {
-    ::close(sock_);
-    sock_ = -1;
   }
-  said_error_ = false;
+  said_error_ = said_file_error_ = false;
 }
 
 std::string EventLog::format(const nat::NatEvent& e, int64_t start_ms, int64_t end_ms) {
@@ -91,8 +106,25 @@ std::string EventLog::format(const nat::NatEvent& e, int64_t start_ms, int64_t e
   return s;
 }
 
+void EventLog::flush() {
+  if (!file_ || !unflushed_) return;
+  if (std::fflush(file_) != 0 || std::ferror(file_)) {
+    write_errors_ += unflushed_;  // stdio drops its buffer on a failed write: those lines are lost
+    std::clearerr(file_);
+    if (!said_file_error_) {
+      said_file_error_ = true;
+      std::cerr << "natgw: nat_events: writing the event file failed: " << std::strerror(errno)
+                << " (counted in natgw_nat_events_errors_total; not said again until a reload)" << std::endl;
+    }
+  }
+  unflushed_ = 0;
+}
+
 void EventLog::write(const std::string& text, int64_t when_ms) {
-  if (file_ && (std::fputs(text.c_str(), file_) == EOF || std::fputc('\n', file_) == EOF)) ++write_errors_;
+  if (file_) {
+    std::fputs((text + "\n").c_str(), file_);  // one call: a line is written whole or not at all
+    ++unflushed_;
+  }
   if (sock_ >= 0) {
     // RFC 5424: <PRI>VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA MSG; facility
     // local0, severity info (16 * 8 + 6 = 134). The timestamp is the event's, also at the line's start.
@@ -120,32 +152,51 @@ std::string EventLog::prometheus() const {
          "natgw_nat_events_errors_total " + std::to_string(write_errors_) + "\n";
 }
 
-size_t EventLog::drain(const std::vector<rte_ring*>& rings, uint64_t origin_tsc, size_t max) {
-  if (origin_tsc != origin_tsc_) {  // the wall-clock time of the workers' clock origin, once
-    const int64_t now_wall = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                 std::chrono::system_clock::now().time_since_epoch())
-                                 .count();
-    const uint64_t tsc = rte_get_tsc_cycles();
-    origin_wall_ms_ = now_wall - static_cast<int64_t>((tsc - origin_tsc) / (rte_get_tsc_hz() / 1000));
-    origin_tsc_ = origin_tsc;
+void EventLog::anchor(int64_t now_wall_ms, uint32_t now_ms) {
+  // One anchor (wall clock <-> the workers' clock) for as long as it holds: a session's create and
+  // delete records then agree on its start to the millisecond. A new one when the wall clock has
+  // stepped (NTP) or the TSC rate's error has added up to a second, and before the 32-bit clock's
+  // signed distance from it runs out (24.8 days).
+  const uint32_t since = now_ms - anchor_ms_;
+  const int64_t predicted = anchor_wall_ms_ + since;
+  if (!anchored_ || since > (1u << 30) || predicted - now_wall_ms > 1000 || now_wall_ms - predicted > 1000) {
+    anchor_wall_ms_ = now_wall_ms;
+    anchor_ms_ = now_ms;
+    anchored_ = true;
   }
+}
+
+void EventLog::log(const nat::NatEvent& e, int64_t now_wall_ms, uint32_t now_ms) {
+  anchor(now_wall_ms, now_ms);
+  // Signed distance from the anchor on the 32-bit clock: right across its wrap.
+  const int64_t start = anchor_wall_ms_ + static_cast<int32_t>(e.start_ms - anchor_ms_);
+  const int64_t end = anchor_wall_ms_ + static_cast<int32_t>(e.end_ms - anchor_ms_);
+  const bool create = e.kind == nat::NatEventKind::kCreate;
+  write(format(e, start, end), create ? start : end);
+  ++logged_[create ? 0 : 1];
+}
+
+bool EventLog::pending(const std::vector<rte_ring*>& rings) {
+  for (rte_ring* r : rings)
+    if (rte_ring_count(r)) return true;
+  return false;
+}
+
+size_t EventLog::drain(const std::vector<rte_ring*>& rings, int64_t now_wall_ms, uint32_t now_ms, size_t budget) {
   size_t taken = 0;
   nat::NatEvent batch[64];
-  for (rte_ring* r : rings) {
-    while (taken < max) {
-      const unsigned n = rte_ring_sc_dequeue_burst_elem(r, batch, sizeof(nat::NatEvent), 64, nullptr);
-      if (n == 0) break;
+  for (bool more = true; more && taken < budget;) {  // rounds over the rings, up to 64 from each
+    more = false;
+    for (rte_ring* r : rings) {
+      const unsigned want = static_cast<unsigned>(std::min<size_t>(64, budget - taken));
+      const unsigned n = want ? rte_ring_sc_dequeue_burst_elem(r, batch, sizeof(nat::NatEvent), want, nullptr) : 0;
       taken += n;
-      if (!enabled()) continue;
-      for (unsigned i = 0; i < n; ++i) {
-        const nat::NatEvent& e = batch[i];
-        const int64_t start = origin_wall_ms_ + e.start_ms, end = origin_wall_ms_ + e.end_ms;
-        write(format(e, start, end), e.kind == nat::NatEventKind::kCreate ? start : end);
-        ++logged_[e.kind == nat::NatEventKind::kCreate ? 0 : 1];
-      }
+      more = more || n == 64;
+      if (enabled())
+        for (unsigned i = 0; i < n; ++i) log(batch[i], now_wall_ms, now_ms);
     }
   }
-  if (file_ && taken) std::fflush(file_);
+  flush();
   return taken;
 }
 

@@ -33,10 +33,19 @@ class EventLog {
   void configure(const config::NatEvents& cfg);
   bool enabled() const { return file_ != nullptr || sock_ >= 0; }
 
-  // Write what the rings hold (at most `max` events); `origin_tsc` is the TSC at which the workers'
-  // millisecond clock read 0. Returns the number of events taken. Without a target the rings are
-  // emptied all the same (events queued before a reload turned logging off).
-  size_t drain(const std::vector<rte_ring*>& rings, uint64_t origin_tsc, size_t max = 1u << 20);
+  // Write what the rings hold, at most `budget` events a call, taken from the rings in turn (a busy
+  // worker cannot starve another's events, and one call cannot hold the control thread for long:
+  // call again while pending()). `now_wall_ms` is the wall clock (ms since the epoch) when the
+  // workers' millisecond clock read `now_ms` (Context::clock_ms): event times are placed from an
+  // anchor renewed when the wall clock steps or drifts a second from it, so they follow NTP and
+  // the 32-bit clock's wrap (49.7 days).
+  // Without a target the rings are emptied all the same (events queued before a reload turned
+  // logging off are written first: the Daemon drains before it reconfigures).
+  static constexpr size_t kBudget = 8192;
+  size_t drain(const std::vector<rte_ring*>& rings, int64_t now_wall_ms, uint32_t now_ms, size_t budget = kBudget);
+  static bool pending(const std::vector<rte_ring*>& rings);
+  // One event written now, not through a ring (the ends of sessions still open when natgw stops).
+  void log(const nat::NatEvent& e, int64_t now_wall_ms, uint32_t now_ms);
 
   // The event as text, times in UTC with milliseconds (`start_ms`/`end_ms` are wall-clock
   // milliseconds since the epoch): "2026-12-02T18:05:00.123Z session-create proto=udp
@@ -51,15 +60,20 @@ class EventLog {
 
  private:
   void write(const std::string& text, int64_t when_ms);
+  void flush();
+  void anchor(int64_t now_wall_ms, uint32_t now_ms);
+  int64_t anchor_wall_ms_ = 0;  // the wall clock when the workers' clock read anchor_ms_
+  uint32_t anchor_ms_ = 0;
+  bool anchored_ = false;
   FILE* file_ = nullptr;
   int sock_ = -1;
   sockaddr_in to_{};
   std::string host_ = "-";  // syslog HOSTNAME
-  int64_t origin_wall_ms_ = 0;
-  uint64_t origin_tsc_ = 0;
   uint64_t logged_[2] = {};
   uint64_t write_errors_ = 0;
-  bool said_error_ = false;
+  bool said_error_ = false;       // a syslog send failed (said once until a reload)
+  bool said_file_error_ = false;  // a file write failed (likewise)
+  size_t unflushed_ = 0;          // lines written since the last flush (counted lost if it fails)
 };
 
 }  // namespace natgw::control

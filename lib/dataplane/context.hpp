@@ -3,6 +3,8 @@
 // an atomic pointer and reclaimed with rte_rcu_qsbr.
 #pragma once
 
+#include <rte_cycles.h>
+
 #include <rte_byteorder.h>
 #include <rte_ether.h>
 #include <rte_rcu_qsbr.h>
@@ -84,7 +86,7 @@ struct Context {
   // Per-worker NAT event rings (nat::NatEvent elements; the worker produces, the control thread
   // consumes). Always there; a worker's table fills its ring only while nat_events is on.
   std::vector<rte_ring*> events;
-  static constexpr unsigned kEventRing = 1u << 16;  // ~30 ms of the fastest session setup; 2 MB
+  static constexpr unsigned kEventRing = 1u << 17;  // ~60 ms of the fastest setup, > 4 drain turns; 4 MB
   uint16_t workers = 1;
   uint32_t max_sessions = 1u << 16;
   bool count_hosts = false;  // nat.max_sessions_per_host was set at start: tables count sessions per host
@@ -94,6 +96,11 @@ struct Context {
   // workers neither poll nor transmit on a paused port.
   std::atomic<bool> port_paused[kMaxIfaces] = {};
 
+  // The workers' millisecond clock (Worker::update_clock's formula) at TSC `tsc`: for the control
+  // thread, e.g. to turn the times in NAT events into wall-clock times.
+  uint32_t clock_ms(uint64_t tsc) const {
+    return static_cast<uint32_t>((tsc - clock_origin_tsc) * 1000 / rte_get_tsc_hz());
+  }
   // Which worker creates sessions for inside host `src` (network order).
   uint16_t flow_owner(rte_be32_t src) const {
     return workers == 1 ? 0 : static_cast<uint16_t>((rte_be_to_cpu_32(src) * 2654435761u >> 16) % workers);

@@ -448,7 +448,7 @@ void SessionTable::remove(uint32_t idx) {
   queue_closing(idx);
 }
 
-void SessionTable::emit(rte_ring* ring, NatEventKind kind, const Session& s) {
+NatEvent SessionTable::event_of(NatEventKind kind, const Session& s) const {
   NatEvent e;
   e.start_ms = s.created_ms;
   e.end_ms = kind == NatEventKind::kDelete ? s.last_seen_ms.load(std::memory_order_relaxed) : s.created_ms;
@@ -461,6 +461,11 @@ void SessionTable::emit(rte_ring* ring, NatEventKind kind, const Session& s) {
   e.in_port = s.in_port;
   e.out_port = s.out_port;
   e.remote_port = s.remote_port;
+  return e;
+}
+
+void SessionTable::emit(rte_ring* ring, NatEventKind kind, const Session& s) {
+  NatEvent e = event_of(kind, s);  // non-const: DPDK 22.11's enqueue takes void*
   if (rte_ring_sp_enqueue_elem(ring, &e, sizeof e) != 0) stats_.events_lost.add();
 }
 

@@ -224,6 +224,14 @@ class SessionTable {
   // NAT events (nat_events): translated sessions' creations and ends go on `ring` (elements of
   // sizeof(NatEvent), this worker the only producer); nullptr = none. Set by the control thread.
   void set_event_ring(rte_ring* ring) { events_.store(ring, std::memory_order_release); }
+  // The event of a translated session (kind, endpoints, times).
+  NatEvent event_of(NatEventKind kind, const Session& s) const;
+  // Every live translated session (workers stopped: at shutdown their end is logged from here).
+  template <class F>
+  void for_each_translated(F&& f) const {
+    for (uint32_t i = 0; i < max_; ++i)
+      if (sessions_[i].state == SessionState::kActive && sessions_[i].mapping != kNoMapping) f(sessions_[i]);
+  }
   // Sessions per inside host (Params::count_hosts), else nullptr.
   const HostSessions* hosts() const { return hosts_.get(); }
   // Sessions published so far (wraps): a caller that looked keys up earlier can

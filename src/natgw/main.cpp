@@ -261,6 +261,16 @@ class Daemon {
   std::set<std::string> dead_ports_;                             // interfaces whose reset failed
   void tell_ready(const std::string& status);
   control::EventLog events_;
+  // Write what the workers queued: one budget's worth (the control loop comes back at once while
+  // more is pending), or everything (before a reload reconfigures the targets, at stop).
+  void drain_events(bool all = false) {
+    do {
+      const int64_t wall = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+      events_.drain(ctx_.events, wall, ctx_.clock_ms(rte_get_tsc_cycles()));
+    } while (all && control::EventLog::pending(ctx_.events));
+  }
   // Each worker's table logs its sessions to its ring while nat_events has a target.
   void set_event_rings() {
     for (size_t w = 0; w < ctx_.sessions.size(); ++w)
@@ -365,16 +375,23 @@ control::Reply Daemon::apply_reload() {
         }
         throw;
       }
-      // The event targets next: a file that cannot be opened rejects the reload, the old targets stay.
+      // The event targets next: what was queued goes to the running ones first; a file that cannot
+      // be opened rejects the reload, the old targets stay.
+      drain_events(true);
       try {
         events_.configure(r.config->nat_events);
       } catch (...) {
-        xdp_.configure(cfg_, ctx_.outside);
+        try {
+          xdp_.configure(cfg_, ctx_.outside);
+        } catch (const std::exception& e) {
+          std::cerr << "natgw: restoring XDP steering: " << e.what() << "\n";
+        }
         throw;
       }
       dp::publish_tables(ctx_, std::move(t));
       cfg_ = *r.config;
       set_event_rings();
+      drain_events(true);  // what came in during the grace period
       reload_.generation = generation_++;
       reload_.last_ok = true;
       reload_.last_error.clear();
@@ -407,6 +424,7 @@ std::string Daemon::status_line(const std::string& what) const {
 
 int Daemon::loop_timeout_ms() const {
   if (!ready_) return Clock::now() - launched_ > kSlowStart ? 50 : 1;  // READY=1 as soon as the workers poll
+  if (control::EventLog::pending(ctx_.events)) return 0;  // the last drain stopped at its budget
   if (unsent_ready_) return 50;
   if (!watchdog_) return 50;
   // Wake when the check is due (rounded up: waking early would spin until it is).
@@ -515,7 +533,8 @@ control::Reply Daemon::command(const std::string& line) {
   if (verb == "routes") return {true, control::format_routes(ctx_)};
   if (verb == "arp") return {true, control::format_arp(ctx_)};
   if (verb == "acl") return {true, control::format_acl(ctx_)};
-  if (verb == "metrics") return {true, control::render_prometheus(snap(true), ctx_, reload_) + xdp_.prometheus()};
+  if (verb == "metrics")
+    return {true, control::render_prometheus(snap(true), ctx_, reload_) + xdp_.prometheus() + events_.prometheus()};
   if (verb == "reload") return reload();
   if (verb == "version") return {true, std::string("natgw ") + NATGW_VERSION + "\n"};
   if (verb == "help" || verb.empty())
@@ -663,7 +682,7 @@ int Daemon::run(const char* argv0) {
   uint64_t last_timer = rte_get_timer_cycles();
   while (!g_stop) {
     server_.poll_once(loop_timeout_ms(), on_command, on_metrics);
-    events_.drain(ctx_.events, ctx_.clock_origin_tsc);
+    drain_events();
     systemd_tick();
     // ENA's keep-alive watchdog is an rte_timer armed on this lcore.
     if (rte_get_timer_cycles() - last_timer > rte_get_timer_hz()) {
@@ -686,7 +705,20 @@ int Daemon::run(const char* argv0) {
   xdp_.disable();  // the host keeps its traffic while natgw winds down
   ctx_.stop.store(true);
   rte_eal_mp_wait_lcore();
-  events_.drain(ctx_.events, ctx_.clock_origin_tsc);  // what the workers logged last
+  // What the workers logged last, then the end of every session still open (its last packet):
+  // without it an outside port reused after a restart would seem still held by its old owner.
+  drain_events(true);
+  if (events_.enabled()) {
+    const int64_t wall = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+    const uint32_t now = ctx_.clock_ms(rte_get_tsc_cycles());
+    for (const auto& t : ctx_.sessions)
+      t->for_each_translated([&](const nat::Session& ss) {
+        events_.log(t->event_of(nat::NatEventKind::kDelete, ss), wall, now);
+      });
+    drain_events(true);  // flushes
+  }
   std::cout << "natgw: final counters\n" << control::format_text(snap(true)) << std::flush;
   {
     const std::lock_guard<std::mutex> lock(g_daemon_mutex);  // telemetry stays up until rte_eal_cleanup

@@ -137,7 +137,10 @@ TEST_F(HostLimit, TheLimitReloadsLive) {
   reload(p, std::string(kLabConfig) + "[nat]\nmax_sessions_per_host = 11\n", 6);
   EXPECT_TRUE(opens(IPPROTO_UDP, kA, 40010));
   EXPECT_FALSE(opens(IPPROTO_UDP, kA, 40011));
+}
 
+// Turning a limit on in a natgw started without one is refused (no counts were kept).
+TEST(HostLimitRestart, ALimitNeedsAStartWithOne) {
   Pipeline unlimited(kLabConfig);
   EXPECT_EQ(unlimited.ctx.sessions[0]->hosts(), nullptr) << "no per-host table without a limit";
   auto r = config::load_string(std::string(kLabConfig) + "[nat]\nmax_sessions_per_host = 2\n", "reload.toml");

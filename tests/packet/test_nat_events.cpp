@@ -10,21 +10,12 @@
 
 #include <filesystem>
 #include <fstream>
-#include <regex>
 
 #include "control/event_log.hpp"
 #include "packet/packet_test.hpp"
 
 namespace natgw::test {
 namespace {
-
-const std::regex kUtc(R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$)");
-
-// Milliseconds of an "…T18:05:00.123Z" stamp, within its day (enough to compare two stamps of a test).
-int64_t ms_of_day(const std::string& t) {
-  return ((std::stoi(t.substr(11, 2)) * 60 + std::stoi(t.substr(14, 2))) * 60 + std::stoi(t.substr(17, 2))) * 1000 +
-         std::stoi(t.substr(20, 3));
-}
 
 class NatEvents : public ::testing::Test {
  protected:
@@ -60,7 +51,12 @@ class NatEvents : public ::testing::Test {
     for (ssize_t n; (n = ::recv(rx, buf, sizeof buf, 0)) > 0;) v.emplace_back(buf, static_cast<size_t>(n));
     return v;
   }
-  size_t drain() { return log.drain(p.ctx.events, p.ctx.clock_origin_tsc); }
+  // The wall clock moves with the workers' (manual) clock: 2025-12-02T18:00:00.000Z at its 0.
+  static constexpr int64_t kBase = 1764698400000;
+  size_t drain() {
+    const uint32_t now = p.worker().now_ms();
+    return log.drain(p.ctx.events, kBase + now, now);
+  }
   Pipeline p;
   std::filesystem::path dir;
   int rx = -1;
@@ -86,11 +82,10 @@ TEST_F(NatEvents, ASessionsCreationAndEndAreLoggedExactly) {
   ASSERT_EQ(lines.size(), 2u);
   const std::string flow =
       " proto=udp inside=192.168.10.2:40000 outside=10.0.3.10:" + std::to_string(port) + " remote=203.0.113.10:53";
-  const std::string t0 = lines[0].substr(0, 24), t1 = lines[1].substr(0, 24);
-  EXPECT_TRUE(std::regex_match(t0, kUtc)) << lines[0];
+  // Created at the workers' 1,000 ms, last packet at 6,000 (the end), drained 301 s later.
+  const std::string t0 = "2025-12-02T18:00:01.000Z", t1 = "2025-12-02T18:00:06.000Z";
   EXPECT_EQ(lines[0], t0 + " session-create" + flow);
   EXPECT_EQ(lines[1], t1 + " session-delete" + flow + " start=" + t0) << "the end is the session's last packet";
-  EXPECT_EQ((ms_of_day(t1) - ms_of_day(t0) + 86'400'000) % 86'400'000, 5'000);
   // The same two records as RFC 5424 messages: facility local0, severity info, MSGID NAT44.
   const auto d = datagrams();
   ASSERT_EQ(d.size(), 2u);
@@ -102,6 +97,56 @@ TEST_F(NatEvents, ASessionsCreationAndEndAreLoggedExactly) {
   EXPECT_EQ(log.logged(nat::NatEventKind::kCreate), 1u);
   EXPECT_EQ(log.logged(nat::NatEventKind::kDelete), 1u);
   EXPECT_EQ(log.write_errors(), 0u);
+}
+
+// The workers' 32-bit millisecond clock wraps every 49.7 days: a session across the wrap keeps
+// its true times (they are taken back from now, not forward from the clock's origin).
+TEST_F(NatEvents, TimesAreRightAcrossTheClocksWrap) {
+  log.configure(cfg);
+  p.ctx.sessions[0]->set_event_ring(p.ctx.events[0]);
+  p.worker().set_clock_ms(0xFFFFFC18u);  // 1,000 ms before the wrap
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53)));
+  p.advance(5'000);  // its last packet, after the wrap (the clock reads 4,000)
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53)));
+  p.advance(301'000);
+  p.expire_all();
+  const uint32_t now = p.worker().now_ms();
+  const int64_t wall = 1764698400000 + 306'000;  // 18:00:00.000 at the session's start, drained 306 s later
+  EXPECT_EQ(log.drain(p.ctx.events, wall, now), 2u);
+  const auto lines = file_lines();
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0].substr(0, 39), "2025-12-02T18:00:00.000Z session-create");
+  EXPECT_EQ(lines[1].substr(0, 39), "2025-12-02T18:00:05.000Z session-delete");
+  EXPECT_NE(lines[1].find(" start=2025-12-02T18:00:00.000Z"), std::string::npos) << lines[1];
+}
+
+// A flood of events: each drain takes a budget, from every worker's ring in turn.
+TEST(NatEventsTwoWorkers, DrainsEveryRingInTurnWithinItsBudget) {
+  Pipeline p(kLabConfig, 2);
+  lab_neighbours(p);
+  config::NatEvents cfg;
+  cfg.file = "/dev/null";
+  control::EventLog log;
+  log.configure(cfg);
+  for (uint16_t w = 0; w < 2; ++w) p.ctx.sessions[w]->set_event_ring(p.ctx.events[w]);
+  std::vector<std::vector<uint8_t>> frames;
+  for (int i = 0; i < 400; ++i)  // hosts of both workers, 2 flows each
+    for (uint16_t sport = 40000; sport < 40002; ++sport)
+      frames.push_back(build_frame(client(IPPROTO_UDP, "203.0.113.10", sport, 53,
+                                          ("192.168.1" + std::to_string(i / 200) + "." + std::to_string(2 + i % 200)).c_str())));
+  for (size_t i = 0; i < frames.size(); i += 32)
+    p.rx(kInside, std::vector<std::vector<uint8_t>>(frames.begin() + i, frames.begin() + std::min(frames.size(), i + 32)));
+  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 800u);
+  const unsigned c0 = rte_ring_count(p.ctx.events[0]), c1 = rte_ring_count(p.ctx.events[1]);
+  ASSERT_EQ(c0 + c1, 800u);
+  ASSERT_GT(c0, 200u);
+  ASSERT_GT(c1, 200u);
+  EXPECT_EQ(log.drain(p.ctx.events, 1764698400000, 1000, 256), 256u);
+  EXPECT_EQ(rte_ring_count(p.ctx.events[0]), c0 - 128) << "half the budget from each ring";
+  EXPECT_EQ(rte_ring_count(p.ctx.events[1]), c1 - 128);
+  EXPECT_TRUE(control::EventLog::pending(p.ctx.events));
+  while (control::EventLog::pending(p.ctx.events)) log.drain(p.ctx.events, 1764698400000, 1000);
+  EXPECT_EQ(log.logged(nat::NatEventKind::kCreate), 800u);
 }
 
 // Only translated sessions: untranslated flows an ACL tracks are not NAT events; nothing is queued
