@@ -363,22 +363,12 @@ control::Reply Daemon::apply_reload() {
   if (why.empty()) {
     try {
       auto t = dp::build_tables(ctx_, *r.config, generation_);
-      // XDP steering first: if it refuses the new config, nothing has changed yet (its
-      // maps are put back as the running config has them).
-      try {
-        xdp_.configure(*r.config, ctx_.outside);
-      } catch (...) {
-        try {
-          xdp_.configure(cfg_, ctx_.outside);
-        } catch (const std::exception& e) {
-          std::cerr << "natgw: restoring XDP steering: " << e.what() << "\n";
-        }
-        throw;
-      }
-      // The event targets next: what was queued goes to the running ones first; a file that cannot
-      // be opened rejects the reload, the old targets stay.
+      // XDP steering and the NAT event targets next: if either refuses the new config, nothing has
+      // changed yet (XDP's maps are put back as the running config has them; a failed event
+      // configure changes nothing). What was queued goes to the running event targets first.
       drain_events(true);
       try {
+        xdp_.configure(*r.config, ctx_.outside);
         events_.configure(r.config->nat_events);
       } catch (...) {
         try {
