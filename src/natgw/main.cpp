@@ -262,14 +262,17 @@ class Daemon {
   void tell_ready(const std::string& status);
   control::EventLog events_;
   // Write what the workers queued: one budget's worth (the control loop comes back at once while
-  // more is pending), or everything (before a reload reconfigures the targets, at stop).
+  // more is pending), or what the rings held (before a reload reconfigures the targets, at stop):
+  // bounded by their size, so that workers producing as fast as this writes cannot hold it forever.
   void drain_events(bool all = false) {
-    do {
+    const size_t rounds = all ? ctx_.events.size() * dp::Context::kEventRing / control::EventLog::kBudget + 1 : 1;
+    for (size_t i = 0; i < rounds; ++i) {
       const int64_t wall = std::chrono::duration_cast<std::chrono::milliseconds>(
                                std::chrono::system_clock::now().time_since_epoch())
                                .count();
       events_.drain(ctx_.events, wall, ctx_.clock_ms(rte_get_tsc_cycles()));
-    } while (all && control::EventLog::pending(ctx_.events));
+      if (!control::EventLog::pending(ctx_.events)) break;
+    }
   }
   // Each worker's table logs its sessions to its ring while nat_events has a target.
   void set_event_rings() {
