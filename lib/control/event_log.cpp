@@ -1,16 +1,18 @@
 #include "control/event_log.hpp"
 
+#include "control/views.hpp"
+#include "nat/flow_key.hpp"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <rte_cycles.h>
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
-#include <sys/socket.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
-
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -22,10 +24,6 @@ namespace natgw::control {
 
 namespace {
 
-std::string endpoint(rte_be32_t ip, rte_be16_t port) {
-  return config::format_ipv4(rte_be_to_cpu_32(ip)) + ":" + std::to_string(rte_be_to_cpu_16(port));
-}
-
 std::string utc(int64_t ms) {
   const std::time_t secs = static_cast<std::time_t>(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
   std::tm tm{};
@@ -34,15 +32,6 @@ std::string utc(int64_t ms) {
   std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
                 tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms - int64_t{secs} * 1000));
   return buf;
-}
-
-const char* proto_name(uint8_t p) {
-  switch (p) {
-    case IPPROTO_TCP: return "tcp";
-    case IPPROTO_UDP: return "udp";
-    case IPPROTO_ICMP: return "icmp";
-    default: return "other";
-  }
 }
 
 }  // namespace
@@ -98,10 +87,10 @@ std::string EventLog::format(const nat::NatEvent& e, int64_t start_ms, int64_t e
   const bool create = e.kind == nat::NatEventKind::kCreate;
   std::string s = utc(create ? start_ms : end_ms);
   s += create ? " session-create proto=" : " session-delete proto=";
-  s += proto_name(e.proto);
-  s += " inside=" + endpoint(e.in_ip, e.in_port);
-  s += " outside=" + endpoint(e.out_ip, e.out_port);
-  s += " remote=" + endpoint(e.remote_ip, e.remote_port);
+  s += nat::proto_class_name(nat::proto_class(e.proto));
+  s += " inside=" + format_endpoint(e.in_ip, e.in_port);
+  s += " outside=" + format_endpoint(e.out_ip, e.out_port);
+  s += " remote=" + format_endpoint(e.remote_ip, e.remote_port);
   if (!create) s += " start=" + utc(start_ms);
   return s;
 }

@@ -8,9 +8,6 @@
 
 namespace natgw::control {
 
-namespace {
-const char* kProto[3] = {"tcp", "udp", "icmp"};
-}
 
 Snapshot snapshot(const dp::Context& ctx, const std::vector<const dp::Worker*>& workers,
                   bool read_ports) {
@@ -118,16 +115,16 @@ std::string format_text(const Snapshot& s) {
     << s.fragments_translated << "\n";
   o << "sessions: active tcp " << s.sessions_active[0] << " udp " << s.sessions_active[1]
     << " icmp " << s.sessions_active[2] << "; created";
-  for (int p = 0; p < 3; ++p) o << " " << kProto[p] << " " << s.sessions_created[p];
+  for (int p = 0; p < 3; ++p) o << " " << nat::proto_class_name(p) << " " << s.sessions_created[p];
   o << "; expired";
-  for (int p = 0; p < 3; ++p) o << " " << kProto[p] << " " << s.sessions_expired[p];
+  for (int p = 0; p < 3; ++p) o << " " << nat::proto_class_name(p) << " " << s.sessions_expired[p];
   o << "; mappings " << s.mappings << "; port alloc errors " << s.port_alloc_errors
     << "; mapping collisions " << s.mapping_collisions
     << "; table full " << s.table_full << "; ports shared " << s.port_overlapped << "; port scans "
     << s.port_scans << "\n";
   for (const auto& a : s.outside) {
     o << "outside " << config::format_ipv4(rte_be_to_cpu_32(a.addr)) << ": ports in use";
-    for (int p = 0; p < 3; ++p) o << " " << kProto[p] << " " << a.in_use[p] << "/" << a.size[p];
+    for (int p = 0; p < 3; ++p) o << " " << nat::proto_class_name(p) << " " << a.in_use[p] << "/" << a.size[p];
     o << "\n";
   }
   if (s.hosts_counted)

@@ -10,9 +10,15 @@
 namespace natgw::control {
 
 namespace {
-const char* kProto[3] = {"tcp", "udp", "icmp"};
 
 std::string ip(rte_be32_t be) { return config::format_ipv4(rte_be_to_cpu_32(be)); }
+}  // namespace
+
+std::string format_endpoint(rte_be32_t addr, rte_be16_t port) {
+  return ip(addr) + ":" + std::to_string(rte_be_to_cpu_16(port));
+}
+
+namespace {
 
 // Prometheus label values escape backslash, quote and newline.
 std::string esc(const std::string& s) {
@@ -104,14 +110,14 @@ std::string render_prometheus(const Snapshot& s, const dp::Context& ctx, const R
   p.sample("natgw_packets_total", "path=\"fragment_translated\"", s.fragments_translated);
   p.family("natgw_sessions_active", "Active NAT sessions", "gauge");
   for (int i = 0; i < 3; ++i)
-    p.sample("natgw_sessions_active", std::string("protocol=\"") + kProto[i] + "\"", s.sessions_active[i]);
+    p.sample("natgw_sessions_active", std::string("protocol=\"") + nat::proto_class_name(i) + "\"", s.sessions_active[i]);
   p.family("natgw_sessions_created_total", "NAT sessions created", "counter");
   for (int i = 0; i < 3; ++i)
-    p.sample("natgw_sessions_created_total", std::string("protocol=\"") + kProto[i] + "\"",
+    p.sample("natgw_sessions_created_total", std::string("protocol=\"") + nat::proto_class_name(i) + "\"",
              s.sessions_created[i]);
   p.family("natgw_sessions_expired_total", "NAT sessions expired or removed", "counter");
   for (int i = 0; i < 3; ++i)
-    p.sample("natgw_sessions_expired_total", std::string("protocol=\"") + kProto[i] + "\"",
+    p.sample("natgw_sessions_expired_total", std::string("protocol=\"") + nat::proto_class_name(i) + "\"",
              s.sessions_expired[i]);
   p.family("natgw_port_allocation_errors_total", "New flows refused: no free outside port", "counter");
   p.sample("natgw_port_allocation_errors_total", "", s.port_alloc_errors);
@@ -130,13 +136,13 @@ std::string render_prometheus(const Snapshot& s, const dp::Context& ctx, const R
            "gauge");
   for (const auto& a : s.outside)
     for (int i = 0; i < 3; ++i)
-      p.sample("natgw_outside_ports", "address=\"" + ip(a.addr) + "\",protocol=\"" + kProto[i] + "\"", a.size[i]);
+      p.sample("natgw_outside_ports", "address=\"" + ip(a.addr) + "\",protocol=\"" + nat::proto_class_name(i) + "\"", a.size[i]);
   p.family("natgw_outside_ports_in_use",
            "Outside ports held by at least one mapping (at the range's size, new mappings share ports: RFC 7857)",
            "gauge");
   for (const auto& a : s.outside)
     for (int i = 0; i < 3; ++i)
-      p.sample("natgw_outside_ports_in_use", "address=\"" + ip(a.addr) + "\",protocol=\"" + kProto[i] + "\"",
+      p.sample("natgw_outside_ports_in_use", "address=\"" + ip(a.addr) + "\",protocol=\"" + nat::proto_class_name(i) + "\"",
                a.in_use[i]);
   if (s.hosts_counted) {
     p.family("natgw_inside_hosts", "Inside hosts with translated sessions (kept with nat.max_sessions_per_host)",
@@ -230,11 +236,10 @@ std::string format_sessions(const dp::Context& ctx, const std::string& filter, s
       if (shown >= limit) continue;
       ++shown;
       const int pc = nat::proto_class(s.proto);
-      auto ep = [](rte_be32_t a, rte_be16_t p) { return ip(a) + ":" + std::to_string(rte_be_to_cpu_16(p)); };
       char line[256];
-      std::snprintf(line, sizeof(line), "%-5s %-22s %-22s %-22s %9u %u\n", pc >= 0 ? kProto[pc] : "?",
-                    ep(s.in_ip, s.in_port).c_str(), ep(s.out_ip, s.out_port).c_str(),
-                    ep(s.remote_ip, s.remote_port).c_str(),
+      std::snprintf(line, sizeof(line), "%-5s %-22s %-22s %-22s %9u %u\n", nat::proto_class_name(pc),
+                    format_endpoint(s.in_ip, s.in_port).c_str(), format_endpoint(s.out_ip, s.out_port).c_str(),
+                    format_endpoint(s.remote_ip, s.remote_port).c_str(),
                     s.last_seen_ms.load(std::memory_order_relaxed) - s.created_ms, s.owner);
       o << line;
     }

@@ -16,6 +16,9 @@ struct ReloadStatus {
   std::string last_error;
 };
 
+// "a.b.c.d:port" from network-order fields.
+std::string format_endpoint(rte_be32_t addr, rte_be16_t port);
+
 // Prometheus text exposition (format 0.0.4).
 std::string render_prometheus(const Snapshot& s, const dp::Context& ctx, const ReloadStatus& r);
 

@@ -50,5 +50,10 @@ enum ProtoClass : uint8_t { kTcp = 0, kUdp = 1, kIcmp = 2, kProtoClasses = 3 };
 inline int proto_class(uint8_t proto) {
   return proto == 6 ? kTcp : proto == 17 ? kUdp : proto == 1 ? kIcmp : -1;
 }
+// "tcp", "udp", "icmp" (metric labels, natgwctl, event records); "?" for -1.
+inline const char* proto_class_name(int pc) {
+  static constexpr const char* kNames[kProtoClasses] = {"tcp", "udp", "icmp"};
+  return pc >= 0 && pc < kProtoClasses ? kNames[pc] : "?";
+}
 
 }  // namespace natgw::nat

@@ -261,16 +261,17 @@ class Daemon {
   std::set<std::string> dead_ports_;                             // interfaces whose reset failed
   void tell_ready(const std::string& status);
   control::EventLog events_;
+  static int64_t wall_ms() {  // the wall clock, ms since the epoch: NAT event times
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
   // Write what the workers queued: one budget's worth (the control loop comes back at once while
   // more is pending), or what the rings held (before a reload reconfigures the targets, at stop):
   // bounded by their size, so that workers producing as fast as this writes cannot hold it forever.
   void drain_events(bool all = false) {
     const size_t rounds = all ? ctx_.events.size() * dp::Context::kEventRing / control::EventLog::kBudget + 1 : 1;
     for (size_t i = 0; i < rounds; ++i) {
-      const int64_t wall = std::chrono::duration_cast<std::chrono::milliseconds>(
-                               std::chrono::system_clock::now().time_since_epoch())
-                               .count();
-      events_.drain(ctx_.events, wall, ctx_.clock_ms(rte_get_tsc_cycles()));
+      events_.drain(ctx_.events, wall_ms(), ctx_.clock_ms(rte_get_tsc_cycles()));
       if (!control::EventLog::pending(ctx_.events)) break;
     }
   }
@@ -552,11 +553,11 @@ int Daemon::telemetry_stats(const char*, const char*, rte_tel_data* d) {
   rte_tel_data_add_dict_u64(d, "forwarded", s.forwarded);
   rte_tel_data_add_dict_u64(d, "in2out", s.in2out);
   rte_tel_data_add_dict_u64(d, "out2in", s.out2in);
-  const char* proto[3] = {"tcp", "udp", "icmp"};
-  for (int p = 0; p < 3; ++p) {
-    rte_tel_data_add_dict_u64(d, (std::string("sessions_active.") + proto[p]).c_str(), s.sessions_active[p]);
-    rte_tel_data_add_dict_u64(d, (std::string("sessions_created.") + proto[p]).c_str(), s.sessions_created[p]);
-    rte_tel_data_add_dict_u64(d, (std::string("sessions_expired.") + proto[p]).c_str(), s.sessions_expired[p]);
+  for (int p = 0; p < nat::kProtoClasses; ++p) {
+    const char* proto = nat::proto_class_name(p);
+    rte_tel_data_add_dict_u64(d, (std::string("sessions_active.") + proto).c_str(), s.sessions_active[p]);
+    rte_tel_data_add_dict_u64(d, (std::string("sessions_created.") + proto).c_str(), s.sessions_created[p]);
+    rte_tel_data_add_dict_u64(d, (std::string("sessions_expired.") + proto).c_str(), s.sessions_expired[p]);
   }
   rte_tel_data_add_dict_u64(d, "port_allocation_errors", s.port_alloc_errors);
   rte_tel_data_add_dict_u64(d, "mapping_collisions", s.mapping_collisions);
@@ -702,9 +703,7 @@ int Daemon::run(const char* argv0) {
   // without it an outside port reused after a restart would seem still held by its old owner.
   drain_events(true);
   if (events_.enabled()) {
-    const int64_t wall = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count();
+    const int64_t wall = wall_ms();
     const uint32_t now = ctx_.clock_ms(rte_get_tsc_cycles());
     for (const auto& t : ctx_.sessions)
       t->for_each_translated([&](const nat::Session& ss) {
