@@ -47,7 +47,7 @@ constexpr std::string_view kAclKeys[] = {"action", "src", "dst", "protocol", "sr
 constexpr std::string_view kAclDefaultKeys[] = {"action"};
 constexpr std::string_view kMetricsKeys[] = {"listen"};
 constexpr std::string_view kControlKeys[] = {"socket"};
-constexpr std::string_view kNatEventKeys[] = {"syslog", "file"};
+constexpr std::string_view kNatEventKeys[] = {"syslog", "file", "ipfix", "ipfix_domain"};
 
 struct Section {
   std::string_view name;
@@ -862,27 +862,33 @@ class Loader {
   void load_nat_events(const toml::table& t) {
     NatEvents& e = cfg_.nat_events;
     e.loc = {file_, line_of(t)};
-    if (const auto* n = t.get("syslog")) {
-      const auto v = str(*n, "nat_events.syslog");
-      if (v && !v->empty()) {  // empty = off
-        // An address, not a name: the control thread must not wait on DNS to log.
-        const auto colon = v->rfind(':');
-        std::string why;
-        std::optional<uint32_t> addr;
-        std::optional<PortRange> port;
-        if (colon != std::string::npos) {
-          addr = parse_ipv4(v->substr(0, colon), why);
-          const std::string p = v->substr(colon + 1);
-          std::string ignored;
-          if (p.find_first_not_of("0123456789") == std::string::npos) port = parse_port_range(p, ignored);
-        }
-        if (colon == std::string::npos || !addr || !*addr || !port || port->lo != port->hi || port->lo == 0)
-          error(line_of(*n), "nat_events.syslog " + quote(*v) + " must be an IPv4 address and a port, e.g. "
-                             "\"10.0.0.5:514\"" + (why.empty() ? "" : " (" + why + ")"));
-        else
-          e.syslog_addr = *addr, e.syslog_port = port->lo;
+    // A collector's "address:port". An address, not a name: the control thread must not wait on DNS to log.
+    const auto collector = [&](std::string_view key, const char* example, uint32_t& addr_out, uint16_t& port_out) {
+      const auto* n = t.get(key);
+      if (!n) return;
+      const std::string what = "nat_events." + std::string(key);
+      const auto v = str(*n, what);
+      if (!v || v->empty()) return;  // empty = off
+      const auto colon = v->rfind(':');
+      std::string why;
+      std::optional<uint32_t> addr;
+      std::optional<PortRange> port;
+      if (colon != std::string::npos) {
+        addr = parse_ipv4(v->substr(0, colon), why);
+        const std::string p = v->substr(colon + 1);
+        std::string ignored;
+        if (p.find_first_not_of("0123456789") == std::string::npos) port = parse_port_range(p, ignored);
       }
-    }
+      if (colon == std::string::npos || !addr || !*addr || !port || port->lo != port->hi || port->lo == 0)
+        error(line_of(*n), what + " " + quote(*v) + " must be an IPv4 address and a port, e.g. " + quote(example) +
+                               (why.empty() ? "" : " (" + why + ")"));
+      else
+        addr_out = *addr, port_out = port->lo;
+    };
+    collector("syslog", "10.0.0.5:514", e.syslog_addr, e.syslog_port);
+    collector("ipfix", "10.0.0.5:4739", e.ipfix_addr, e.ipfix_port);
+    if (const auto* n = t.get("ipfix_domain"))
+      if (const auto v = integer(*n, "nat_events.ipfix_domain", 0, UINT32_MAX)) e.ipfix_domain = static_cast<uint32_t>(*v);
     if (const auto* n = t.get("file")) {
       if (const auto v = str(*n, "nat_events.file")) {
         if (!v->empty() && (*v)[0] != '/')

@@ -116,13 +116,16 @@ struct Control {
   Location loc;
 };
 
-// [nat_events]: a record of every translated session, created and ended (abuse tracing); either
-// target turns it on, both may be set. Reloads live.
+// [nat_events]: a record of every translated session, created and ended (abuse tracing); any
+// target turns it on, several may be set. Reloads live.
 struct NatEvents {
   uint32_t syslog_addr = 0;  // host order; 0 = off. RFC 5424 messages over UDP (RFC 5426)
   uint16_t syslog_port = 0;
   std::string file;  // appended, one line per event; empty = off
-  bool enabled() const { return syslog_addr != 0 || !file.empty(); }
+  uint32_t ipfix_addr = 0;  // host order; 0 = off. IPFIX (RFC 7011) over UDP, RFC 8158's NAT44 session records
+  uint16_t ipfix_port = 0;
+  uint32_t ipfix_domain = 1;  // the messages' observation domain id
+  bool enabled() const { return syslog_addr != 0 || !file.empty() || ipfix_addr != 0; }
   Location loc;
 };
 

@@ -34,11 +34,28 @@ std::string utc(int64_t ms) {
   return buf;
 }
 
+// A UDP socket for a collector, kept across reloads while one is configured. Throws with the reason.
+int udp_socket(int current, bool wanted, const char* what) {
+  if (!wanted || current >= 0) return current;
+  const int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (s < 0) throw std::runtime_error(std::string(what) + ": socket: " + std::strerror(errno));
+  return s;
+}
+
+sockaddr_in ipv4_endpoint(uint32_t addr, uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(addr);
+  a.sin_port = htons(port);
+  return a;
+}
+
 }  // namespace
 
 EventLog::~EventLog() {
   if (file_) std::fclose(file_);
   if (sock_ >= 0) ::close(sock_);
+  if (ipfix_sock_ >= 0) ::close(ipfix_sock_);
 }
 
 void EventLog::configure(const config::NatEvents& cfg) {
@@ -55,32 +72,39 @@ void EventLog::configure(const config::NatEvents& cfg) {
                                ": " + std::strerror(err));
     }
   }
-  int sock = sock_;
-  if (cfg.syslog_addr && sock < 0) {
-    sock = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (sock < 0) {
-      const int err = errno;
-      if (f) std::fclose(f);
-      throw std::runtime_error(std::string("nat_events.syslog: socket: ") + std::strerror(err));
-    }
+  int sock = -1, ipfix_sock = -1;
+  try {
+    sock = udp_socket(sock_, cfg.syslog_addr != 0, "nat_events.syslog");
+    ipfix_sock = udp_socket(ipfix_sock_, cfg.ipfix_addr != 0, "nat_events.ipfix");
+  } catch (...) {
+    if (f) std::fclose(f);
+    if (sock >= 0 && sock != sock_) ::close(sock);
+    throw;
   }
-  flush();
+  flush();  // what was queued for the old targets goes to them
   if (file_) std::fclose(file_);
   file_ = f;
-  if (!cfg.syslog_addr && sock >= 0) {
-    ::close(sock);
-    sock = -1;
-  }
+  const auto keep = [](int& s, bool wanted) {
+    if (!wanted && s >= 0) ::close(s), s = -1;
+  };
+  keep(sock, cfg.syslog_addr != 0);
+  keep(ipfix_sock, cfg.ipfix_addr != 0);
   sock_ = sock;
   if (sock_ >= 0) {
-    to_ = sockaddr_in{};
-    to_.sin_family = AF_INET;
-    to_.sin_addr.s_addr = htonl(cfg.syslog_addr);
-    to_.sin_port = htons(cfg.syslog_port);
+    to_ = ipv4_endpoint(cfg.syslog_addr, cfg.syslog_port);
     char h[256] = {};
     if (::gethostname(h, sizeof h - 1) == 0 && h[0]) host_ = h;
   }
-  said_error_ = said_file_error_ = false;
+  // A new collector (or domain) is a new IPFIX transport session: its sequence starts at 0, its
+  // first message carries the template.
+  const sockaddr_in ipfix_to = ipv4_endpoint(cfg.ipfix_addr, cfg.ipfix_port);
+  if (ipfix_sock >= 0 && (ipfix_sock_ < 0 || std::memcmp(&ipfix_to, &ipfix_to_, sizeof ipfix_to) != 0 ||
+                          ipfix_domain_ != cfg.ipfix_domain))
+    ipfix_.restart(cfg.ipfix_domain);
+  ipfix_sock_ = ipfix_sock;
+  ipfix_to_ = ipfix_to;
+  ipfix_domain_ = cfg.ipfix_domain;
+  said_error_ = said_file_error_ = said_ipfix_error_ = false;
 }
 
 std::string EventLog::format(const nat::NatEvent& e, int64_t start_ms, int64_t end_ms) {
@@ -95,7 +119,24 @@ std::string EventLog::format(const nat::NatEvent& e, int64_t start_ms, int64_t e
   return s;
 }
 
+void EventLog::send_ipfix() {
+  if (ipfix_.empty()) return;
+  const unsigned records = ipfix_.records();
+  const std::string m = ipfix_.take(now_wall_ms_);
+  if (ipfix_sock_ < 0) return;
+  if (::sendto(ipfix_sock_, m.data(), m.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
+               reinterpret_cast<const sockaddr*>(&ipfix_to_), sizeof ipfix_to_) != static_cast<ssize_t>(m.size())) {
+    write_errors_ += records;
+    if (!said_ipfix_error_) {
+      said_ipfix_error_ = true;
+      std::cerr << "natgw: nat_events: sending to the IPFIX collector failed: " << std::strerror(errno)
+                << " (counted in natgw_nat_events_errors_total; not logged again until a reload)" << std::endl;
+    }
+  }
+}
+
 void EventLog::flush() {
+  send_ipfix();
   if (!file_ || !unflushed_) return;
   if (std::fflush(file_) != 0 || std::ferror(file_)) {
     write_errors_ += unflushed_;  // stdio drops its buffer on a failed write: those lines are lost
@@ -157,11 +198,16 @@ void EventLog::anchor(int64_t now_wall_ms, uint32_t now_ms) {
 
 void EventLog::log(const nat::NatEvent& e, int64_t now_wall_ms, uint32_t now_ms) {
   anchor(now_wall_ms, now_ms);
+  now_wall_ms_ = now_wall_ms;
   // Signed distance from the anchor on the 32-bit clock: right across its wrap.
   const int64_t start = anchor_wall_ms_ + static_cast<int32_t>(e.start_ms - anchor_ms_);
   const int64_t end = anchor_wall_ms_ + static_cast<int32_t>(e.end_ms - anchor_ms_);
   const bool create = e.kind == nat::NatEventKind::kCreate;
-  write(format(e, start, end), create ? start : end);
+  if (file_ || sock_ >= 0) write(format(e, start, end), create ? start : end);
+  if (ipfix_sock_ >= 0) {
+    ipfix_.add(e, create ? start : end, start, now_wall_ms);
+    if (ipfix_.full()) send_ipfix();
+  }
   ++logged_[create ? 0 : 1];
 }
 

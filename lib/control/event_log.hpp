@@ -1,7 +1,8 @@
 // NAT event logging (the config's [nat_events]): the control thread drains the workers' event
 // rings (nat::NatEvent, see lib/nat/nat_event.hpp) and writes one record per translated session
-// created or ended, to a file (one line each) and/or a syslog collector (RFC 5424 messages over UDP,
-// RFC 5426, one per datagram). What an abuse report needs: inside endpoint, outside endpoint,
+// created or ended, to a file (one line each), a syslog collector (RFC 5424 messages over UDP,
+// RFC 5426, one per datagram) and/or an IPFIX collector (RFC 7011 over UDP, RFC 8158's NAT44 session
+// records; lib/control/ipfix.hpp). What an abuse report needs: inside endpoint, outside endpoint,
 // remote endpoint, protocol, start and end. Control thread only; the data path never waits on it:
 // a full ring drops events and counts them (natgw_nat_events_lost_total).
 #pragma once
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "control/ipfix.hpp"
 #include "nat/nat_event.hpp"
 
 struct rte_ring;
@@ -31,7 +33,7 @@ class EventLog {
   // rotation), closing what it no longer names. Throws std::runtime_error with the reason (a file
   // that cannot be opened for appending), leaving the current targets as they were.
   void configure(const config::NatEvents& cfg);
-  bool enabled() const { return file_ != nullptr || sock_ >= 0; }
+  bool enabled() const { return file_ != nullptr || sock_ >= 0 || ipfix_sock_ >= 0; }
 
   // Write what the rings hold, at most `budget` events a call, taken from the rings in turn (a busy
   // worker cannot starve another's events, and one call cannot hold the control thread for long:
@@ -61,6 +63,7 @@ class EventLog {
  private:
   void write(const std::string& text, int64_t when_ms);
   void flush();
+  void send_ipfix();  // the message being built, if any
   void anchor(int64_t now_wall_ms, uint32_t now_ms);
   int64_t anchor_wall_ms_ = 0;  // the wall clock when the workers' clock read anchor_ms_
   uint32_t anchor_ms_ = 0;
@@ -68,11 +71,17 @@ class EventLog {
   FILE* file_ = nullptr;
   int sock_ = -1;
   sockaddr_in to_{};
+  int ipfix_sock_ = -1;
+  sockaddr_in ipfix_to_{};
+  ipfix::MessageBuilder ipfix_;
+  uint32_t ipfix_domain_ = 0;
+  int64_t now_wall_ms_ = 0;  // the wall clock of the latest drain()/log(): IPFIX export times
   std::string host_ = "-";  // syslog HOSTNAME
   uint64_t logged_[2] = {};
   uint64_t write_errors_ = 0;
   bool said_error_ = false;       // a syslog send failed (said once until a reload)
   bool said_file_error_ = false;  // a file write failed (likewise)
+  bool said_ipfix_error_ = false;  // an IPFIX send failed (likewise)
   size_t unflushed_ = 0;          // lines written since the last flush (counted lost if it fails)
 };
 

@@ -732,19 +732,36 @@ class PerHostLimit(_PeerHelpers, L.LabTestCase):
 
 
 class NatEventLog(L.LabTestCase):
-    """[nat_events] file = ...: a real client's UDP flow through natgw appears in the event log with its inside,
-    outside and remote endpoints as the echo server saw them, and its end after the 2 s UDP timeout."""
+    """[nat_events] file = ..., ipfix = ...: a real client's UDP flow through natgw appears in the event log with
+    its inside, outside and remote endpoints as the echo server saw them, and its end after the 2 s UDP timeout;
+    the same two events reach an IPFIX collector (a UDP socket in natgw's namespace, decoded by scapy's IPFIX
+    reader) as RFC 8158 NAT44 session records."""
+
+    # The collector: a UDP socket on natgw's loopback (natgw runs in ngw-nat), each datagram a hex line in a file.
+    COLLECTOR = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "s.bind(('127.0.0.1', 0))\n"
+        "print(s.getsockname()[1], flush=True)\n"
+        "with open(sys.argv[1], 'w') as f:\n"
+        "    while True:\n"
+        "        f.write(s.recv(65535).hex() + '\\n')\n"
+        "        f.flush()\n")
 
     MODE = "nat"
 
     @classmethod
     def natgw_config(cls):
         cls.events = Path(cls.lab.logdir) / "nat-events.log"
+        cls.ipfix_log = Path(cls.lab.logdir) / "ipfix.hex"
+        cls.collector = subprocess.Popen(["ip", "netns", "exec", L.NAT_NS, "/usr/bin/python3", "-c", cls.COLLECTOR,
+                                          str(cls.ipfix_log)], stdout=subprocess.PIPE, text=True)
+        ipfix = "127.0.0.1:" + cls.collector.stdout.readline().strip()
 
         def edit(cfg):
             cfg["timeouts"] = {"udp": 2}
             cfg["nat"] = {"max_sessions": 16384}  # a quick expiry sweep (see ShortTimeouts)
-            cfg["nat_events"] = {"file": str(cls.events)}
+            cfg["nat_events"] = {"file": str(cls.events), "ipfix": ipfix, "ipfix_domain": 9}
         return str(L.derive_config("config/lab.toml", Path(cls.lab.logdir) / "lab-nat-events.toml", edit))
 
     @classmethod
@@ -753,8 +770,30 @@ class NatEventLog(L.LabTestCase):
         super().setUpClass()
         start_servers(cls, inet_tcp=(), inet_udp=ECHO_PORTS, s3_udp=())
 
+    @classmethod
+    def tearDownClass(cls) -> None:
+        super().tearDownClass()
+        cls.collector.kill()
+        cls.collector.wait()
+
     def lines(self) -> list[str]:
         return self.events.read_text().splitlines() if self.events.exists() else []
+
+    def ipfix_records(self) -> list[dict]:
+        """Every NAT44 record the collector has received so far, decoded by scapy (templates included)."""
+        from scapy.layers.netflow import NetflowDataflowsetV9, NetflowHeader, netflowv9_defragment
+        self.datagrams = [bytes.fromhex(x) for x in self.ipfix_log.read_text().split()] if self.ipfix_log.exists() else []
+        msgs = netflowv9_defragment([NetflowHeader(d) for d in self.datagrams])
+        out = []
+        for m in msgs:
+            self.assertEqual(m.version, 10)
+            self.assertEqual(m.ObservationDomainID, 9)
+            for ds in m.iterpayloads():
+                if isinstance(ds, NetflowDataflowsetV9):
+                    for r in ds.records:
+                        out.append({k: (int.from_bytes(v, "big") if isinstance(v, bytes) else v)
+                                    for k, v in r.fields.items()})
+        return out
 
     def test_udp_flow_created_and_ended(self):
         out = L.udp_exchange(CLIENT_NS, [(INET_ADDR, ECHO_PORTS[0], "logged")], local_port=40777)
@@ -771,6 +810,18 @@ class NatEventLog(L.LabTestCase):
         self.assertRegex(mine[0], rf"^({stamp}) session-create {re.escape(flow)}$")
         start = mine[0][:24]
         self.assertRegex(mine[1], rf"^{stamp} session-delete {re.escape(flow)} start={re.escape(start)}$")
+        # The same session over IPFIX: a create (natEvent 4) and a delete (5), endpoints as above.
+        mine = [r for r in self.ipfix_records() if r.get("L4_SRC_PORT") == 40777]
+        self.assertEqual([r["natEvent"] for r in mine], [4, 5], (mine, len(self.datagrams)))
+        for r in mine:
+            self.assertEqual((r["IPV4_SRC_ADDR"], r["postNATSourceIPv4Address"], r["postNAPTSourceTransportPort"]),
+                             (CLIENT_ADDR, ip, int(port)), r)
+            self.assertEqual((r["IPV4_DST_ADDR"], r["L4_DST_PORT"], r["PROTOCOL"]), (INET_ADDR, ECHO_PORTS[0], 17), r)
+        # Real wall-clock times: created within the last minute, deleted at its last packet, after its start.
+        self.assertLess(abs(mine[0]["flowStartMilliseconds"] - time.time() * 1000), 60_000, mine[0])
+        self.assertEqual(mine[0]["observationTimeMilliseconds"], mine[0]["flowStartMilliseconds"])
+        self.assertEqual(mine[1]["flowStartMilliseconds"], mine[0]["flowStartMilliseconds"])
+        self.assertGreaterEqual(mine[1]["observationTimeMilliseconds"], mine[1]["flowStartMilliseconds"])
         m = L.metrics(strict=False)
         self.assertGreaterEqual(m.value("natgw_nat_events_total", kind="session-delete"), 1)
         self.assertEqual(m.value("natgw_nat_events_lost_total"), 0)

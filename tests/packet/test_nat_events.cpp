@@ -10,6 +10,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 
 #include "control/event_log.hpp"
 #include "packet/packet_test.hpp"
@@ -97,6 +99,154 @@ TEST_F(NatEvents, ASessionsCreationAndEndAreLoggedExactly) {
   EXPECT_EQ(log.logged(nat::NatEventKind::kCreate), 1u);
   EXPECT_EQ(log.logged(nat::NatEventKind::kDelete), 1u);
   EXPECT_EQ(log.write_errors(), 0u);
+}
+
+// A collector's decoding of IPFIX (RFC 7011), independent of the encoder: templates are learnt from
+// template sets and data records read by them, each field as an unsigned big-endian number by IE id.
+struct IpfixMessage {
+  uint32_t sequence = 0, domain = 0, export_time = 0;
+  bool had_template = false;
+  std::vector<std::map<uint16_t, uint64_t>> records;
+};
+
+IpfixMessage decode_ipfix(const std::string& d, std::map<uint16_t, std::vector<std::pair<uint16_t, uint16_t>>>& templates) {
+  const auto num = [&](size_t at, size_t len) {
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; ++i) v = (v << 8) | static_cast<unsigned char>(d.at(at + i));
+    return v;
+  };
+  IpfixMessage m;
+  EXPECT_EQ(num(0, 2), 10u) << "IPFIX version";
+  EXPECT_EQ(num(2, 2), d.size()) << "the header's length";
+  m.export_time = static_cast<uint32_t>(num(4, 4));
+  m.sequence = static_cast<uint32_t>(num(8, 4));
+  m.domain = static_cast<uint32_t>(num(12, 4));
+  for (size_t at = 16; at + 4 <= d.size();) {
+    const auto id = static_cast<uint16_t>(num(at, 2));
+    const size_t len = num(at + 2, 2);
+    EXPECT_GE(len, 4u);
+    if (len < 4 || at + len > d.size()) break;
+    if (id == 2) {
+      m.had_template = true;
+      auto& t = templates[static_cast<uint16_t>(num(at + 4, 2))];
+      t.clear();
+      for (size_t f = 0, n = num(at + 6, 2); f < n; ++f)
+        t.emplace_back(static_cast<uint16_t>(num(at + 8 + 4 * f, 2)), static_cast<uint16_t>(num(at + 10 + 4 * f, 2)));
+    } else if (templates.count(id)) {
+      size_t rec = 0;
+      for (const auto& f : templates[id]) rec += f.second;
+      for (size_t r = at + 4; r + rec <= at + len; r += rec) {
+        std::map<uint16_t, uint64_t> fields;
+        size_t off = r;
+        for (const auto& f : templates[id]) fields[f.first] = num(off, f.second), off += f.second;
+        m.records.push_back(fields);
+      }
+    } else {
+      ADD_FAILURE() << "a data set (" << id << ") before its template";
+    }
+    at += len;
+  }
+  return m;
+}
+
+// The same sessions as the lines, as RFC 8158 NAT44 session records an IPFIX collector reads.
+TEST_F(NatEvents, IpfixRecordsCarryTheSameSessions) {
+  const int collector = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(collector, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  socklen_t alen = sizeof a;
+  ::getsockname(collector, reinterpret_cast<sockaddr*>(&a), &alen);
+  config::NatEvents ipfix;
+  ipfix.ipfix_addr = INADDR_LOOPBACK;
+  ipfix.ipfix_port = ntohs(a.sin_port);
+  ipfix.ipfix_domain = 42;
+  log.configure(ipfix);
+  EXPECT_TRUE(log.enabled());
+  const auto messages = [&] {
+    std::vector<std::string> v;
+    char buf[2048];
+    for (ssize_t n; (n = ::recv(collector, buf, sizeof buf, 0)) > 0;) v.emplace_back(buf, static_cast<size_t>(n));
+    return v;
+  };
+  p.ctx.sessions[0]->set_event_ring(p.ctx.events[0]);
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53)));
+  const auto out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 1u);
+  const uint16_t port = parse_frame(out[0]).sport;
+  p.advance(5'000);
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53)));
+  p.out(kInternet);
+  EXPECT_EQ(drain(), 1u);
+  p.advance(301'000);
+  p.expire_all();
+  EXPECT_EQ(drain(), 1u);
+  const auto d = messages();
+  ASSERT_EQ(d.size(), 2u) << "one message per drain that had events";
+  std::map<uint16_t, std::vector<std::pair<uint16_t, uint16_t>>> templates;
+  const IpfixMessage m0 = decode_ipfix(d[0], templates), m1 = decode_ipfix(d[1], templates);
+  EXPECT_TRUE(m0.had_template);
+  EXPECT_TRUE(m1.had_template) << "301 s after the last: again";
+  EXPECT_EQ(m0.domain, 42u);
+  EXPECT_EQ(m0.sequence, 0u);
+  EXPECT_EQ(m1.sequence, 1u) << "data records before it";
+  EXPECT_EQ(m1.export_time, (kBase + 307'000) / 1000) << "when it was sent";
+  ASSERT_EQ(m0.records.size(), 1u);
+  ASSERT_EQ(m1.records.size(), 1u);
+  const int64_t t0 = kBase + 1'000, t1 = kBase + 6'000;  // created at the workers' 1,000 ms, last packet at 6,000
+  for (const auto* r : {&m0.records[0], &m1.records[0]}) {
+    EXPECT_EQ(r->at(4), 17u);                // protocolIdentifier
+    EXPECT_EQ(r->at(8), 0xc0a80a02u);        // sourceIPv4Address 192.168.10.2
+    EXPECT_EQ(r->at(7), 40000u);             // sourceTransportPort
+    EXPECT_EQ(r->at(225), 0x0a00030au);      // postNATSourceIPv4Address 10.0.3.10
+    EXPECT_EQ(r->at(227), port);             // postNAPTSourceTransportPort: the port the packet left with
+    EXPECT_EQ(r->at(12), 0xcb00710au);       // destinationIPv4Address 203.0.113.10
+    EXPECT_EQ(r->at(11), 53u);               // destinationTransportPort
+    EXPECT_EQ(r->at(152), static_cast<uint64_t>(t0));  // flowStartMilliseconds
+  }
+  EXPECT_EQ(m0.records[0].at(230), 4u) << "natEvent: NAT44 session create";
+  EXPECT_EQ(m0.records[0].at(323), static_cast<uint64_t>(t0));
+  EXPECT_EQ(m1.records[0].at(230), 5u) << "natEvent: NAT44 session delete";
+  EXPECT_EQ(m1.records[0].at(323), static_cast<uint64_t>(t1)) << "the end is the session's last packet";
+  EXPECT_EQ(log.write_errors(), 0u);
+
+  // A burst of 100 new flows in one drain: messages within 1,400 bytes, every record once, the
+  // sequence numbering records without a gap.
+  for (uint16_t sport = 41000; sport < 41100; ++sport)
+    p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", sport, 53)));
+  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 100u);
+  EXPECT_EQ(drain(), 100u);
+  const auto burst = messages();
+  ASSERT_EQ(burst.size(), 3u);
+  uint32_t expect_seq = 2;
+  std::set<uint64_t> sports;
+  for (const auto& msg : burst) {
+    EXPECT_LE(msg.size(), 1400u);
+    const IpfixMessage m = decode_ipfix(msg, templates);
+    EXPECT_FALSE(m.had_template) << "sent with the last message, at the same time";
+    EXPECT_EQ(m.sequence, expect_seq);
+    expect_seq += static_cast<uint32_t>(m.records.size());
+    for (const auto& r : m.records) sports.insert(r.at(7));
+  }
+  EXPECT_EQ(sports.size(), 100u);
+  EXPECT_EQ(*sports.begin(), 41000u);
+
+  // Another collector (a reload): a new transport session, its sequence from 0 and the template first.
+  ipfix.ipfix_domain = 43;
+  log.configure(ipfix);
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 42000, 53)));
+  p.out(kInternet);
+  EXPECT_EQ(drain(), 1u);
+  const auto again = messages();
+  ASSERT_EQ(again.size(), 1u);
+  std::map<uint16_t, std::vector<std::pair<uint16_t, uint16_t>>> fresh;
+  const IpfixMessage m2 = decode_ipfix(again[0], fresh);
+  EXPECT_TRUE(m2.had_template);
+  EXPECT_EQ(m2.sequence, 0u);
+  EXPECT_EQ(m2.domain, 43u);
+  EXPECT_EQ(m2.records.size(), 1u);
+  ::close(collector);
 }
 
 // The workers' 32-bit millisecond clock wraps every 49.7 days: a session across the wrap keeps

@@ -888,6 +888,17 @@ TEST(Config, NatEventTargets) {
                        "nat_events.file \"events.log\" must be an absolute path"));
   EXPECT_TRUE(HasError(load(base + "target = \"x\"\n"), 6, "unknown key \"target\" in [nat_events]"));
   EXPECT_TRUE(restart_reasons(*r.config, *off.config).empty()) << "targets reload live";
+  EXPECT_EQ(r.config->nat_events.ipfix_addr, 0u);
+  auto ipfix = load(base + "ipfix = \"10.0.0.6:4739\"\nipfix_domain = 7\n");
+  ASSERT_TRUE(ipfix.ok()) << dump(ipfix);
+  EXPECT_EQ(ipfix.config->nat_events.ipfix_addr, 0x0a000006u);
+  EXPECT_EQ(ipfix.config->nat_events.ipfix_port, 4739);
+  EXPECT_EQ(ipfix.config->nat_events.ipfix_domain, 7u);
+  EXPECT_TRUE(ipfix.config->nat_events.enabled()) << "IPFIX alone turns logging on";
+  EXPECT_EQ(load(base + "ipfix = \"10.0.0.6:4739\"\n").config->nat_events.ipfix_domain, 1u);
+  EXPECT_TRUE(HasError(load(base + "ipfix = \"collector:4739\"\n"), 6,
+                       "nat_events.ipfix \"collector:4739\" must be an IPv4 address and a port, e.g. \"10.0.0.5:4739\""));
+  EXPECT_TRUE(HasError(load(base + "ipfix_domain = -1\n"), 6, "nat_events.ipfix_domain = -1 is out of range 0..4294967295"));
 }
 
 TEST(ConfigErrors, MetricsListenMustBeHostPort) {

@@ -1,0 +1,112 @@
+#include "control/ipfix.hpp"
+
+#include <cstring>
+
+namespace natgw::control::ipfix {
+
+namespace {
+
+void put16(std::string& b, uint16_t v) {
+  b.push_back(static_cast<char>(v >> 8));
+  b.push_back(static_cast<char>(v));
+}
+
+void put32(std::string& b, uint32_t v) {
+  put16(b, static_cast<uint16_t>(v >> 16));
+  put16(b, static_cast<uint16_t>(v));
+}
+
+void put64(std::string& b, uint64_t v) {
+  put32(b, static_cast<uint32_t>(v >> 32));
+  put32(b, static_cast<uint32_t>(v));
+}
+
+// Already in network order (the event's addresses and ports): copied as they are.
+template <typename T>
+void put_raw(std::string& b, T v) {
+  char c[sizeof(T)];
+  std::memcpy(c, &v, sizeof c);
+  b.append(c, sizeof c);
+}
+
+void set16(std::string& b, size_t at, uint16_t v) {
+  b[at] = static_cast<char>(v >> 8);
+  b[at + 1] = static_cast<char>(v);
+}
+
+constexpr size_t record_size() {
+  size_t n = 0;
+  for (const Field& f : kFields) n += f.length;
+  return n;
+}
+static_assert(record_size() == kRecordSize);
+constexpr size_t kTemplateSetSize = 4 + 4 + 4 * std::size(kFields);
+static_assert(kHeaderSize + kTemplateSetSize + 4 + kRecordSize <= kMaxMessage);
+
+}  // namespace
+
+void MessageBuilder::restart(uint32_t domain) {
+  buf_.clear();
+  records_ = 0;
+  sequence_ = 0;
+  domain_ = domain;
+  template_sent_ = false;
+}
+
+void MessageBuilder::begin(int64_t now_ms) {
+  buf_.assign(kHeaderSize, '\0');  // filled in by take()
+  if (!template_sent_ || now_ms - template_ms_ >= kTemplateEveryMs ||
+      since_template_ + 1 >= kTemplateEveryMessages) {
+    put16(buf_, kTemplateSetId);
+    put16(buf_, static_cast<uint16_t>(kTemplateSetSize));
+    put16(buf_, kTemplateId);
+    put16(buf_, static_cast<uint16_t>(std::size(kFields)));
+    for (const Field& f : kFields) {
+      put16(buf_, f.id);
+      put16(buf_, f.length);
+    }
+    template_sent_ = true;
+    template_ms_ = now_ms;
+    since_template_ = 0;
+  } else {
+    ++since_template_;
+  }
+  data_set_ = buf_.size();
+  put16(buf_, kTemplateId);
+  put16(buf_, 0);  // the set's length, filled in by take()
+}
+
+void MessageBuilder::add(const nat::NatEvent& e, int64_t time_ms, int64_t start_ms, int64_t now_ms) {
+  if (records_ == 0) begin(now_ms);
+  put64(buf_, static_cast<uint64_t>(time_ms));
+  buf_.push_back(
+      static_cast<char>(e.kind == nat::NatEventKind::kCreate ? kNat44SessionCreate : kNat44SessionDelete));
+  buf_.push_back(static_cast<char>(e.proto));
+  put_raw(buf_, e.in_ip);
+  put_raw(buf_, e.out_ip);
+  put_raw(buf_, e.in_port);
+  put_raw(buf_, e.out_port);
+  put_raw(buf_, e.remote_ip);
+  put_raw(buf_, e.remote_port);
+  put64(buf_, static_cast<uint64_t>(start_ms));
+  ++records_;
+}
+
+std::string MessageBuilder::take(int64_t now_ms) {
+  if (records_ == 0) return {};
+  std::string m;
+  m.reserve(kMaxMessage);
+  put16(m, kVersion);
+  put16(m, static_cast<uint16_t>(buf_.size()));
+  put32(m, static_cast<uint32_t>(now_ms / 1000));  // export time, seconds (wraps in 2106, as RFC 7011 says)
+  put32(m, sequence_);
+  put32(m, domain_);
+  set16(buf_, data_set_ + 2, static_cast<uint16_t>(buf_.size() - data_set_));
+  m.append(buf_, kHeaderSize, std::string::npos);
+  sequence_ += records_;
+  records_ = 0;
+  buf_.clear();
+  return m;
+}
+
+}  // namespace natgw::control::ipfix

@@ -1,0 +1,81 @@
+// IPFIX messages (RFC 7011) carrying NAT44 session events as RFC 8158 defines them (§4.2.1: natEvent
+// 4 = NAT44 session create, 5 = NAT44 session delete), for [nat_events] ipfix = "addr:port". One
+// template (id 256) for both kinds: the event's time, natEvent, protocol, inside source address and
+// port, their translations, destination address and port, and the session's start (flowStartMilliseconds:
+// the delete record then says how long the session lived). ICMP query sessions carry their identifiers
+// in the port fields. Control thread only (EventLog); no parsing of untrusted bytes here.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "nat/nat_event.hpp"
+
+namespace natgw::control::ipfix {
+
+constexpr uint16_t kVersion = 10;
+constexpr uint16_t kTemplateSetId = 2;
+constexpr uint16_t kTemplateId = 256;
+constexpr uint8_t kNat44SessionCreate = 4;  // IANA natEvent values (RFC 8158)
+constexpr uint8_t kNat44SessionDelete = 5;
+// Messages stay under a 1500-byte path with room for IP, UDP and a tunnel header: exporters over UDP
+// must not rely on IP fragmentation (RFC 7011 §10.3.3).
+constexpr size_t kMaxMessage = 1400;
+constexpr size_t kHeaderSize = 16;
+constexpr size_t kRecordSize = 36;
+// UDP gives no way to know a collector (re)started: the template goes again in a message at least
+// every 10 s and every 64 messages (RFC 7011 §8.4), so a collector reads records again soon after.
+constexpr int64_t kTemplateEveryMs = 10'000;
+constexpr unsigned kTemplateEveryMessages = 64;
+
+struct Field {
+  uint16_t id;  // IANA information element
+  uint16_t length;
+};
+// The template's fields, in record order.
+inline constexpr Field kFields[] = {
+    {323, 8},  // observationTimeMilliseconds: the event's time (creation; for a delete, the last packet)
+    {230, 1},  // natEvent
+    {4, 1},    // protocolIdentifier
+    {8, 4},    // sourceIPv4Address: the inside host
+    {225, 4},  // postNATSourceIPv4Address: its outside address
+    {7, 2},    // sourceTransportPort
+    {227, 2},  // postNAPTSourceTransportPort
+    {12, 4},   // destinationIPv4Address: the remote host
+    {11, 2},   // destinationTransportPort
+    {152, 8},  // flowStartMilliseconds: the session's creation
+};
+
+// Builds one message at a time: records are added until full(); take() returns the finished message
+// (header filled in) and starts over. The sequence number counts the data records of every message
+// taken (RFC 7011 §3.1), sent or not, so a collector sees what was lost.
+class MessageBuilder {
+ public:
+  explicit MessageBuilder(uint32_t domain = 1) : domain_(domain) {}
+
+  // A new collector or domain: the sequence starts at 0 and the next message carries the template.
+  void restart(uint32_t domain);
+  // `time_ms`/`start_ms`: wall-clock milliseconds since the epoch; `now_ms`: the wall clock now
+  // (when the template was last sent is measured on it).
+  void add(const nat::NatEvent& e, int64_t time_ms, int64_t start_ms, int64_t now_ms);
+  bool empty() const { return records_ == 0; }
+  bool full() const { return buf_.size() + kRecordSize > kMaxMessage; }
+  unsigned records() const { return records_; }
+  // The message, its export time `now_ms` (seconds in the header); empty when no record was added.
+  std::string take(int64_t now_ms);
+  uint32_t sequence() const { return sequence_; }  // data records in the messages taken so far
+
+ private:
+  void begin(int64_t now_ms);
+  std::string buf_;
+  size_t data_set_ = 0;  // where the data set's header is in buf_
+  unsigned records_ = 0;
+  uint32_t sequence_ = 0;
+  uint32_t domain_;
+  bool template_sent_ = false;
+  int64_t template_ms_ = 0;
+  unsigned since_template_ = 0;  // messages since the last with the template
+};
+
+}  // namespace natgw::control::ipfix

@@ -1,0 +1,142 @@
+// The IPFIX encoder of NAT events (lib/control/ipfix.hpp): exact bytes of a message as RFC 7011
+// lays it out with RFC 8158's NAT44 session fields, the sequence number, when the template is sent
+// again, and the message size bound.
+#include <arpa/inet.h>
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "control/ipfix.hpp"
+
+namespace natgw::control::ipfix {
+namespace {
+
+std::string hex(const std::string& b) {
+  static const char* d = "0123456789abcdef";
+  std::string s;
+  for (unsigned char c : b) s += std::string{d[c >> 4], d[c & 15]};
+  return s;
+}
+
+uint16_t be16(const std::string& b, size_t at) {
+  return static_cast<uint16_t>((static_cast<unsigned char>(b[at]) << 8) |
+                               static_cast<unsigned char>(b[at + 1]));
+}
+uint32_t be32(const std::string& b, size_t at) { return (uint32_t{be16(b, at)} << 16) | be16(b, at + 2); }
+
+nat::NatEvent udp_event(nat::NatEventKind kind) {
+  nat::NatEvent e{};
+  e.kind = kind;
+  e.proto = 17;
+  e.in_ip = htonl(0xc0a80a02);  // 192.168.10.2
+  e.in_port = htons(40000);
+  e.out_ip = htonl(0x0a00030a);  // 10.0.3.10
+  e.out_port = htons(1024);
+  e.remote_ip = htonl(0xcb00710a);  // 203.0.113.10
+  e.remote_port = htons(53);
+  return e;
+}
+
+constexpr int64_t kStart = 1764698400000;  // 2025-12-02T18:00:00.000Z
+
+TEST(Ipfix, AFirstMessageIsTheTemplateThenTheRecordExactly) {
+  MessageBuilder b(7);
+  EXPECT_TRUE(b.empty());
+  EXPECT_EQ(b.take(kStart), "") << "no record, no message";
+  b.add(udp_event(nat::NatEventKind::kCreate), kStart + 123, kStart + 123, kStart + 500);
+  EXPECT_EQ(b.records(), 1u);
+  const std::string m = b.take(kStart + 1000);
+  EXPECT_EQ(hex(m),
+            // header: version 10, length 104, export time 1764698401 s, sequence 0, domain 7
+            "000a0068"
+            "692f2921"
+            "00000000"
+            "00000007"
+            // template set (id 2, 48 bytes): template 256, 10 fields (id, length)
+            "00020030"
+            "0100000a"
+            "01430008"
+            "00e60001"
+            "00040001"
+            "00080004"
+            "00e10004"
+            "00070002"
+            "00e30002"
+            "000c0004"
+            "000b0002"
+            "00980008"
+            // data set 256, 40 bytes: time, natEvent 4 (NAT44 session create), UDP, 192.168.10.2 ->
+            // 10.0.3.10, 40000 -> 1024, 203.0.113.10:53, start
+            "01000028"
+            "0000019ae038a57b"
+            "04"
+            "11"
+            "c0a80a02"
+            "0a00030a"
+            "9c40"
+            "0400"
+            "cb00710a"
+            "0035"
+            "0000019ae038a57b");
+  EXPECT_EQ(b.sequence(), 1u);
+  EXPECT_TRUE(b.empty());
+}
+
+TEST(Ipfix, ADeleteCarriesItsLastPacketAndStartAndTheSequenceCountsRecords) {
+  MessageBuilder b(1);
+  b.add(udp_event(nat::NatEventKind::kCreate), kStart, kStart, kStart);
+  b.add(udp_event(nat::NatEventKind::kCreate), kStart, kStart, kStart);
+  const std::string first = b.take(kStart);
+  ASSERT_EQ(first.size(), kHeaderSize + 48 + 4 + 2 * kRecordSize);
+  // The next message: no template (sent 0 s ago), sequence = the 2 records before it.
+  b.add(udp_event(nat::NatEventKind::kDelete), kStart + 65'000, kStart, kStart + 9'000);
+  const std::string m = b.take(kStart + 9'000);
+  ASSERT_EQ(m.size(), kHeaderSize + 4 + kRecordSize);
+  EXPECT_EQ(be32(m, 8), 2u) << "sequence: data records sent before this message";
+  EXPECT_EQ(be16(m, 16), kTemplateId) << "a data set first: no template this time";
+  EXPECT_EQ(be16(m, 18), 4 + kRecordSize);
+  const size_t r = 20;
+  EXPECT_EQ(hex(m.substr(r, 8)), "0000019ae039a2e8") << "its last packet (65 s after the start)";
+  EXPECT_EQ(static_cast<unsigned char>(m[r + 8]), kNat44SessionDelete);
+  EXPECT_EQ(hex(m.substr(r + 28, 8)), "0000019ae038a500") << "the session's start";
+  EXPECT_EQ(b.sequence(), 3u);
+}
+
+TEST(Ipfix, TheTemplateIsSentAgainEveryTenSecondsAndEvery64Messages) {
+  MessageBuilder b;
+  const auto has_template = [&](int64_t now) {
+    b.add(udp_event(nat::NatEventKind::kCreate), now, now, now);
+    return be16(b.take(now), 16) == kTemplateSetId;
+  };
+  EXPECT_TRUE(has_template(kStart));
+  EXPECT_FALSE(has_template(kStart + 9'999));
+  EXPECT_TRUE(has_template(kStart + 10'000));
+  int with = 0;
+  for (int i = 0; i < 128; ++i) with += has_template(kStart + 10'001);
+  EXPECT_EQ(with, 2) << "every 64th message carries it within ten seconds";
+  b.restart(9);
+  EXPECT_TRUE(has_template(kStart + 10'002)) << "a new collector gets it first";
+  b.add(udp_event(nat::NatEventKind::kCreate), kStart, kStart, kStart);
+  const std::string m = b.take(kStart + 10'003);
+  EXPECT_EQ(be32(m, 8), 1u) << "a new collector's sequence starts at 0";
+  EXPECT_EQ(be32(m, 12), 9u);
+}
+
+TEST(Ipfix, AFullMessageStaysWithinTheSizeBound) {
+  MessageBuilder b;
+  unsigned n = 0;
+  while (!b.full()) b.add(udp_event(nat::NatEventKind::kCreate), kStart, kStart, kStart), ++n;
+  const std::string first = b.take(kStart);
+  EXPECT_EQ(n, (kMaxMessage - kHeaderSize - 48 - 4) / kRecordSize);
+  EXPECT_LE(first.size(), kMaxMessage);
+  EXPECT_GT(first.size() + kRecordSize, kMaxMessage) << "no room was left for another record";
+  EXPECT_EQ(be16(first, 2), first.size()) << "the header's length is the message's";
+  n = 0;
+  while (!b.full()) b.add(udp_event(nat::NatEventKind::kCreate), kStart, kStart, kStart), ++n;
+  EXPECT_EQ(n, (kMaxMessage - kHeaderSize - 4) / kRecordSize) << "without the template, more records";
+  EXPECT_LE(b.take(kStart).size(), kMaxMessage);
+}
+
+}  // namespace
+}  // namespace natgw::control::ipfix
