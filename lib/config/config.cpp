@@ -42,7 +42,7 @@ constexpr std::string_view kSnatKeys[] = {"from", "to", "ports"};
 constexpr std::string_view kTimeoutKeys[] = {"udp", "tcp_established", "tcp_transitory", "icmp",
                                              "fragment"};
 constexpr std::string_view kNatKeys[] = {"port_preservation", "port_overlapping", "hairpinning",
-                                         "max_sessions", "max_sessions_per_host", "filtering"};
+                                         "max_sessions", "max_sessions_per_host", "max_ports_per_host", "filtering"};
 constexpr std::string_view kAclKeys[] = {"action", "src", "dst", "protocol", "src_ports", "dst_ports"};
 constexpr std::string_view kAclDefaultKeys[] = {"action"};
 constexpr std::string_view kMetricsKeys[] = {"listen"};
@@ -763,6 +763,7 @@ class Loader {
     // Session indexes carry the direction in bit 31 (nat::SessionTable::kOutsideBit).
     read_int(t, s, "max_sessions", cfg_.nat.max_sessions, 1, (1u << 31) - 1);
     read_int(t, s, "max_sessions_per_host", cfg_.nat.max_sessions_per_host, 0, (1u << 31) - 1);  // 0 = none
+    read_int(t, s, "max_ports_per_host", cfg_.nat.max_ports_per_host, 0, (1u << 31) - 1);        // 0 = none
     if (const auto* n = t.get("filtering")) {
       static constexpr std::string_view kFiltering[] = {"address-port-dependent", "endpoint-independent",
                                                         "address-dependent"};
@@ -959,7 +960,7 @@ std::vector<Error> restart_reasons(const Config& running, const Config& next) {
   if (running.nat.max_sessions != next.nat.max_sessions)
     add(next.nat.loc, changed("nat.max_sessions", std::to_string(running.nat.max_sessions),
                               std::to_string(next.nat.max_sessions)));
-  // nat.max_sessions_per_host reloads, unless natgw started without one: dp::build_tables
+  // nat.max_sessions_per_host and max_ports_per_host reload, unless natgw started without either: dp::build_tables
   // says so (the running config may have dropped a limit natgw started with).
   if (running.metrics.listen != next.metrics.listen)
     add(next.metrics.loc, changed("metrics.listen", "\"" + running.metrics.listen + "\"",

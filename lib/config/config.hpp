@@ -96,6 +96,7 @@ struct Nat {
   bool endpoint_independent_filtering = false;  // filtering = "endpoint-independent" (RFC 4787 REQ-8)
   uint32_t max_sessions = 1u << 20;  // per worker
   uint32_t max_sessions_per_host = 0;  // sessions one inside host may open; 0 = no limit
+  uint32_t max_ports_per_host = 0;     // outside ports (mappings) one inside host may hold; 0 = no limit
   Location loc;                      // the [nat] table (restart-only keys are reported here)
 };
 

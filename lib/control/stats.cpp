@@ -129,8 +129,7 @@ std::string format_text(const Snapshot& s) {
   }
   if (s.hosts_counted)
     o << "inside hosts with sessions " << s.hosts << "; new flows refused at nat.max_sessions_per_host "
-      << s.drops[dp::kDropHostLimit]
-      << "\n";
+      << s.drops[dp::kDropHostLimit] << ", at nat.max_ports_per_host " << s.drops[dp::kDropHostPortLimit] << "\n";
   o << "drops:";
   for (unsigned d = 0; d < dp::kDropCount; ++d)
     if (s.drops[d]) o << " " << dp::drop_name(d) << "=" << s.drops[d];

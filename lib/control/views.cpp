@@ -145,7 +145,7 @@ std::string render_prometheus(const Snapshot& s, const dp::Context& ctx, const R
       p.sample("natgw_outside_ports_in_use", "address=\"" + ip(a.addr) + "\",protocol=\"" + nat::proto_class_name(i) + "\"",
                a.in_use[i]);
   if (s.hosts_counted) {
-    p.family("natgw_inside_hosts", "Inside hosts with translated sessions (kept with nat.max_sessions_per_host)",
+    p.family("natgw_inside_hosts", "Inside hosts with translated sessions or ports (kept with nat.max_sessions_per_host or max_ports_per_host)",
              "gauge");
     p.sample("natgw_inside_hosts", "", s.hosts);
   }

@@ -86,7 +86,7 @@ void init_context(Context& ctx, const config::Config& cfg) {
     for (uint32_t a : s.to) outside_index(a);
   ctx.workers = static_cast<uint16_t>(cfg.dataplane.workers);
   ctx.max_sessions = cfg.nat.max_sessions;
-  ctx.count_hosts = cfg.nat.max_sessions_per_host != 0;
+  ctx.count_hosts = cfg.nat.max_sessions_per_host != 0 || cfg.nat.max_ports_per_host != 0;
   uint32_t slots = 16;
   while (slots < 2 * ctx.local.size()) slots *= 2;
   ctx.local_slots.assign(slots, 0);
@@ -171,10 +171,13 @@ std::unique_ptr<RuntimeTables> build_tables(const Context& ctx, const config::Co
   t->port_overlapping = cfg.nat.port_overlapping;
   t->hairpinning = cfg.nat.hairpinning;
   t->endpoint_independent_filtering = cfg.nat.endpoint_independent_filtering;
-  if (cfg.nat.max_sessions_per_host && !ctx.count_hosts)
-    throw std::runtime_error(cfg.nat.loc.file + ":" + std::to_string(cfg.nat.loc.line) +
-                             ": nat.max_sessions_per_host needs a restart (natgw started without one)");
+  for (const auto& [limit, name] : {std::pair{cfg.nat.max_sessions_per_host, "max_sessions_per_host"},
+                                    std::pair{cfg.nat.max_ports_per_host, "max_ports_per_host"}})
+    if (limit && !ctx.count_hosts)
+      throw std::runtime_error(cfg.nat.loc.file + ":" + std::to_string(cfg.nat.loc.line) + ": nat." + name +
+                               " needs a restart (natgw started without a per-host limit)");
   t->max_sessions_per_host = cfg.nat.max_sessions_per_host;
+  t->max_ports_per_host = cfg.nat.max_ports_per_host;
   for (const auto& r : cfg.routes)
     if (r.via) t->gateways.push_back(rte_cpu_to_be_32(r.via));
   return t;

@@ -57,6 +57,7 @@ struct RuntimeTables {
   bool hairpinning = false;                     // inside -> an outside address of ours -> inside
   bool endpoint_independent_filtering = false;  // an unsolicited packet to a mapped port opens a session
   uint32_t max_sessions_per_host = 0;           // 0 = no limit
+  uint32_t max_ports_per_host = 0;              // 0 = no limit
   std::vector<rte_be32_t> gateways;  // refreshed by ARP periodically
 
   // The first SNAT rule whose `from` holds addr, or nullptr.
@@ -89,7 +90,7 @@ struct Context {
   static constexpr unsigned kEventRing = 1u << 17;  // ~60 ms of the fastest setup, > 4 drain turns; 4 MB
   uint16_t workers = 1;
   uint32_t max_sessions = 1u << 16;
-  bool count_hosts = false;  // nat.max_sessions_per_host was set at start: tables count sessions per host
+  bool count_hosts = false;  // a per-host limit was set at start: tables count sessions and ports per host
   std::atomic<bool> stop{false};
   std::atomic<bool> nat_used{false};  // a session was ever created: in2out must look up
   // Set by the control thread around a port reset (ENA's RTE_ETH_EVENT_INTR_RESET):

@@ -28,6 +28,7 @@ enum Drop : uint8_t {
   kDropUnsupported,    // what NAT cannot translate: SCTP from a SNAT source, ICMP redirects, fragmented ICMP errors
   kDropHandoff,        // the worker that owns the flow had no room in its handoff ring
   kDropHostLimit,      // new flow of an inside host that has nat.max_sessions_per_host sessions
+  kDropHostPortLimit,  // new flow needing a new port, of an inside host that has nat.max_ports_per_host
   kDropCount
 };
 

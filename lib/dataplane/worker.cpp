@@ -687,6 +687,7 @@ nat::SessionTable::CreateArgs Worker::snat_args(const SnatRule& rule, const rout
   a.port_preservation = t.port_preservation;
   a.port_overlapping = t.port_overlapping;
   a.host_limit = t.max_sessions_per_host;
+  a.host_port_limit = t.max_ports_per_host;
   return a;
 }
 
@@ -695,6 +696,7 @@ Drop Worker::create_failure(nat::CreateResult r) {
   switch (r) {
     case nat::CreateResult::kTableFull: return kDropTableFull;
     case nat::CreateResult::kHostLimit: return kDropHostLimit;
+    case nat::CreateResult::kHostPortLimit: return kDropHostPortLimit;
     default: return kDropNoPort;  // no port, or the mapping's 5-tuple toward here is taken
   }
 }

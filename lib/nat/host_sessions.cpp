@@ -12,36 +12,48 @@ HostSessions::HostSessions(const char* what, uint32_t max_hosts, int socket, uin
   for (uint32_t i = 0; i < max_hosts; ++i) free_[i] = max_hosts - 1 - i;  // low slots first
 }
 
-HostSessions::Added HostSessions::try_add(rte_be32_t host, uint32_t limit) {
+// A host's entry lives while either count is non-zero.
+HostSessions::Added HostSessions::add(rte_be32_t host, uint32_t limit, uint32_t Host::*count) {
   const uint64_t h = hash_of(host);
   if (const int64_t v = find(host, h); v >= 0) {
     Host& e = hosts_[v];
-    if (limit && e.sessions >= limit) return Added::kAtLimit;
-    ++e.sessions;
+    if (limit && e.*count >= limit) return Added::kAtLimit;
+    ++(e.*count);
     return Added::kYes;
   }
   if (nfree_ == 0) return Added::kFull;
   const uint32_t v = free_[nfree_ - 1];
   if (!index_.insert(h, v)) return Added::kFull;
   --nfree_;
-  hosts_[v] = Host{host, 1};
+  hosts_[v] = Host{host, 0, 0};
+  hosts_[v].*count = 1;
   live_.store(live_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   return Added::kYes;
 }
 
-void HostSessions::remove(rte_be32_t host) {
+void HostSessions::sub(rte_be32_t host, uint32_t Host::*count) {
   const uint64_t h = hash_of(host);
   const int64_t v = find(host, h);
   if (v < 0) return;
-  if (--hosts_[v].sessions != 0) return;
+  Host& e = hosts_[v];
+  if (e.*count == 0) return;
+  --(e.*count);
+  if (e.sessions != 0 || e.ports != 0) return;
   index_.erase(h, static_cast<uint32_t>(v));
   free_[nfree_++] = static_cast<uint32_t>(v);
   live_.store(live_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
 }
 
-uint32_t HostSessions::count(rte_be32_t host) const {
+uint32_t HostSessions::get(rte_be32_t host, uint32_t Host::*count) const {
   const int64_t v = find(host, hash_of(host));
-  return v < 0 ? 0 : hosts_[v].sessions;
+  return v < 0 ? 0 : hosts_[v].*count;
 }
+
+HostSessions::Added HostSessions::try_add(rte_be32_t host, uint32_t limit) { return add(host, limit, &Host::sessions); }
+void HostSessions::remove(rte_be32_t host) { sub(host, &Host::sessions); }
+uint32_t HostSessions::count(rte_be32_t host) const { return get(host, &Host::sessions); }
+HostSessions::Added HostSessions::add_port(rte_be32_t host, uint32_t limit) { return add(host, limit, &Host::ports); }
+void HostSessions::remove_port(rte_be32_t host) { sub(host, &Host::ports); }
+uint32_t HostSessions::ports(rte_be32_t host) const { return get(host, &Host::ports); }
 
 }  // namespace natgw::nat

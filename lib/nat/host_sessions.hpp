@@ -1,9 +1,11 @@
-// Sessions per inside host, for nat.max_sessions_per_host: one host (a runaway
-// client, a compromised instance, a P2P node) must not take a worker's whole session
-// table or its ports. Every translated session of an inside host lives in the table
-// of the worker that owns the host (dp::Context::flow_owner), so one worker's count is
-// the host's count. Owner only, like the rest of the session table; hosts() may be
-// read by the control thread.
+// Sessions and outside ports per inside host, for nat.max_sessions_per_host and
+// nat.max_ports_per_host: one host (a runaway client, a compromised instance, a P2P
+// node) must not take a worker's whole session table or an address's ports. Every
+// translated session and mapping of an inside host lives in the table of the worker
+// that owns the host (dp::Context::flow_owner), so one worker's counts are the host's.
+// A host's ports are its endpoint-independent mappings (one outside port, or ICMP
+// identifier, each), however many sessions share them. Owner only, like the rest of
+// the session table; hosts() may be read by the control thread.
 #pragma once
 
 #include <rte_byteorder.h>
@@ -19,7 +21,8 @@ namespace natgw::nat {
 
 class HostSessions {
  public:
-  // Room for `max_hosts` hosts (a table of N sessions has at most N hosts); throws
+  // Room for `max_hosts` hosts (a table of N sessions has at most N hosts: a host is
+  // kept while it has a session or a mapping, and every mapping has a session); throws
   // std::runtime_error when the memory cannot be had.
   HostSessions(const char* what, uint32_t max_hosts, int socket, uint64_t seed);
 
@@ -31,6 +34,11 @@ class HostSessions {
   // One session of `host` ended (a host without a count is ignored).
   void remove(rte_be32_t host);
   uint32_t count(rte_be32_t host) const;
+  // The same for the host's ports (mappings): add_port before a new mapping takes a
+  // port, remove_port when a mapping is freed (or was not made after all).
+  Added add_port(rte_be32_t host, uint32_t limit);
+  void remove_port(rte_be32_t host);
+  uint32_t ports(rte_be32_t host) const;
   // Start loading the index bucket try_add(host) reads first (a burst's new flows).
   void prefetch(rte_be32_t host) const { index_.prefetch_bucket(index_.home(hash_of(host))); }
   // Hosts with at least one session.
@@ -41,7 +49,11 @@ class HostSessions {
   struct Host {
     rte_be32_t addr;
     uint32_t sessions;
+    uint32_t ports;
   };
+  Added add(rte_be32_t host, uint32_t limit, uint32_t Host::*count);
+  void sub(rte_be32_t host, uint32_t Host::*count);
+  uint32_t get(rte_be32_t host, uint32_t Host::*count) const;
   uint64_t hash_of(rte_be32_t a) const { return index_.hash(a, 0x2545F4914F6CDD1Dull); }
   int64_t find(rte_be32_t a, uint64_t h) const {
     return index_.find(h, [&](uint32_t v) { return hosts_[v].addr == a; });

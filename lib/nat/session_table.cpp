@@ -273,6 +273,7 @@ void SessionTable::drop_mapping_ref(uint32_t midx) {
   Mapping& m = mappings_[midx];
   if (m.refs > 0 && --m.refs > 0) return;
   allocator(m.out_addr, proto_class(m.key.proto)).release(rte_be_to_cpu_16(m.out_port));
+  if (hosts_) hosts_->remove_port(m.key.in_ip);
   maps_.erase(hash_of(m.key), midx);
   free_mappings_[nfree_mappings_++] = midx;
   stats_.mappings.sub();
@@ -343,7 +344,19 @@ CreateResult SessionTable::create_mapped(const CreateArgs& a, uint32_t now_ms, u
   if (const int64_t found = maps_.find(hash_of(mk), MapMatches{this, &mk}); found >= 0) {
     midx = static_cast<uint32_t>(found);
   } else {
+    // The host's port allowance first, so a host at its limit takes no port. Counted
+    // whenever hosts are (an outside-opened session's mapping too, without a limit):
+    // drop_mapping_ref gives every mapping's count back.
+    if (hosts_) [[unlikely]] {
+      const auto added = hosts_->add_port(in.src, a.inbound ? 0 : a.host_port_limit);
+      if (added != HostSessions::Added::kYes) {
+        if (added == HostSessions::Added::kFull) return stats_.table_full.add(), CreateResult::kTableFull;
+        stats_.host_port_limited.add();
+        return CreateResult::kHostPortLimit;
+      }
+    }
     if (!alloc_mapping(a, pc, now_ms, midx)) {
+      if (hosts_) hosts_->remove_port(in.src);
       stats_.no_port.add();
       return CreateResult::kNoPort;
     }

@@ -65,11 +65,13 @@ struct SessionStats {  // owner-written, read by the control thread
   Counter port_scans;   // full scans of a port range for a port to share (exhaustion's slow path)
   Counter mappings;     // live endpoint-independent mappings
   Counter host_limited; // refused: the inside host had nat.max_sessions_per_host sessions
+  Counter host_port_limited; // refused: the flow needed a new port and the host had nat.max_ports_per_host
   Counter events_lost;  // NAT events not logged: the event ring was full (the control thread fell behind)
 };
 
-// kHostLimit: the inside host already has nat.max_sessions_per_host sessions.
-enum class CreateResult : uint8_t { kOk, kNoPort, kTableFull, kCollision, kHostLimit };
+// kHostLimit: the inside host already has nat.max_sessions_per_host sessions;
+// kHostPortLimit: the flow needs a new mapping and the host has nat.max_ports_per_host.
+enum class CreateResult : uint8_t { kOk, kNoPort, kTableFull, kCollision, kHostLimit, kHostPortLimit };
 
 class SessionTable {
  public:
@@ -80,7 +82,7 @@ class SessionTable {
     std::vector<OutsideAddress> outside;
     rte_rcu_qsbr* qsbr = nullptr;  // required
     int socket = -1;               // SOCKET_ID_ANY
-    bool count_hosts = false;      // keep sessions per inside host (CreateArgs::host_limit)
+    bool count_hosts = false;      // keep sessions and ports per inside host (CreateArgs::host_limit, host_port_limit)
   };
   // Control path; throws std::runtime_error with the DPDK reason on failure.
   static std::unique_ptr<SessionTable> create(const Params& p);
@@ -141,6 +143,10 @@ class SessionTable {
     // Outside-opened sessions (inbound) are not counted: an outside sender must not
     // be able to use up a host's allowance and lock it out.
     uint32_t host_limit = 0;
+    // Outside ports (endpoint-independent mappings) an inside host may hold (0 = no
+    // limit; needs Params::count_hosts): a flow that needs a new one is refused at it,
+    // a flow that shares one of the host's mappings is not.
+    uint32_t host_port_limit = 0;
   };
   CreateResult create_session(const CreateArgs& a, uint32_t now_ms, uint32_t& idx);
   // Start loading what creating a session for inside flow `in` reads first, when it

@@ -153,6 +153,9 @@ void register_setup() {
        "max_sessions_per_host = 16\n"},
       {"setup/pipeline/udp/pool:16/host-limit/sessions:" + std::to_string(big), IPPROTO_UDP, big, pool_of(16),
        "max_sessions_per_host = 16\n"},
+      // nat.max_ports_per_host likewise: each of a host's 16 flows takes its own port.
+      {"setup/pipeline/udp/addr:1/host-port-limit/sessions:" + std::to_string(small), IPPROTO_UDP, small, "",
+       "max_ports_per_host = 16\n"},
       {"setup/pipeline/udp/addr:1/nat-events/sessions:" + std::to_string(small), IPPROTO_UDP, small, "", "", false,
        false, true},
       {"setup/pipeline/udp/addr:1/acl:10/sessions:" + std::to_string(small), IPPROTO_UDP, small, "",

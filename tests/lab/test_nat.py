@@ -731,6 +731,43 @@ class PerHostLimit(_PeerHelpers, L.LabTestCase):
         self.assertEqual(int(got.group(1)), self.ports_in_use(L.metrics(strict=False)), r.stdout)
 
 
+class PerHostPortLimit(_PeerHelpers, L.LabTestCase):
+    """nat.max_ports_per_host with real UDP sockets: each source port of the client holds one outside port (its
+    mapping); past the limit a new source port is refused before it takes one, while an existing source port
+    still reaches new destinations through the mapping it has."""
+
+    LIMIT = 5
+    NAT = {"max_ports_per_host": LIMIT}
+    NATGW_ONLY = "nat.max_ports_per_host"
+
+    def test_new_ports_past_the_limit_are_refused_shared_ones_are_not(self):
+        m0 = L.metrics(strict=False)
+        # The warm-up pings' identifiers are the client's ports too (the lab's only inside host).
+        held = int(sum(m0.series("natgw_outside_ports_in_use").values()))
+        room = self.LIMIT - held
+        self.assertGreaterEqual(room, 2, f"the warm-up left {held} ports in use")
+        cli = self.agent(CLIENT_NS)
+        answered, refused = [], []
+        for i in range(room + 2):
+            name = f"p{i}"
+            cli.bind(name, 40400 + i)
+            cli.send(name, INET_ADDR, ECHO_PORTS[0], f"ports-{i}")
+            (answered if cli.recv(name, 1.5) else refused).append(name)
+        self.assertEqual(answered, [f"p{i}" for i in range(room)], f"refused: {refused}")
+        m1 = L.metrics(strict=False)
+        self.assertEqual(m1.value("natgw_drops_total", reason="host_port_limit")
+                         - m0.value("natgw_drops_total", reason="host_port_limit"), 2)
+        self.assertEqual(m1.value("natgw_drops_total", reason="host_limit"), 0)
+        self.assertEqual(int(sum(m1.series("natgw_outside_ports_in_use").values())), self.LIMIT)
+        # A source port the client has toward a new destination: a new session on its mapping, not a new port.
+        x, mapped = self.mapped(cli, "p0")
+        cli.send("p0", INET_ADDR, ECHO_PORTS[1], "shared")
+        got = cli.recv("p0", 2)
+        self.assertIsNotNone(got, "a new destination from a port the client holds was refused")
+        self.assertEqual(echo_source(got["text"])[1:3], (x, mapped), "not the port's mapping")
+        self.assertEqual(int(sum(L.metrics(strict=False).series("natgw_outside_ports_in_use").values())), self.LIMIT)
+
+
 class NatEventLog(L.LabTestCase):
     """[nat_events] file = ..., ipfix = ...: a real client's UDP flow through natgw appears in the event log with
     its inside, outside and remote endpoints as the echo server saw them, and its end after the 2 s UDP timeout;

@@ -1,6 +1,7 @@
-// nat.max_sessions_per_host through the whole pipeline (one inside host cannot take
-// the table or the ports; outside-opened sessions do not count against it; the value
-// reloads live), and the outside-port gauges natgwctl and Prometheus show.
+// nat.max_sessions_per_host and max_ports_per_host through the whole pipeline (one
+// inside host cannot take the table or the ports; outside-opened sessions do not count
+// against it; the values reload live), and the outside-port gauges natgwctl and
+// Prometheus show.
 #include <gtest/gtest.h>
 
 #include "control/stats.hpp"
@@ -70,7 +71,7 @@ TEST_F(HostLimit, EndedSessionsGiveTheirPlaceBack) {
 TEST(HostLimitNoPort, RefusedFlowsGiveTheirCountBack) {
   const std::string two_ports = with(kLabConfig, "from = [\"192.168.0.0/16\"]\n",
                                      "from = [\"192.168.0.0/16\"]\nports = \"5000-5001\"\n");
-  Pipeline p(two_ports + "[nat]\nmax_sessions_per_host = 3\nport_overlapping = false\n");
+  Pipeline p(two_ports + "[nat]\nmax_sessions_per_host = 3\nmax_ports_per_host = 3\nport_overlapping = false\n");
   lab_neighbours(p);
   for (uint16_t sport = 40000; sport < 40002; ++sport)
     p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", sport, 53, kA)));
@@ -80,6 +81,8 @@ TEST(HostLimitNoPort, RefusedFlowsGiveTheirCountBack) {
   const nat::HostSessions* h = p.ctx.sessions[0]->hosts();
   EXPECT_EQ(h->count(ip(kA)), 2u);
   EXPECT_EQ(h->count(ip(kB)), 0u);
+  EXPECT_EQ(h->ports(ip(kA)), 2u);
+  EXPECT_EQ(h->ports(ip(kB)), 0u) << "no mapping was made: its port count was given back";
   EXPECT_EQ(h->hosts(), 1u);
 }
 
@@ -149,8 +152,11 @@ TEST(HostLimitRestart, ALimitNeedsAStartWithOne) {
     dp::build_tables(unlimited.ctx, *r.config, 2);
     ADD_FAILURE() << "a limit was accepted by a natgw started without one";
   } catch (const std::runtime_error& e) {
-    EXPECT_STREQ(e.what(), "reload.toml:26: nat.max_sessions_per_host needs a restart (natgw started without one)");
+    EXPECT_STREQ(e.what(), "reload.toml:26: nat.max_sessions_per_host needs a restart (natgw started without a per-host limit)");
   }
+  r = config::load_string(std::string(kLabConfig) + "[nat]\nmax_ports_per_host = 2\n", "reload.toml");
+  ASSERT_TRUE(r.ok());
+  EXPECT_THROW(dp::build_tables(unlimited.ctx, *r.config, 2), std::runtime_error);
 }
 
 // A full table is table_full, not host_limit, also for a host that has room.
@@ -205,6 +211,96 @@ TEST(HostLimitHairpin, HairpinnedFlowsCount) {
   p.rx(kInside, build_frame(client(IPPROTO_UDP, "10.0.3.10", 40001, b_port, kA)));  // A to B's mapping
   EXPECT_TRUE(ipv4_only(p.out(kInside)).empty());
   EXPECT_EQ(drops(p, dp::kDropHostLimit), 1u);
+}
+
+// nat.max_ports_per_host: a host's ports are its mappings (one outside port or ICMP
+// identifier per inside endpoint). Flows that share one of its mappings (the same
+// source port toward other destinations) are not limited by it; a flow that needs a
+// new one is refused at the limit (host_port_limit) before it takes a port.
+class HostPortLimit : public HostLimit {
+ protected:
+  HostPortLimit() : HostLimit("[nat]\nmax_ports_per_host = 2\nfiltering = \"endpoint-independent\"\n") {}
+  uint32_t ports(const char* host) const { return p.ctx.sessions[0]->hosts()->ports(ip(host)); }
+};
+
+TEST_F(HostPortLimit, AHostAtItsPortLimitSharesItsMappingsButTakesNoNewPort) {
+  ASSERT_TRUE(opens(IPPROTO_UDP, kA, 40000));
+  ASSERT_TRUE(opens(IPPROTO_UDP, kA, 40000, "203.0.113.99")) << "the same mapping: no new port";
+  EXPECT_EQ(ports(kA), 1u);
+  ASSERT_TRUE(opens(IPPROTO_TCP, kA, 40001));
+  EXPECT_EQ(ports(kA), 2u);
+  const uint32_t free_before = free_udp();
+  EXPECT_FALSE(opens(IPPROTO_UDP, kA, 40002));
+  auto echo = client(IPPROTO_ICMP, "203.0.113.10", 0, 0, kA);
+  echo.icmp_type = 8;
+  echo.sport = 777;  // an ICMP identifier is a port too
+  p.rx(kInside, build_frame(echo));
+  EXPECT_TRUE(ipv4_only(p.out(kInternet)).empty());
+  EXPECT_EQ(drops(p, dp::kDropHostPortLimit), 2u);
+  EXPECT_EQ(drops(p, dp::kDropHostLimit), 0u);
+  EXPECT_EQ(p.ctx.sessions[0]->stats().host_port_limited.get(), 2u);
+  EXPECT_EQ(free_udp(), free_before) << "a refused flow takes no port";
+  EXPECT_EQ(count(kA), 3u) << "refused flows are not counted as sessions either";
+  EXPECT_TRUE(opens(IPPROTO_UDP, kA, 40000, "203.0.113.50")) << "sharing a mapping it has is not limited";
+  EXPECT_TRUE(opens(IPPROTO_TCP, kA, 40001, "203.0.113.50"));
+  EXPECT_TRUE(opens(IPPROTO_UDP, kB, 40002)) << "another host is not limited";
+  EXPECT_EQ(ports(kA), 2u);
+  EXPECT_EQ(ports(kB), 1u);
+}
+
+// A mapping freed (its last session ended) gives its port back. A mapping kept alive by
+// an outside sender's session (endpoint-independent filtering) is still the host's
+// port: the host stays counted with no session of its own until that session ends.
+TEST_F(HostPortLimit, PortsAreGivenBackWithTheirMappings) {
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 443, kA)));
+  const auto out = ipv4_only(p.out(kInternet));
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_TRUE(opens(IPPROTO_UDP, kA, 40001));
+  EXPECT_FALSE(opens(IPPROTO_UDP, kA, 40002));
+  p.advance(200'000);
+  auto stranger = reply_to(parse_frame(out[0]), kInternet);
+  stranger.src = ip("198.18.0.10");
+  p.rx(kInternet, build_frame(stranger));  // an outside-opened session on A's first mapping
+  ASSERT_EQ(ipv4_only(p.out(kInside)).size(), 1u);
+  p.advance(150'000);  // A's own sessions are past the UDP timeout, the stranger's is not
+  p.expire_all();
+  EXPECT_EQ(active_sessions(p), 1u);
+  EXPECT_EQ(count(kA), 0u);
+  EXPECT_EQ(ports(kA), 1u) << "the stranger's session keeps A's first mapping, and its port";
+  EXPECT_EQ(p.ctx.sessions[0]->hosts()->hosts(), 1u);
+  EXPECT_TRUE(opens(IPPROTO_UDP, kA, 40002));
+  EXPECT_FALSE(opens(IPPROTO_UDP, kA, 40003));
+  p.advance(301'000);
+  p.expire_all();
+  EXPECT_EQ(active_sessions(p), 0u);
+  EXPECT_EQ(ports(kA), 0u);
+  EXPECT_EQ(p.ctx.sessions[0]->hosts()->hosts(), 0u) << "nothing left: the host is forgotten";
+  EXPECT_TRUE(opens(IPPROTO_UDP, kA, 40003));
+  EXPECT_TRUE(opens(IPPROTO_UDP, kA, 40004));
+  EXPECT_FALSE(opens(IPPROTO_UDP, kA, 40005));
+}
+
+// Both limits: whichever a flow meets first refuses it. The port limit reloads live in a
+// natgw started with the session limit alone (ports are counted with any limit).
+TEST(HostPortLimitReload, BothLimitsAndALiveReload) {
+  Pipeline p(std::string(kLabConfig) + "[nat]\nmax_sessions_per_host = 3\n");
+  lab_neighbours(p);
+  const auto opens = [&](uint16_t sport, const char* dst) {
+    p.rx(kInside, build_frame(client(IPPROTO_UDP, dst, sport, 443, kA)));
+    return ipv4_only(p.out(kInternet)).size() == 1;
+  };
+  EXPECT_TRUE(opens(40000, "203.0.113.10"));
+  EXPECT_TRUE(opens(40001, "203.0.113.10"));
+  EXPECT_EQ(p.ctx.sessions[0]->hosts()->ports(ip(kA)), 2u) << "counted without a port limit";
+  reload(p, std::string(kLabConfig) + "[nat]\nmax_sessions_per_host = 3\nmax_ports_per_host = 2\n", 2);
+  EXPECT_FALSE(opens(40002, "203.0.113.10"));
+  EXPECT_EQ(drops(p, dp::kDropHostPortLimit), 1u);
+  EXPECT_TRUE(opens(40000, "203.0.113.20")) << "a third session on a mapping it has";
+  EXPECT_FALSE(opens(40000, "203.0.113.30")) << "the session limit";
+  EXPECT_EQ(drops(p, dp::kDropHostLimit), 1u);
+  reload(p, std::string(kLabConfig) + "[nat]\nmax_sessions_per_host = 10\n", 3);
+  EXPECT_TRUE(opens(40002, "203.0.113.10"));
+  EXPECT_EQ(p.ctx.sessions[0]->hosts()->ports(ip(kA)), 3u);
 }
 
 // Ports in use per outside address and protocol: what a mapping holds (shared flows of

@@ -850,9 +850,9 @@ TEST(RestartReasons, LiveChangesPassRestartOnlyChangesAreNamed) {
             "t.toml:14: control.socket changed from \"/tmp/a.sock\" to \"/tmp/b.sock\": that needs a restart");
 }
 
-// nat.max_sessions_per_host: 0 or absent = no limit; no restart reason either way (a
+// nat.max_sessions_per_host and max_ports_per_host: 0 or absent = no limit; no restart reason either way (a
 // natgw started without one refuses it in dp::build_tables, a packet test checks).
-TEST(Config, MaxSessionsPerHost) {
+TEST(Config, PerHostLimits) {
   const std::string base = lines({kIf1, kIf2, kIf3, kIf4, "[nat]"});  // [nat] at line 5
   const auto with_limit = [&](const char* extra) {
     auto r = load(base + extra);
@@ -868,6 +868,15 @@ TEST(Config, MaxSessionsPerHost) {
   EXPECT_TRUE(restart_reasons(none, ten).empty());
   EXPECT_TRUE(HasError(load(base + "max_sessions_per_host = -1\n"), 6,
                        "nat.max_sessions_per_host = -1 is out of range 0..2147483647"));
+  // nat.max_ports_per_host: the same rules.
+  const Config ports = with_limit("max_ports_per_host = 64\n");
+  EXPECT_EQ(ports.nat.max_ports_per_host, 64u);
+  EXPECT_EQ(ports.nat.max_sessions_per_host, 0u);
+  EXPECT_EQ(none.nat.max_ports_per_host, 0u);
+  EXPECT_TRUE(restart_reasons(ports, none).empty());
+  EXPECT_TRUE(restart_reasons(none, ports).empty());
+  EXPECT_TRUE(HasError(load(base + "max_ports_per_host = 2147483648\n"), 6,
+                       "nat.max_ports_per_host = 2147483648 is out of range 0..2147483647"));
 }
 
 TEST(Config, NatEventTargets) {
