@@ -10,13 +10,16 @@ destination, skipping routes `aws ec2 describe-route-tables` shows already point
 "command": a command of yours, once per target).
 
 Rules: never take over while this instance is itself unhealthy; never give routes back on its own (a
-peer that recovers stays standby; with `preempt = true` on one instance, that one takes the routes back
-once it has been healthy for `failures` checks in a row); log every change of state with its reason.
+peer that recovers stays standby; with `preempt = true`, an instance takes its home routes back once it
+has been healthy for `failures` checks in a row: `home_route_tables` / `home_targets`, else all of them);
+log every change of state with its reason.
 Sessions are not synchronised: flows through a failed instance break, new flows work through the survivor.
 
     natgw-ha.py --config /etc/natgw/ha.toml             run the agent (systemd: deploy/natgw-ha.service)
     natgw-ha.py --config FILE --check                  print both health states; exit 0 when both are ok
-    natgw-ha.py --config FILE --once [--force]         take over now (an operator's failback or test);
+    natgw-ha.py --config FILE --once [--home] [--force]
+                                                       take over now: every route, or with --home only this
+                                                       instance's home routes (an operator's failback);
                                                        refused while this instance is unhealthy unless --force
     natgw-ha.py --config FILE --validate               check the config and exit
 
@@ -63,6 +66,7 @@ class AwsConfig:
     region: str | None
     network_interface_id: str
     route_tables: list[str]
+    home_route_tables: list[str]  # this AZ's: what preempt and --once --home take back
     destinations: list[str]
     command_timeout: float
 
@@ -72,6 +76,7 @@ class CommandConfig:
     takeover: list[str]
     check: list[str] | None
     targets: list[str]
+    home_targets: list[str]
     command_timeout: float
 
 
@@ -91,8 +96,9 @@ class Config:
 
 
 HA_KEYS = {"name", "self_url", "peer_url", "interval", "timeout", "failures", "preempt", "provider"}
-AWS_KEYS = {"cli", "region", "network_interface_id", "route_tables", "destinations", "command_timeout"}
-COMMAND_KEYS = {"takeover", "check", "targets", "command_timeout"}
+AWS_KEYS = {"cli", "region", "network_interface_id", "route_tables", "home_route_tables", "destinations",
+            "command_timeout"}
+COMMAND_KEYS = {"takeover", "check", "targets", "home_targets", "command_timeout"}
 
 
 def load_config(path: str) -> Config:
@@ -150,6 +156,13 @@ def load_config(path: str) -> Config:
             raise err(key, f"{prog!r} not found or not executable")
         return found
 
+    def home_of(t: dict, table: str, key: str, every: list[str]) -> list[str]:
+        home = get(t, table, key, list, default=[], required=False)
+        for h in home:
+            if h not in every:
+                raise err(f"{table}.{key}", f"{h!r} is not one of the {key.removeprefix('home_')} above")
+        return home
+
     ha = check_keys("ha", HA_KEYS)
     cfg = Config(
         path=path,
@@ -200,6 +213,7 @@ def load_config(path: str) -> Config:
             region=get(a, "aws", "region", str, required=False),
             network_interface_id=eni,
             route_tables=rtbs,
+            home_route_tables=home_of(a, "aws", "home_route_tables", rtbs),
             destinations=dests,
             command_timeout=get(a, "aws", "command_timeout", float, default=30.0),
         )
@@ -215,12 +229,14 @@ def load_config(path: str) -> Config:
         check = get(c, "command", "check", list, required=False)
         if check is not None and not check:
             raise err("command.check", "is empty (leave it out for none)")
+        targets = get(c, "command", "targets", list, default=[], required=False)
         executable("command.takeover", take[0])
         if check:
             executable("command.check", check[0])
         cfg.command = CommandConfig(
             takeover=take, check=check,
-            targets=get(c, "command", "targets", list, default=[], required=False),
+            targets=targets,
+            home_targets=home_of(c, "command", "home_targets", targets),
             command_timeout=get(c, "command", "command_timeout", float, default=30.0),
         )
     else:
@@ -308,10 +324,10 @@ class AwsProvider:
             argv += ["--region", self.c.region]
         return _run(argv, self.c.command_timeout)
 
-    def current(self) -> dict[tuple[str, str], str | None] | None:
+    def current(self, rtbs: list[str]) -> dict[tuple[str, str], str | None] | None:
         """(route table, destination) -> the ENI it points at (None: elsewhere, e.g. a gateway), for the
-        configured tables; None when describe-route-tables failed."""
-        r = self._aws("describe-route-tables", "--route-table-ids", *self.c.route_tables, "--output", "json")
+        tables `rtbs`; None when describe-route-tables failed."""
+        r = self._aws("describe-route-tables", "--route-table-ids", *rtbs, "--output", "json")
         if r.returncode != 0:
             log(f"aws ec2 describe-route-tables failed ({_why(r)}): replacing every route")
             return None
@@ -327,11 +343,13 @@ class AwsProvider:
             log(f"aws ec2 describe-route-tables: unexpected output ({e}): replacing every route")
             return None
 
-    def takeover(self) -> TakeoverResult:
+    def takeover(self, home: bool = False) -> TakeoverResult:
+        """Every configured route table, or with `home` this instance's own (all when none are named)."""
         res = TakeoverResult(True)
-        now = self.current()
+        rtbs = (self.c.home_route_tables or self.c.route_tables) if home else self.c.route_tables
+        now = self.current(rtbs)
         eni = self.c.network_interface_id
-        for rtb in self.c.route_tables:
+        for rtb in rtbs:
             for dst in self.c.destinations:
                 what = f"{rtb} {dst}"
                 if now is not None and now.get((rtb, dst), "absent") == eni:
@@ -359,9 +377,10 @@ class CommandProvider:
     def _argv(self, tmpl: list[str], target: str | None) -> list[str]:
         return [a.replace("{target}", target) if target is not None else a for a in tmpl]
 
-    def takeover(self) -> TakeoverResult:
+    def takeover(self, home: bool = False) -> TakeoverResult:
         res = TakeoverResult(True)
-        for target in self.c.targets or [None]:
+        targets = (self.c.home_targets or self.c.targets) if home else self.c.targets
+        for target in targets or [None]:
             what = target if target is not None else "routes"
             env = dict(os.environ, NATGW_HA_NAME=self.name, NATGW_HA_TARGET=target or "")
             if self.c.check:
@@ -394,7 +413,8 @@ class Agent:
         self.peer_h: Health | None = None
         self.peer_failed = 0     # consecutive failed peer checks
         self.self_good = 0       # consecutive healthy self checks
-        self.took_over = False   # for this outage of the peer (or, with preempt, this healthy spell)
+        self.took_over = False   # everything, for this outage of the peer
+        self.preempted = False   # the home routes (preempt), for this healthy spell of ours
         self.said_blocked = False
         self.takeovers = 0
 
@@ -415,37 +435,35 @@ class Agent:
                 log(f"peer ({c.peer_url}): healthy" + (" again: it stays standby, the routes stay here "
                                                         "(no automatic failback)" if self.took_over else ""))
             self.peer_failed = 0
-            self.took_over = self.took_over and c.preempt  # the next outage of the peer is a new one
+            self.took_over = False  # the next outage of the peer is a new one
             self.said_blocked = False
         else:
             self.peer_failed += 1
             # Each check up to the takeover, then only what changes: a dead peer must not fill the log.
             if self.peer_failed <= c.failures or _gist(p.reason) != _gist(self.peer_h.reason):
                 log(f"peer ({c.peer_url}): failed check {self.peer_failed}/{c.failures}: {p.reason}")
-        if not s.ok and c.preempt:
-            self.took_over = False  # the peer may take the routes while we are down: preempt again after
+        if not s.ok:
+            self.preempted = False  # the peer may take the routes while we are down: preempt again after
         self.self_h, self.peer_h = s, p
 
-        if self.took_over:
-            return
-        if self.peer_failed >= c.failures:
+        if self.peer_failed >= c.failures and not self.took_over:
             if not s.ok:
                 if not self.said_blocked:
                     log(f"peer failed {self.peer_failed} checks, but this instance is unhealthy too ({s.reason}): "
                         "not taking over")
                     self.said_blocked = True
                 return
-            self.take_over(f"peer failed {self.peer_failed} checks in a row ({p.reason})")
-        elif c.preempt and self.self_good >= c.failures:
-            self.take_over(f"preempt: this instance healthy for {self.self_good} checks")
+            self.took_over = self.take_over(f"peer failed {self.peer_failed} checks in a row ({p.reason})")
+            self.preempted = self.preempted or self.took_over
+        elif c.preempt and not self.preempted and self.self_good >= c.failures:
+            self.preempted = self.take_over(f"preempt: this instance healthy for {self.self_good} checks", home=True)
 
-    def take_over(self, reason: str) -> bool:
-        log(f"TAKING OVER ({self.cfg.provider}): {reason}")
+    def take_over(self, reason: str, home: bool = False) -> bool:
+        log(f"TAKING OVER ({self.cfg.provider}{', home routes' if home else ''}): {reason}")
         t0 = time.monotonic()
-        r = self.provider.takeover()
+        r = self.provider.takeover(home=home)
         took = time.monotonic() - t0
         if r.ok:
-            self.took_over = True
             self.takeovers += 1
             log(f"took over in {took:.2f} s: {r.summary()}; this instance now carries the traffic")
         else:
@@ -476,10 +494,12 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true", help="print both health states and exit")
     mode.add_argument("--once", action="store_true", help="take over now and exit")
     mode.add_argument("--validate", action="store_true", help="check the config and exit")
+    ap.add_argument("--home", action="store_true",
+                    help="with --once: only this instance's home routes (home_route_tables / home_targets)")
     ap.add_argument("--force", action="store_true", help="with --once: even if this instance is unhealthy")
     args = ap.parse_args(argv)
-    if args.force and not args.once:
-        ap.error("--force goes with --once")
+    if (args.force or args.home) and not args.once:
+        ap.error("--force and --home go with --once")
     try:
         cfg = load_config(args.config)
     except ConfigError as e:
@@ -500,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: this instance is unhealthy ({s.reason}): not taking over (--force to anyway)",
                   file=sys.stderr)
             return 1
-        ok = agent.take_over("operator (--once)" + ("" if s.ok else f", forced while unhealthy: {s.reason}"))
+        ok = agent.take_over("operator (--once)" + ("" if s.ok else f", forced while unhealthy: {s.reason}"),
+                             home=args.home)
         return 0 if ok else 1
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -135,7 +135,7 @@ class AgentTest(unittest.TestCase):
             return []
         return [json.loads(line) for line in self.calls_path.read_text().splitlines()]
 
-    def config(self, name="ha.toml", peer_url=None, extra_ha="", body=None) -> Path:
+    def config(self, name="ha.toml", peer_url=None, extra_ha="", extra_aws="", body=None) -> Path:
         p = self.dir / name
         p.write_text(body if body is not None else f"""
 [ha]
@@ -153,6 +153,7 @@ region = "ap-northeast-1"
 network_interface_id = "{ENI}"
 route_tables = ["{RTB_A}", "{RTB_B}"]
 destinations = ["0.0.0.0/0", "10.0.0.0/8"]
+{extra_aws}
 """)
         return p
 
@@ -260,6 +261,32 @@ destinations = ["0.0.0.0/0", "10.0.0.0/8"]
             a.round()
         self.assertEqual(a.takeovers, 1, "preempted again with the routes already here")
 
+    def test_preempt_with_home_route_tables_takes_back_only_those_and_all_when_the_peer_fails(self):
+        a = self.agent(extra_ha="preempt = true", extra_aws=f'home_route_tables = ["{RTB_A}"]')
+        for _ in range(3):
+            a.round()
+        self.assertEqual(a.takeovers, 1)
+        self.assertEqual(self.calls()[0][:5], ["ec2", "describe-route-tables", "--route-table-ids", RTB_A, "--output"])
+        self.assertEqual(self.routes()[RTB_B], {"0.0.0.0/0": ENI}, "preempt touched the peer's table")
+        self.assertEqual(self.routes()[RTB_A]["10.0.0.0/8"], ENI)
+        self.set_routes({RTB_A: {"0.0.0.0/0": ENI}, RTB_B: {"0.0.0.0/0": OTHER_ENI}})
+        self.peer.mode = "sick"
+        for _ in range(3):
+            a.round()
+        self.assertEqual(a.takeovers, 2, "a preempted instance must still take over when the peer fails")
+        self.assertEqual(self.routes()[RTB_B], {"0.0.0.0/0": ENI, "10.0.0.0/8": ENI})
+
+    def test_once_home_is_the_operators_failback_of_this_azs_tables(self):
+        self.set_routes({RTB_A: {"0.0.0.0/0": OTHER_ENI}, RTB_B: {"0.0.0.0/0": OTHER_ENI}})
+        cfg = self.config(extra_aws=f'home_route_tables = ["{RTB_A}"]')
+        r = self.run_agent("--once", "--home", cfg=cfg)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.routes()[RTB_A]["0.0.0.0/0"], ENI)
+        self.assertEqual(self.routes()[RTB_B], {"0.0.0.0/0": OTHER_ENI})
+        r = self.run_agent("--home", cfg=cfg)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--force and --home go with --once", r.stderr)
+
     def test_a_failed_takeover_is_retried(self):
         os.environ["FAKE_AWS_FAIL"] = "replace-route,create-route"
         a = self.agent()
@@ -356,6 +383,8 @@ targets = ["default", "already", "198.51.100.0/24"]
             (good.replace(f'"{RTB_B}"', '"vpc-123"'), "aws.route_tables: 'vpc-123' is not a route table id"),
             (good.replace('"10.0.0.0/8"', '"10.0.0.1/8"'), "aws.destinations: '10.0.0.1/8' is not an IPv4 CIDR"),
             (good.replace(f'network_interface_id = "{ENI}"', ""), "aws.network_interface_id: missing"),
+            (good + '\nhome_route_tables = ["rtb-0ccc"]\n',
+             "aws.home_route_tables: 'rtb-0ccc' is not one of the route_tables above"),
             (good.replace(str(self.aws), "/nonexistent/aws"), "aws.cli: '/nonexistent/aws' not found"),
             (good.split("[aws]")[0], "[aws]: missing"),
             (good + "\n[extra]\n", "extra: unknown table"),
