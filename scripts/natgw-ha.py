@@ -417,6 +417,8 @@ class Agent:
         self.preempted = False   # the home routes (preempt), for this healthy spell of ours
         self.said_blocked = False
         self.takeovers = 0
+        self.failed_takeovers = 0  # in a row: retries back off (an API that throttles must not be hammered)
+        self.skip = 0              # checks to let pass before the next try
 
     def check(self) -> tuple[Health, Health]:
         s = self.pool.submit(probe, self.cfg.self_url, self.cfg.timeout)
@@ -446,6 +448,9 @@ class Agent:
             self.preempted = False  # the peer may take the routes while we are down: preempt again after
         self.self_h, self.peer_h = s, p
 
+        if self.skip > 0:
+            self.skip -= 1
+            return
         if self.peer_failed >= c.failures and not self.took_over:
             if not s.ok:
                 if not self.said_blocked:
@@ -465,9 +470,12 @@ class Agent:
         took = time.monotonic() - t0
         if r.ok:
             self.takeovers += 1
+            self.failed_takeovers = 0
             log(f"took over in {took:.2f} s: {r.summary()}; this instance now carries the traffic")
         else:
-            log(f"takeover FAILED after {took:.2f} s (retrying next check): {r.summary()}")
+            self.failed_takeovers += 1
+            self.skip = min(2 ** (self.failed_takeovers - 1) - 1, 30)  # 0, 1, 3, 7, 15, 30, 30... checks
+            log(f"takeover FAILED after {took:.2f} s (retrying in {self.skip + 1} check(s)): {r.summary()}")
         return r.ok
 
     def run(self, stop: threading.Event) -> None:

@@ -287,15 +287,22 @@ destinations = ["0.0.0.0/0", "10.0.0.0/8"]
         self.assertEqual(r.returncode, 2)
         self.assertIn("--force and --home go with --once", r.stderr)
 
-    def test_a_failed_takeover_is_retried(self):
+    def test_a_failed_takeover_is_retried_backing_off(self):
         os.environ["FAKE_AWS_FAIL"] = "replace-route,create-route"
         a = self.agent()
         self.peer.mode = "sick"
-        for _ in range(3):
+        tries = []
+        for i in range(12):
+            n = len(self.calls())
             a.round()
+            if len(self.calls()) > n:
+                tries.append(i)
         self.assertEqual(a.takeovers, 0)
+        # From the 3rd failed check: at once, then 1, 3 and 7 checks skipped between tries.
+        self.assertEqual(tries, [2, 3, 5, 9])
         del os.environ["FAKE_AWS_FAIL"]
-        a.round()
+        for _ in range(8):
+            a.round()
         self.assertEqual(a.takeovers, 1)
         self.assertEqual(self.routes()[RTB_A]["0.0.0.0/0"], ENI)
 
