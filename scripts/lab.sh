@@ -11,13 +11,26 @@
 #
 # natgw's addresses live in userspace: inside 10.0.1.10, endpoint 10.0.2.10, internet 10.0.3.10.
 #
+# With --ha, a second natgw namespace (B) beside ngw-nat (A), as two instances in two AZs; the links
+# toward natgw become bridges that both instances' ports join, and A and B share a management link:
+#
+#   ngw-tgw  br-nat 10.0.1.1/24 ─┬─ tgw-nat ─── nat-in   (ngw-nat,  A: inside 10.0.1.10)
+#            default via A       └─ tgw-nat2 ── nat2-in  (ngw-nat2, B: inside 10.0.1.20)
+#   ngw-s3   br-s3 10.0.2.1/24   ── s3-nat / s3-nat2     (A: endpoint 10.0.2.10, B: 10.0.2.20)
+#   ngw-inet br-inet 10.0.3.1/24 ── inet-nat / inet-nat2 (A: internet 10.0.3.10, B: 10.0.3.20)
+#   ngw-nat nat-mgmt 172.16.0.1/30 ─── nat2-mgmt 172.16.0.2/30 ngw-nat2   (kernel addresses: health
+#                                                                          checks between A and B)
+# ngw-tgw's default route plays the VPC/TGW-attachment route table: failover points it at B.
+#
 # Usage:
-#   lab.sh up [--mode forward|nat] [--dataplane dpdk|kernel]
+#   lab.sh up [--mode forward|nat] [--dataplane dpdk|kernel] [--ha]
 #       forward: the servers route 192.168.0.0/16 back via natgw (no NAT needed).
 #       nat:     no route back; ngw-s3 drops TCP/UDP/ICMP whose source is not 10.0.2.10 (like an S3
 #                gateway endpoint, which only accepts VPC sources).
 #       dpdk:    the nat-* interfaces stay address-less for natgw's af_packet vdevs (default).
 #       kernel:  ngw-nat forwards with Linux (and masquerades in nat mode): the test baseline.
+#       --ha:    two natgw namespaces (ngw-nat, ngw-nat2) on bridged links, as drawn above (nat mode and
+#                the dpdk dataplane only).
 #   lab.sh servers   start HTTP (:80) and UDP echo (:7) servers in ngw-s3 and ngw-inet
 #   lab.sh status    show namespaces, addresses, routes, servers
 #   lab.sh down      remove every namespace and process the lab made (never fails)
@@ -29,7 +42,7 @@ set -euo pipefail
 
 RUN=/run/natgw-lab
 LOCK=/run/natgw-lab.lock
-NAMESPACES=(ngw-client ngw-tgw ngw-nat ngw-s3 ngw-inet)
+NAMESPACES=(ngw-client ngw-tgw ngw-nat ngw-s3 ngw-inet ngw-nat2)  # ngw-nat2: with --ha only
 PY=/usr/bin/python3
 
 log() { printf 'lab: %s\n' "$*"; }
@@ -108,6 +121,21 @@ mkveth() {
   ip -n "$ns_a" link add "$if_a" type veth peer name "$if_b" netns "$ns_b"
 }
 
+# A Linux bridge in ns joining the given veths (already made); the addresses go on the bridge. Checksums
+# in full, as prep_if does for a veth: the bridge's ports are veths toward af_packet.
+mkbridge() {
+  local ns=$1 br=$2; shift 2
+  ip -n "$ns" link add "$br" type bridge forward_delay 0 stp_state 0
+  nsysctl "$ns" "net/ipv6/conf/$br/disable_ipv6" 1
+  local port
+  for port in "$@"; do
+    prep_if "$ns" "$port" txoff
+    ip -n "$ns" link set "$port" master "$br"
+  done
+  nsx "$ns" ethtool -K "$br" tx off >/dev/null 2>&1 || true
+  ip -n "$ns" link set "$br" up
+}
+
 # Namespace-side veths: af_packet on the natgw side sees no checksum offload, so the kernel must put a full
 # checksum in every packet it sends (tx off, which also turns TSO off: no super-frames reach natgw).
 prep_if() {
@@ -122,9 +150,10 @@ prep_if() {
 }
 
 cmd_up() {
-  local mode=forward dataplane=dpdk
+  local mode=forward dataplane=dpdk ha=0
   while (($#)); do
     case $1 in
+      --ha) ha=1; shift ;;
       --mode) mode=${2:-}; shift 2 ;;
       --mode=*) mode=${1#*=}; shift ;;
       --dataplane) dataplane=${2:-}; shift 2 ;;
@@ -135,14 +164,18 @@ cmd_up() {
   done
   [[ $mode == forward || $mode == nat ]] || die "--mode must be forward or nat, not '$mode'"
   [[ $dataplane == dpdk || $dataplane == kernel ]] || die "--dataplane must be dpdk or kernel, not '$dataplane'"
+  if ((ha)); then
+    [[ $mode == nat && $dataplane == dpdk ]] || die "--ha needs --mode nat and --dataplane dpdk"
+  fi
 
   cmd_down >/dev/null
-  log "up: mode=$mode dataplane=$dataplane"
+  log "up: mode=$mode dataplane=$dataplane ha=$ha"
   mkdir -p "$RUN"
-  printf 'mode=%s\ndataplane=%s\n' "$mode" "$dataplane" >"$RUN/mode"
+  printf 'mode=%s\ndataplane=%s\nha=%s\n' "$mode" "$dataplane" "$ha" >"$RUN/mode"
 
   local ns
   for ns in "${NAMESPACES[@]}"; do
+    [[ $ns == ngw-nat2 ]] && ((!ha)) && continue
     ip netns add "$ns"
     ip -n "$ns" link set lo up
     # No IPv6 anywhere: no router solicitations, MLD or ND noise on the links the tests count.
@@ -154,6 +187,19 @@ cmd_up() {
   mkveth ngw-tgw tgw-nat ngw-nat nat-in
   mkveth ngw-nat nat-s3 ngw-s3 s3-nat
   mkveth ngw-nat nat-inet ngw-inet inet-nat
+  if ((ha)); then
+    mkveth ngw-tgw tgw-nat2 ngw-nat2 nat2-in
+    mkveth ngw-nat2 nat2-s3 ngw-s3 s3-nat2
+    mkveth ngw-nat2 nat2-inet ngw-inet inet-nat2
+    mkveth ngw-nat nat-mgmt ngw-nat2 nat2-mgmt
+    # The TGW-side, endpoint and internet links become bridges that A's and B's ports both join.
+    mkbridge ngw-tgw br-nat tgw-nat tgw-nat2
+    mkbridge ngw-s3 br-s3 s3-nat s3-nat2
+    mkbridge ngw-inet br-inet inet-nat inet-nat2
+  fi
+  # The interfaces that carry the routers' and servers' addresses toward natgw.
+  local tgw_nat=tgw-nat s3_link=s3-nat inet_link=inet-nat
+  ((ha)) && tgw_nat=br-nat s3_link=br-s3 inet_link=br-inet
 
   # client (on-prem)
   prep_if ngw-client cli0 txoff
@@ -162,20 +208,20 @@ cmd_up() {
 
   # router playing the Transit Gateway
   prep_if ngw-tgw tgw-cli txoff
-  prep_if ngw-tgw tgw-nat txoff
+  ((ha)) || prep_if ngw-tgw tgw-nat txoff
   ip -n ngw-tgw addr add 192.168.10.1/24 dev tgw-cli
-  ip -n ngw-tgw addr add 10.0.1.1/24 dev tgw-nat
+  ip -n ngw-tgw addr add 10.0.1.1/24 dev "$tgw_nat"
   ip -n ngw-tgw route add default via 10.0.1.10
   nsysctl ngw-tgw net/ipv4/ip_forward 1
 
   # S3-like endpoint: reachable only through natgw's endpoint link, no default route
-  prep_if ngw-s3 s3-nat txoff
-  ip -n ngw-s3 addr add 10.0.2.1/24 dev s3-nat
+  ((ha)) || prep_if ngw-s3 s3-nat txoff
+  ip -n ngw-s3 addr add 10.0.2.1/24 dev "$s3_link"
   ip -n ngw-s3 addr add 198.51.100.10/32 dev lo
 
   # internet server
-  prep_if ngw-inet inet-nat txoff
-  ip -n ngw-inet addr add 10.0.3.1/24 dev inet-nat
+  ((ha)) || prep_if ngw-inet inet-nat txoff
+  ip -n ngw-inet addr add 10.0.3.1/24 dev "$inet_link"
   ip -n ngw-inet addr add 203.0.113.10/32 dev lo
 
   if [[ $mode == forward ]]; then
@@ -183,11 +229,13 @@ cmd_up() {
     ip -n ngw-inet route add 192.168.0.0/16 via 10.0.3.10
   else
     # The endpoint accepts only natgw's endpoint address (counted, so tests can see what it dropped).
-    nsx ngw-s3 nft -f - <<'EOF'
+    local endpoint_addrs=10.0.2.10
+    ((ha)) && endpoint_addrs="{ 10.0.2.10, 10.0.2.20 }"
+    nsx ngw-s3 nft -f - <<EOF
 table inet natgw_lab {
   chain input {
     type filter hook input priority filter; policy accept;
-    iifname "s3-nat" ip saddr != 10.0.2.10 meta l4proto { tcp, udp, icmp } counter drop comment "only natgw's endpoint address"
+    iifname "$s3_link" ip saddr != $endpoint_addrs meta l4proto { tcp, udp, icmp } counter drop comment "only natgw's endpoint address"
   }
 }
 EOF
@@ -206,6 +254,19 @@ EOF
       nsx ngw-nat ethtool -K "$i" gro off >/dev/null 2>&1 || true
       ip -n ngw-nat link set "$i" up
     done
+    if ((ha)); then
+      nsysctl ngw-nat2 net/ipv4/ip_forward 0
+      for i in nat2-in nat2-s3 nat2-inet; do
+        nsysctl ngw-nat2 "net/ipv6/conf/$i/disable_ipv6" 1
+        nsx ngw-nat2 ethtool -K "$i" gro off >/dev/null 2>&1 || true
+        ip -n ngw-nat2 link set "$i" up
+      done
+      # The management link: kernel addresses, for the HA agents' health checks of each other.
+      prep_if ngw-nat nat-mgmt txoff
+      prep_if ngw-nat2 nat2-mgmt txoff
+      ip -n ngw-nat addr add 172.16.0.1/30 dev nat-mgmt
+      ip -n ngw-nat2 addr add 172.16.0.2/30 dev nat2-mgmt
+    fi
   else
     # Linux does natgw's job: the same addresses and routes (the baseline the tests are validated on).
     for i in nat-in nat-s3 nat-inet; do ip -n ngw-nat link set "$i" up; done
@@ -229,7 +290,9 @@ table ip natgw_lab {
 EOF
     fi
   fi
-  log "up: namespaces ${NAMESPACES[*]} ready"
+  local made=("${NAMESPACES[@]}")
+  ((ha)) || made=("${made[@]:0:5}")
+  log "up: namespaces ${made[*]} ready"
 }
 
 # ------------------------------------------------------------------------------------------- servers
@@ -355,7 +418,7 @@ cmd_status() {
       local pids
       pids=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')
       [[ -n $pids ]] && echo "  processes: $pids"
-    else
+    elif [[ $ns != ngw-nat2 ]]; then  # ngw-nat2 exists with --ha only
       echo "== $ns: absent"
     fi
   done

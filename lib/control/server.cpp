@@ -127,8 +127,8 @@ void ControlServer::listen_http(const std::string& host_port) {
   http_addr_ = host_port;
 }
 
-void ControlServer::poll_once(int timeout_ms, const CommandHandler& cmd,
-                              const MetricsHandler& metrics) {
+void ControlServer::poll_once(int timeout_ms, const CommandHandler& cmd, const MetricsHandler& metrics,
+                              const HealthHandler& health) {
   std::vector<pollfd> fds;
   fds.reserve(2 + clients_.size());
   const bool room = clients_.size() < kMaxClients;  // else new ones wait in the backlog
@@ -150,7 +150,7 @@ void ControlServer::poll_once(int timeout_ms, const CommandHandler& cmd,
   std::vector<Client> kept;
   kept.reserve(clients_.size() + 2);
   for (size_t i = 0; i < clients_.size(); ++i) {
-    if (step(clients_[i], fds[first_client + i].revents, cmd, metrics))
+    if (step(clients_[i], fds[first_client + i].revents, cmd, metrics, health))
       kept.push_back(std::move(clients_[i]));
     else
       ::close(clients_[i].fd);
@@ -168,7 +168,8 @@ void ControlServer::accept_from(int listen_fd, bool http) {
   }
 }
 
-bool ControlServer::step(Client& c, short revents, const CommandHandler& cmd, const MetricsHandler& metrics) {
+bool ControlServer::step(Client& c, short revents, const CommandHandler& cmd, const MetricsHandler& metrics,
+                         const HealthHandler& health) {
   if (!c.replying) {
     const char* end = c.http ? "\r\n\r\n" : "\n";
     bool closed = false;
@@ -187,7 +188,7 @@ bool ControlServer::step(Client& c, short revents, const CommandHandler& cmd, co
     const bool complete = c.in.find(end) != std::string::npos;
     // Cut off by a close, the size limit or the budget: answered, never run half.
     if (!complete && !closed && c.in.size() < kMaxRequest && Clock::now() < c.deadline) return true;
-    reply(c, complete, cmd, metrics);
+    reply(c, complete, cmd, metrics, health);
     revents = POLLOUT;  // try at once: most replies fit the socket buffer
   }
   if (Clock::now() >= c.deadline || (revents & (POLLERR | POLLHUP))) return false;  // too slow, or gone
@@ -202,10 +203,11 @@ bool ControlServer::step(Client& c, short revents, const CommandHandler& cmd, co
   return false;  // all sent: done
 }
 
-void ControlServer::reply(Client& c, bool complete, const CommandHandler& cmd, const MetricsHandler& metrics) {
+void ControlServer::reply(Client& c, bool complete, const CommandHandler& cmd, const MetricsHandler& metrics,
+                          const HealthHandler& health) {
   c.replying = true;
   if (c.http) {
-    c.out = http_response(c.in, metrics);
+    c.out = http_response(c.in, metrics, health);
   } else {
     Reply r;
     if (complete) {
@@ -223,7 +225,8 @@ void ControlServer::reply(Client& c, bool complete, const CommandHandler& cmd, c
   c.deadline = budget();  // from when the reply is ready: a reload may have taken a while
 }
 
-std::string http_response(const std::string& req, const ControlServer::MetricsHandler& metrics) {
+std::string http_response(const std::string& req, const ControlServer::MetricsHandler& metrics,
+                          const ControlServer::HealthHandler& health) {
   const bool get = req.rfind("GET ", 0) == 0;
   const auto sp = req.find(' ', 4);
   std::string path = get && sp != std::string::npos ? req.substr(4, sp - 4) : "";
@@ -234,8 +237,17 @@ std::string http_response(const std::string& req, const ControlServer::MetricsHa
     body = "only GET\n";
   } else if (path == "/metrics") {
     body = metrics();
-  } else if (path == "/" || path == "/healthz") {
-    body = "natgw: ok; metrics at /metrics\n";
+  } else if (path == "/healthz") {
+    // What the HA agent and load balancers judge this instance by: 503 names what is wrong.
+    const Reply h = health ? health() : Reply{};
+    if (h.ok) {
+      body = "ok\n";
+    } else {
+      status = "503 Service Unavailable";
+      body = h.body.empty() || h.body.back() != '\n' ? h.body + "\n" : h.body;
+    }
+  } else if (path == "/") {
+    body = "natgw: metrics at /metrics, health at /healthz\n";
   } else {
     status = "404 Not Found";
     body = "not found; try /metrics\n";

@@ -27,6 +27,7 @@
 
 #include "config/config.hpp"
 #include "control/event_log.hpp"
+#include "control/health.hpp"
 #include "control/server.hpp"
 #include "control/stats.hpp"
 #include "control/systemd_notify.hpp"
@@ -226,6 +227,10 @@ class Daemon {
   std::string status_line(const std::string& what) const;
   int loop_timeout_ms() const;
   control::Reply command(const std::string& line);
+  // GET /healthz and `natgwctl health`: ok, or the reasons (one per line) this natgw cannot carry traffic.
+  control::Reply health() const;
+  std::vector<std::string> health_reasons() const;
+  void health_tick();
   void reset_ports();
   void register_telemetry();
   static int telemetry_stats(const char* cmd, const char* params, rte_tel_data* d);
@@ -252,6 +257,8 @@ class Daemon {
   control::SystemdNotifier notify_;
   std::chrono::microseconds watchdog_timeout_;
   std::optional<control::WorkerWatchdog> watchdog_;  // from READY=1 on, when systemd asked for one
+  std::optional<control::WorkerStallMonitor> stalls_;  // from READY=1 on, always: the health check's
+  std::vector<std::string> said_health_;               // the reasons last logged (empty: healthy)
   std::vector<unsigned> lcores_;                     // worker i runs on lcore lcores_[i]
   bool ready_ = false;                               // READY=1 sent
   Clock::time_point launched_;
@@ -437,6 +444,7 @@ void Daemon::systemd_tick() {
       ready_ = true;
       tell_ready(status_line("running"));
       if (watchdog_timeout_.count()) watchdog_.emplace(watchdog_timeout_, polls, now);
+      stalls_.emplace(polls, now);
       if (notify_.active())
         std::cout << "natgw: systemd: READY=1 sent to " << notify_.socket()
                   << (watchdog_
@@ -453,6 +461,58 @@ void Daemon::systemd_tick() {
   }
   if (unsent_ready_) tell_ready(*unsent_ready_);
   check_watchdog(false);
+  health_tick();
+}
+
+// Every half second from READY=1: which workers still poll; a change in health is logged, with why.
+void Daemon::health_tick() {
+  const auto now = Clock::now();
+  if (!stalls_ || !stalls_->due(now)) return;
+  stalls_->check(poll_counts(), now);
+  std::vector<std::string> why = health_reasons();
+  // A stall's growing idle time is not news: compare without it.
+  const auto key = [](std::vector<std::string> v) {
+    for (auto& r : v) r = r.substr(0, r.find(" made no progress for "));
+    return v;
+  };
+  if (key(why) == key(said_health_)) return;
+  if (why.empty()) {
+    std::cerr << "natgw: health: ok again" << std::endl;
+  } else {
+    std::string all;
+    for (const auto& w : why) all += (all.empty() ? "" : "; ") + w;
+    std::cerr << "natgw: health: unhealthy: " << all << std::endl;
+  }
+  said_health_ = std::move(why);
+}
+
+std::vector<std::string> Daemon::health_reasons() const {
+  control::HealthInput in;
+  in.started = ready_;
+  in.lcores = lcores_;
+  if (stalls_)
+    in.stuck = stalls_->stuck();
+  else
+    in.polls = poll_counts();
+  for (size_t i = 0; i < ctx_.ifaces.size(); ++i) {
+    control::PortHealth p;
+    p.name = ctx_.ifaces[i].name;
+    p.dead = dead_ports_.count(p.name) > 0;
+    // The link as the driver last saw it, without waiting: on the control thread only (ENA's admin queue).
+    rte_eth_link link{};
+    if (!p.dead && rte_eth_link_get_nowait(ctx_.ifaces[i].port_id, &link) == 0)
+      p.link_up = link.link_status == RTE_ETH_LINK_UP;
+    in.ports.push_back(std::move(p));
+  }
+  return control::health_reasons(in);
+}
+
+control::Reply Daemon::health() const {
+  const std::vector<std::string> why = health_reasons();
+  if (why.empty()) return {true, "ok\n"};
+  std::string body;
+  for (const auto& w : why) body += w + "\n";
+  return {false, body};
 }
 
 // `early`: before and after what may block the control thread for seconds (a reload, a port reset),
@@ -474,13 +534,7 @@ void Daemon::check_watchdog(bool early) {
     return;
   }
   std::string who;
-  for (const auto& s : v.stuck) {
-    char idle[32];
-    std::snprintf(idle, sizeof(idle), "%.1f",
-                  std::chrono::duration_cast<std::chrono::duration<double>>(s.idle).count());
-    who += (who.empty() ? "" : ", ") + std::string("worker ") + std::to_string(s.worker) + " (lcore " +
-           std::to_string(lcores_[s.worker]) + ") made no progress for " + idle + " s";
-  }
+  for (const auto& s : v.stuck) who += (who.empty() ? "" : ", ") + control::stuck_text(s, lcores_[s.worker]);
   std::cerr << "natgw: watchdog: " << who << ": stuck, not feeding systemd's watchdog (it restarts natgw "
             << watchdog_->timeout().count() / 1000 << " ms after the last feed)" << std::endl;
   notify_.status("stuck: " + who + "; watchdog not fed");
@@ -530,9 +584,15 @@ control::Reply Daemon::command(const std::string& line) {
   if (verb == "metrics")
     return {true, control::render_prometheus(snap(true), ctx_, reload_) + xdp_.prometheus() + events_.prometheus()};
   if (verb == "reload") return reload();
+  if (verb == "health") {  // an ERR line "unhealthy", then the reasons: natgwctl exits 1
+    control::Reply h = health();
+    if (!h.ok) h.body = "unhealthy\n" + h.body.substr(0, h.body.size() - 1);
+    return h;
+  }
   if (verb == "version") return {true, std::string("natgw ") + NATGW_VERSION + "\n"};
   if (verb == "help" || verb.empty())
-    return {true, "commands: stats | sessions [ADDR] | routes | arp | acl | metrics | reload | version\n"};
+    return {true,
+            "commands: stats | sessions [ADDR] | routes | arp | acl | metrics | health | reload | version\n"};
   return {false, "unknown command '" + verb + "' (try: help)"};
 }
 
@@ -673,9 +733,10 @@ int Daemon::run(const char* argv0) {
   const auto on_metrics = [this] {
     return control::render_prometheus(snap(true), ctx_, reload_) + xdp_.prometheus() + events_.prometheus();
   };
+  const auto on_health = [this] { return health(); };
   uint64_t last_timer = rte_get_timer_cycles();
   while (!g_stop) {
-    server_.poll_once(loop_timeout_ms(), on_command, on_metrics);
+    server_.poll_once(loop_timeout_ms(), on_command, on_metrics, on_health);
     drain_events();
     systemd_tick();
     // ENA's keep-alive watchdog is an rte_timer armed on this lcore.

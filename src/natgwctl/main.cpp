@@ -16,9 +16,12 @@ int usage(int rc) {
                "  arp                neighbour table\n"
                "  acl                ACL rules with hit counters\n"
                "  metrics            the Prometheus exposition\n"
+               "  health             ok (exit 0), or unhealthy and why, a reason a line (exit 1): a worker\n"
+               "                     stopped polling, a port dead after a failed reset, a link down\n"
                "  reload             re-read the config file; errors leave the running config\n"
                "  version\n"
-               "default socket: /run/natgw/natgw.sock (or $NATGW_SOCKET)\n");
+               "default socket: /run/natgw/natgw.sock (or $NATGW_SOCKET)\n"
+               "exit status: 0 done, 1 refused (or unhealthy), 2 usage, 3 no natgw answers\n");
   return rc;
 }
 }  // namespace
@@ -46,6 +49,10 @@ int main(int argc, char** argv) {
     // verdict, within systemd's default 90 s for ExecReload.
     const int timeout_ms = line.rfind("reload", 0) == 0 ? 80000 : 5000;
     const natgw::control::Reply r = natgw::control::send_command(socket, line, timeout_ms);
+    if (line == "health") {  // the verdict is the answer either way: on stdout, the exit status says which
+      std::cout << r.body << (r.body.empty() || r.body.back() != '\n' ? "\n" : "");
+      return r.ok ? 0 : 1;
+    }
     if (!r.ok) {
       std::cerr << "natgwctl: " << r.body << (r.body.empty() || r.body.back() != '\n' ? "\n" : "");
       return 1;

@@ -18,10 +18,17 @@ void check(bool ok) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string req(reinterpret_cast<const char*>(data), size);
   bool rendered = false;
-  const std::string r = natgw::control::http_response(req, [&] {
-    rendered = true;
-    return std::string("natgw_up 1\n");
-  });
+  // Healthy or not by the input's length: both answers of /healthz get exercised.
+  const bool healthy = size % 2 == 0;
+  const std::string r = natgw::control::http_response(
+      req,
+      [&] {
+        rendered = true;
+        return std::string("natgw_up 1\n");
+      },
+      [&] {
+        return natgw::control::Reply{healthy, healthy ? "ok\n" : "inside: link down\n"};
+      });
   check(r.rfind("HTTP/1.0 ", 0) == 0);
   const size_t head_end = r.find("\r\n\r\n");
   check(head_end != std::string::npos);
@@ -29,5 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   check(r.find("\r\nContent-Length: " + std::to_string(body.size()) + "\r\n") < head_end);
   // Metrics are rendered exactly for a 200 on /metrics.
   check(rendered == (body == "natgw_up 1\n" && r.rfind("HTTP/1.0 200 OK", 0) == 0));
+  // 503 only for an unhealthy /healthz, and then with the reasons.
+  if (r.rfind("HTTP/1.0 503 ", 0) == 0) check(!healthy && body == "inside: link down\n");
   return 0;
 }

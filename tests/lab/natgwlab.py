@@ -43,6 +43,7 @@ from pathlib import Path
 # --------------------------------------------------------------------------------------------- topology
 CLIENT_NS, TGW_NS, NAT_NS, S3_NS, INET_NS = "ngw-client", "ngw-tgw", "ngw-nat", "ngw-s3", "ngw-inet"
 NAMESPACES = (CLIENT_NS, TGW_NS, NAT_NS, S3_NS, INET_NS)
+NAT2_NS = "ngw-nat2"  # the second natgw (B) of `lab.sh up --ha` (Lab(ha=True)); see scripts/lab.sh
 CLIENT_ADDR = "192.168.10.2"
 TGW_CLIENT_ADDR, TGW_NAT_ADDR = "192.168.10.1", "10.0.1.1"
 NATGW_INSIDE, NATGW_ENDPOINT, NATGW_INTERNET = "10.0.1.10", "10.0.2.10", "10.0.3.10"
@@ -321,7 +322,8 @@ class Natgw:
     """natgw running in ngw-nat: `ip netns exec ngw-nat $NATGW_BIN --config FILE ...`, output in a log."""
 
     def __init__(self, config: str | os.PathLike, extra_args=(), logdir: str = "/tmp",
-                 ready_timeout: float = 60, env: dict[str, str | None] | None = None):
+                 ready_timeout: float = 60, env: dict[str, str | None] | None = None, ns: str = NAT_NS):
+        self.ns = ns
         self.config = Path(config).resolve()
         self.extra_args = [str(a) for a in extra_args]
         self.env = env  # added to (or, with a None value, removed from) the test's environment
@@ -334,7 +336,7 @@ class Natgw:
         if not self.config.exists():
             raise NatgwError(f"config {self.config} not found")
         # stdbuf: the marker line must reach the log file now, not when a stdio buffer fills.
-        cmd = ["ip", "netns", "exec", NAT_NS, "stdbuf", "-oL", "-eL", str(natgw_bin()),
+        cmd = ["ip", "netns", "exec", self.ns, "stdbuf", "-oL", "-eL", str(natgw_bin()),
                "--config", str(self.config), *self.extra_args]
         self._log = open(self.log_path, "w")
         self._log.write(f"# {' '.join(cmd)}\n")
@@ -616,10 +618,11 @@ class Lab:
     """The namespace lab: `lab.sh up` on enter, `lab.sh down` on exit (always)."""
 
     def __init__(self, mode: str = "forward", dataplane_mode: str | None = None, servers: bool = True,
-                 logdir: str | None = None, lock_timeout: float = 600):
+                 logdir: str | None = None, lock_timeout: float = 600, ha: bool = False):
         if mode not in ("forward", "nat"):
             raise ValueError(f"mode must be forward or nat, not {mode!r}")
         self.mode = mode
+        self.ha = ha  # lab.sh up --ha: a second natgw namespace (NAT2_NS) on bridged links
         self.dataplane = dataplane_mode or dataplane()
         self.servers = servers
         if logdir or os.environ.get("NATGW_LAB_LOGDIR"):
@@ -682,7 +685,7 @@ class Lab:
         self._acquire_lock()
         _registry.labs.add(self)
         self.is_up = True
-        r = self._lab_sh("up", "--mode", self.mode, "--dataplane", self.dataplane)
+        r = self._lab_sh("up", "--mode", self.mode, "--dataplane", self.dataplane, *(["--ha"] if self.ha else []))
         if r.returncode != 0:
             raise RuntimeError(f"lab.sh up failed ({r.returncode}):\n{r.stdout}{r.stderr}")
         if self.dataplane == "kernel":
@@ -731,14 +734,19 @@ class Lab:
 
     # -- natgw
     def start_natgw(self, config: str | os.PathLike, extra_args=(), ready_timeout: float = 60,
-                    env: dict[str, str | None] | None = None) -> Natgw:
+                    env: dict[str, str | None] | None = None, ns: str = NAT_NS) -> Natgw:
         """Start natgw (or the kernel stand-in) with config and wait until it is running. env: variables
-        to add to natgw's environment (e.g. NOTIFY_SOCKET), or with None as value, to remove."""
+        to add to natgw's environment (e.g. NOTIFY_SOCKET), or with None as value, to remove. ns: the
+        namespace (NAT2_NS for the second natgw of an HA lab; natgw only)."""
         cfg = Path(config)
         if not cfg.is_absolute():
             cfg = SRC / cfg
-        cls = KernelNatgw if self.dataplane == "kernel" else Natgw
-        n = cls(cfg, extra_args, logdir=self.logdir, ready_timeout=ready_timeout, env=env)
+        if self.dataplane == "kernel":
+            if ns != NAT_NS:
+                raise ValueError("the kernel stand-in runs in ngw-nat only")
+            n = KernelNatgw(cfg, extra_args, logdir=self.logdir, ready_timeout=ready_timeout, env=env)
+        else:
+            n = Natgw(cfg, extra_args, logdir=self.logdir, ready_timeout=ready_timeout, env=env, ns=ns)
         self.natgws.append(n)
         return n.start()
 

@@ -244,5 +244,77 @@ TEST(HttpResponse, RoutesAndStatuses) {
   EXPECT_NE(r.find("Content-Length: " + std::to_string(body.size()) + "\r\n"), std::string::npos) << r;
 }
 
+// /healthz reflects the health handler: 200 "ok", or 503 with the reasons one per line; metrics are not
+// rendered for it, and / stays an index.
+TEST(HttpResponse, HealthzIs503WithTheReasonsWhenUnhealthy) {
+  int metrics_calls = 0, health_calls = 0;
+  const ControlServer::MetricsHandler m = [&] {
+    ++metrics_calls;
+    return std::string("natgw_up 1\n");
+  };
+  Reply verdict{true, "ok\n"};
+  const ControlServer::HealthHandler h = [&] {
+    ++health_calls;
+    return verdict;
+  };
+  const auto body_of = [](const std::string& r) { return r.substr(r.find("\r\n\r\n") + 4); };
+  std::string r = http_response("GET /healthz HTTP/1.0\r\n\r\n", m, h);
+  EXPECT_EQ(r.rfind("HTTP/1.0 200 OK\r\n", 0), 0u) << r;
+  EXPECT_EQ(body_of(r), "ok\n");
+  verdict = Reply{false, "worker 0 (lcore 1) made no progress for 1.0 s\ninside: link down"};
+  r = http_response("GET /healthz?peer=b HTTP/1.1\r\nHost: x\r\n\r\n", m, h);
+  EXPECT_EQ(r.rfind("HTTP/1.0 503 Service Unavailable\r\n", 0), 0u) << r;
+  const std::string body = body_of(r);
+  EXPECT_EQ(body, "worker 0 (lcore 1) made no progress for 1.0 s\ninside: link down\n");
+  EXPECT_NE(r.find("Content-Length: " + std::to_string(body.size()) + "\r\n"), std::string::npos) << r;
+  EXPECT_EQ(http_response("GET / HTTP/1.0\r\n\r\n", m, h).rfind("HTTP/1.0 200 OK", 0), 0u);
+  EXPECT_EQ(health_calls, 2);
+  EXPECT_EQ(metrics_calls, 0);
+  // No handler: healthy (a listener without a dataplane behind it).
+  EXPECT_EQ(body_of(http_response("GET /healthz HTTP/1.0\r\n\r\n", m)), "ok\n");
+}
+
+// Served by the listener: the handler poll_once was given answers /healthz.
+TEST(ControlServer, HealthzOverTheListenerUsesTheHealthHandler) {
+  ControlServer s;
+  const int port = 20000 + (::getpid() + 7) % 20000;
+  try {
+    s.listen_http("127.0.0.1:" + std::to_string(port));
+  } catch (const std::runtime_error& e) {
+    GTEST_SKIP() << "cannot listen on 127.0.0.1:" << port << ": " << e.what();
+  }
+  std::atomic<bool> done{false};
+  std::string reply;
+  std::thread client([&] {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) == 0) {
+      const std::string req = "GET /healthz HTTP/1.0\r\n\r\n";
+      (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+      char buf[512];
+      for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) reply.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    done = true;
+  });
+  const auto end = Clock::now() + std::chrono::seconds(10);
+  while (!done && Clock::now() < end)
+    s.poll_once(
+        50,
+        [](const std::string&) {
+          return Reply{true, ""};
+        },
+        [] { return std::string(); },
+        [] {
+          return Reply{false, "internet: link down\n"};
+        });
+  client.join();
+  EXPECT_EQ(reply.rfind("HTTP/1.0 503 Service Unavailable", 0), 0u) << reply;
+  EXPECT_EQ(reply.substr(reply.find("\r\n\r\n") + 4), "internet: link down\n");
+}
+
 }  // namespace
 }  // namespace natgw::control

@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "control/health.hpp"
 #include "control/watchdog.hpp"
 #include "natgw/counter.hpp"
 
@@ -153,6 +154,69 @@ TEST(WorkerWatchdog, ReadsALiveCounterFromAnotherThread) {
   const auto v = wd.check(read(), Clock::now() + 100ms);
   EXPECT_FALSE(v.feed);
   EXPECT_EQ(stuck_workers(v), std::vector<size_t>{0});
+}
+
+// ------------------------------------------------------------------------------------------ health
+// GET /healthz and `natgwctl health` (control/health.hpp): the reasons natgw cannot carry traffic.
+
+TEST(Health, HealthyWhenEveryWorkerPollsAndEveryLinkIsUp) {
+  HealthInput in;
+  in.started = true;
+  in.lcores = {1, 2};
+  in.ports = {{"inside", false, true}, {"internet", false, true}};
+  EXPECT_TRUE(health_reasons(in).empty());
+}
+
+TEST(Health, BeforeReadyAWorkerThatHasNotPolledIsNamed) {
+  HealthInput in;
+  in.lcores = {1, 2};
+  in.polls = {5, 0};
+  EXPECT_EQ(health_reasons(in), std::vector<std::string>{"starting: worker 1 (lcore 2) not polling yet"});
+  in.polls = {5, 1};
+  EXPECT_TRUE(health_reasons(in).empty());
+}
+
+TEST(Health, EveryReasonOneLineWorkersFirstThenPortsInOrder) {
+  HealthInput in;
+  in.started = true;
+  in.lcores = {1, 3};
+  in.stuck = {WorkerWatchdog::Stuck{1, 1500ms}};
+  in.ports = {{"inside", false, false}, {"endpoint", true, true}, {"internet", false, true}};
+  const std::vector<std::string> want{
+      "worker 1 (lcore 3) made no progress for 1.5 s",
+      "inside: link down",
+      "endpoint: port dead: its driver-requested reset failed (a restart probes it afresh)",
+  };
+  EXPECT_EQ(health_reasons(in), want);
+  for (const auto& r : health_reasons(in)) EXPECT_EQ(r.find('\n'), std::string::npos) << r;
+}
+
+// The stall monitor runs whether or not systemd asked for a watchdog: a worker that stops is stuck at the
+// first check after one that saw it move (within 0.5 to 1 s), and healthy again once it moves.
+TEST(Health, TheStallMonitorNamesAStoppedWorkerWithinOneInterval) {
+  const auto i = WorkerStallMonitor::kInterval;
+  WorkerStallMonitor m(Polls{0, 0}, t0);
+  EXPECT_FALSE(m.due(t0 + i - 1ms));
+  ASSERT_TRUE(m.due(t0 + i));
+  m.check(Polls{10, 10}, t0 + i);
+  EXPECT_TRUE(m.stuck().empty());
+  // Worker 0 stops right after that check.
+  m.check(Polls{10, 20}, t0 + 2 * i);
+  ASSERT_EQ(m.stuck().size(), 1u);
+  EXPECT_EQ(m.stuck()[0].worker, 0u);
+  EXPECT_EQ(m.stuck()[0].idle, i);
+  HealthInput in;
+  in.started = true;
+  in.lcores = {1, 2};
+  in.stuck = m.stuck();
+  EXPECT_EQ(health_reasons(in), std::vector<std::string>{"worker 0 (lcore 1) made no progress for 0.5 s"});
+  m.check(Polls{11, 30}, t0 + 3 * i);
+  EXPECT_TRUE(m.stuck().empty());
+}
+
+TEST(Health, StuckTextMatchesTheWatchdogsLogLine) {
+  EXPECT_EQ(stuck_text(WorkerWatchdog::Stuck{0, 5s}, 1), "worker 0 (lcore 1) made no progress for 5.0 s");
+  EXPECT_EQ(stuck_text(WorkerWatchdog::Stuck{3, 250ms}, 7), "worker 3 (lcore 7) made no progress for 0.2 s");
 }
 
 }  // namespace
