@@ -14,9 +14,12 @@ HostSessions::HostSessions(const char* what, uint32_t max_hosts, int socket, uin
 
 // A host's entry lives while either count is non-zero.
 HostSessions::Added HostSessions::add(rte_be32_t host, uint32_t limit, uint32_t Host::*count) {
-  const uint64_t h = hash_of(host);
-  if (const int64_t v = find(host, h); v >= 0) {
-    Host& e = hosts_[v];
+  int64_t found = recent(host);
+  const uint64_t h = found >= 0 ? 0 : hash_of(host);
+  if (found < 0) found = find(host, h);
+  if (found >= 0) {
+    Host& e = hosts_[found];
+    recent_ = static_cast<uint32_t>(found);
     if (limit && e.*count >= limit) return Added::kAtLimit;
     ++(e.*count);
     return Added::kYes;
@@ -27,19 +30,21 @@ HostSessions::Added HostSessions::add(rte_be32_t host, uint32_t limit, uint32_t 
   --nfree_;
   hosts_[v] = Host{host, 0, 0};
   hosts_[v].*count = 1;
+  recent_ = v;
   live_.store(live_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   return Added::kYes;
 }
 
 void HostSessions::sub(rte_be32_t host, uint32_t Host::*count) {
-  const uint64_t h = hash_of(host);
-  const int64_t v = find(host, h);
+  int64_t v = recent(host);
+  if (v < 0) v = find(host, hash_of(host));
   if (v < 0) return;
   Host& e = hosts_[v];
+  recent_ = static_cast<uint32_t>(v);
   if (e.*count == 0) return;
   --(e.*count);
   if (e.sessions != 0 || e.ports != 0) return;
-  index_.erase(h, static_cast<uint32_t>(v));
+  index_.erase(hash_of(host), static_cast<uint32_t>(v));
   free_[nfree_++] = static_cast<uint32_t>(v);
   live_.store(live_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
 }

@@ -58,12 +58,23 @@ class HostSessions {
   int64_t find(rte_be32_t a, uint64_t h) const {
     return index_.find(h, [&](uint32_t v) { return hosts_[v].addr == a; });
   }
+  // The slot the last add or sub found, if it still holds `a`: a new session that makes a new
+  // mapping counts the host twice (its session, then its port), and an expiring session that
+  // frees its mapping uncounts it twice; the second needs no hash and probe. A freed slot has
+  // both counts 0, so it never passes for a live one.
+  int64_t recent(rte_be32_t a) const {
+    if (recent_ == kNone) return -1;
+    const Host& e = hosts_[recent_];
+    return e.addr == a && (e.sessions | e.ports) != 0 ? int64_t{recent_} : -1;
+  }
+  static constexpr uint32_t kNone = UINT32_MAX;
 
   SigIndex index_;  // host address -> slot in hosts_
   TableMemory host_mem_, free_mem_;
   Host* hosts_ = nullptr;
   uint32_t* free_ = nullptr;  // free slots of hosts_, first nfree_ valid
   uint32_t nfree_ = 0;
+  uint32_t recent_ = kNone;  // see recent()
   std::atomic<uint32_t> live_{0};
 };
 
