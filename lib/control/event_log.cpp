@@ -126,10 +126,12 @@ void EventLog::send_ipfix() {
   if (ipfix_sock_ < 0) return;
   if (::sendto(ipfix_sock_, m.data(), m.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
                reinterpret_cast<const sockaddr*>(&ipfix_to_), sizeof ipfix_to_) != static_cast<ssize_t>(m.size())) {
+    const int err = errno;
     write_errors_ += records;
+    ipfix_.resend_template();  // the collector may not have it yet: the next message carries it
     if (!said_ipfix_error_) {
       said_ipfix_error_ = true;
-      std::cerr << "natgw: nat_events: sending to the IPFIX collector failed: " << std::strerror(errno)
+      std::cerr << "natgw: nat_events: sending to the IPFIX collector failed: " << std::strerror(err)
                 << " (counted in natgw_nat_events_errors_total; not logged again until a reload)" << std::endl;
     }
   }

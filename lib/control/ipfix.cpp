@@ -55,7 +55,7 @@ void MessageBuilder::restart(uint32_t domain) {
 
 void MessageBuilder::begin(int64_t now_ms) {
   buf_.assign(kHeaderSize, '\0');  // filled in by take()
-  if (!template_sent_ || now_ms - template_ms_ >= kTemplateEveryMs ||
+  if (!template_sent_ || now_ms < template_ms_ || now_ms - template_ms_ >= kTemplateEveryMs ||
       since_template_ + 1 >= kTemplateEveryMessages) {
     put16(buf_, kTemplateSetId);
     put16(buf_, static_cast<uint16_t>(kTemplateSetSize));

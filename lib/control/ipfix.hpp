@@ -25,7 +25,8 @@ constexpr size_t kMaxMessage = 1400;
 constexpr size_t kHeaderSize = 16;
 constexpr size_t kRecordSize = 36;
 // UDP gives no way to know a collector (re)started: the template goes again in a message at least
-// every 10 s and every 64 messages (RFC 7011 §8.4), so a collector reads records again soon after.
+// every 10 s and every 64 messages (RFC 7011 §8.4), so a collector reads records again soon after;
+// also at once when the wall clock has gone back since the last (a step back must not hold it off).
 constexpr int64_t kTemplateEveryMs = 10'000;
 constexpr unsigned kTemplateEveryMessages = 64;
 
@@ -56,6 +57,8 @@ class MessageBuilder {
 
   // A new collector or domain: the sequence starts at 0 and the next message carries the template.
   void restart(uint32_t domain);
+  // The message last taken was not sent: the next one carries the template (it may have been in it).
+  void resend_template() { template_sent_ = false; }
   // `time_ms`/`start_ms`: wall-clock milliseconds since the epoch; `now_ms`: the wall clock now
   // (when the template was last sent is measured on it).
   void add(const nat::NatEvent& e, int64_t time_ms, int64_t start_ms, int64_t now_ms);

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <rte_ring_elem.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -246,6 +247,82 @@ TEST_F(NatEvents, IpfixRecordsCarryTheSameSessions) {
   EXPECT_EQ(m2.sequence, 0u);
   EXPECT_EQ(m2.domain, 43u);
   EXPECT_EQ(m2.records.size(), 1u);
+  ::close(collector);
+}
+
+// This process's IPv4 UDP sockets (to find the one an EventLog opened: the fds new after configure()).
+std::set<int> udp_sockets() {
+  std::set<int> v;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    const int fd = std::stoi(e.path().filename().string());
+    int type = 0, domain = 0;
+    socklen_t len = sizeof type;
+    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_DGRAM) continue;
+    len = sizeof domain;
+    if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_INET) v.insert(fd);
+  }
+  return v;
+}
+
+// A collector natgw cannot send to is counted in natgw_nat_events_errors_total, and once it can,
+// the first message carries the template again (the failed one had it). The collector sits on lo's
+// broadcast address: natgw's socket lacks SO_BROADCAST, so the kernel refuses (EACCES) until the test
+// sets it on that socket, the same collector becoming reachable without a reload.
+TEST_F(NatEvents, AFailedIpfixSendIsCountedAndTheTemplateGoesAgain) {
+  const int collector = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(0x7fffffff);  // 127.255.255.255
+  ASSERT_EQ(::bind(collector, reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+  socklen_t alen = sizeof a;
+  ::getsockname(collector, reinterpret_cast<sockaddr*>(&a), &alen);
+  const auto messages = [&] {
+    std::vector<std::string> v;
+    char buf[2048];
+    for (ssize_t n; (n = ::recv(collector, buf, sizeof buf, 0)) > 0;)
+      v.emplace_back(buf, static_cast<size_t>(n));
+    return v;
+  };
+  config::NatEvents ipfix;
+  ipfix.ipfix_addr = 0x7fffffff;
+  ipfix.ipfix_port = ntohs(a.sin_port);
+  const std::set<int> before = udp_sockets();
+  log.configure(ipfix);
+  std::vector<int> opened;
+  for (int fd : udp_sockets())
+    if (!before.count(fd)) opened.push_back(fd);
+  ASSERT_EQ(opened.size(), 1u) << "the IPFIX socket";
+  p.ctx.sessions[0]->set_event_ring(p.ctx.events[0]);
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53)));
+  p.out(kInternet);
+  EXPECT_EQ(drain(), 1u);
+  EXPECT_EQ(log.write_errors(), 1u) << "the record the failed message carried";
+  EXPECT_TRUE(messages().empty());
+  const int on = 1;
+  ASSERT_EQ(::setsockopt(opened[0], SOL_SOCKET, SO_BROADCAST, &on, sizeof on), 0);
+  p.advance(1'000);  // well within the template's ten seconds
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40001, 53)));
+  p.out(kInternet);
+  EXPECT_EQ(drain(), 1u);
+  auto d = messages();
+  ASSERT_EQ(d.size(), 1u);
+  std::map<uint16_t, std::vector<std::pair<uint16_t, uint16_t>>> templates;
+  const IpfixMessage m = decode_ipfix(d[0], templates);
+  EXPECT_TRUE(m.had_template) << "the failed message had it";
+  EXPECT_EQ(m.sequence, 1u) << "the lost record counted: the collector sees the gap";
+  ASSERT_EQ(m.records.size(), 1u);
+  EXPECT_EQ(m.records[0].at(7), 40001u);
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40002, 53)));
+  p.out(kInternet);
+  EXPECT_EQ(drain(), 1u);
+  d = messages();
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_FALSE(decode_ipfix(d[0], templates).had_template) << "sent: not again before it is due";
+  EXPECT_EQ(log.write_errors(), 1u);
+  // IPFIX off: no target left, the socket closed.
+  log.configure(config::NatEvents{});
+  EXPECT_FALSE(log.enabled());
+  EXPECT_EQ(udp_sockets(), before);
   ::close(collector);
 }
 

@@ -123,6 +123,24 @@ TEST(Ipfix, TheTemplateIsSentAgainEveryTenSecondsAndEvery64Messages) {
   EXPECT_EQ(be32(m, 12), 9u);
 }
 
+// A message that was not sent may have carried the template: the next one carries it again. A
+// wall clock stepped back (NTP) is no reason to wait up to the step plus ten seconds for it.
+TEST(Ipfix, TheTemplateGoesAgainAfterAFailedSendAndWhenTheClockStepsBack) {
+  MessageBuilder b;
+  const auto has_template = [&](int64_t now) {
+    b.add(udp_event(nat::NatEventKind::kCreate), now, now, now);
+    return be16(b.take(now), 16) == kTemplateSetId;
+  };
+  EXPECT_TRUE(has_template(kStart));
+  EXPECT_FALSE(has_template(kStart + 1'000));
+  b.resend_template();
+  EXPECT_TRUE(has_template(kStart + 2'000)) << "after a failed send";
+  EXPECT_FALSE(has_template(kStart + 3'000));
+  EXPECT_TRUE(has_template(kStart - 3'600'000)) << "the clock stepped back an hour";
+  EXPECT_FALSE(has_template(kStart - 3'599'000)) << "then every ten seconds from there";
+  EXPECT_EQ(b.sequence(), 6u) << "the sequence goes on";
+}
+
 TEST(Ipfix, AFullMessageStaysWithinTheSizeBound) {
   MessageBuilder b;
   unsigned n = 0;
