@@ -207,7 +207,15 @@ void EventLog::log(const nat::NatEvent& e, int64_t now_wall_ms, uint32_t now_ms)
   const bool create = e.kind == nat::NatEventKind::kCreate;
   if (file_ || sock_ >= 0) write(format(e, start, end), create ? start : end);
   if (ipfix_sock_ >= 0) {
-    ipfix_.add(e, create ? start : end, start, now_wall_ms);
+    // observationTimeMilliseconds: a create happened at the session's first packet; a delete when the
+    // worker ended the session, which the event carries no time of: when it is logged (a control-loop
+    // turn later, more under a backlog). flowEndMilliseconds is the last packet, on a create its first
+    // (its start) rather than 0: IANA defines it as the flow's last packet, RFC 8158 leaves it out of
+    // its NAT44 templates, and collectors that place or time a flow by it (nfdump, Elastic, ntopng:
+    // end - start) would read 0 as 1970 and a negative duration.
+    ipfix_.add(e,
+               {.event_ms = create ? start : now_wall_ms, .start_ms = start, .end_ms = create ? start : end},
+               now_wall_ms);
     if (ipfix_.full()) send_ipfix();
   }
   ++logged_[create ? 0 : 1];

@@ -854,11 +854,16 @@ class NatEventLog(L.LabTestCase):
             self.assertEqual((r["IPV4_SRC_ADDR"], r["postNATSourceIPv4Address"], r["postNAPTSourceTransportPort"]),
                              (CLIENT_ADDR, ip, int(port)), r)
             self.assertEqual((r["IPV4_DST_ADDR"], r["L4_DST_PORT"], r["PROTOCOL"]), (INET_ADDR, ECHO_PORTS[0], 17), r)
-        # Real wall-clock times: created within the last minute, deleted at its last packet, after its start.
+        # Real wall-clock times: created within the last minute (the create's time, start and end: its first packet);
+        # the delete's end is its last packet, its time when natgw ended it, after the 2 s UDP timeout (less up to
+        # the 1 s natgw lets its clock anchor drift).
         self.assertLess(abs(mine[0]["flowStartMilliseconds"] - time.time() * 1000), 60_000, mine[0])
         self.assertEqual(mine[0]["observationTimeMilliseconds"], mine[0]["flowStartMilliseconds"])
+        self.assertEqual(mine[0]["flowEndMilliseconds"], mine[0]["flowStartMilliseconds"])
         self.assertEqual(mine[1]["flowStartMilliseconds"], mine[0]["flowStartMilliseconds"])
-        self.assertGreaterEqual(mine[1]["observationTimeMilliseconds"], mine[1]["flowStartMilliseconds"])
+        self.assertGreaterEqual(mine[1]["flowEndMilliseconds"], mine[1]["flowStartMilliseconds"])
+        self.assertGreaterEqual(mine[1]["observationTimeMilliseconds"] - mine[1]["flowEndMilliseconds"], 1000, mine[1])
+        self.assertLess(abs(mine[1]["observationTimeMilliseconds"] - time.time() * 1000), 60_000, mine[1])
         m = L.metrics(strict=False)
         self.assertGreaterEqual(m.value("natgw_nat_events_total", kind="session-delete"), 1)
         self.assertEqual(m.value("natgw_nat_events_lost_total"), 0)

@@ -206,10 +206,17 @@ TEST_F(NatEvents, IpfixRecordsCarryTheSameSessions) {
     EXPECT_EQ(r->at(11), 53u);               // destinationTransportPort
     EXPECT_EQ(r->at(152), static_cast<uint64_t>(t0));  // flowStartMilliseconds
   }
+  ASSERT_EQ(templates[256].size(), 11u);
+  EXPECT_EQ(templates[256].back(), (std::pair<uint16_t, uint16_t>{153, 8})) << "flowEndMilliseconds, 8 bytes";
   EXPECT_EQ(m0.records[0].at(230), 4u) << "natEvent: NAT44 session create";
-  EXPECT_EQ(m0.records[0].at(323), static_cast<uint64_t>(t0));
+  EXPECT_EQ(m0.records[0].at(323), static_cast<uint64_t>(t0)) << "observationTimeMilliseconds: the creation";
+  EXPECT_EQ(m0.records[0].at(153), static_cast<uint64_t>(t0))
+      << "flowEndMilliseconds: its first packet so far";
   EXPECT_EQ(m1.records[0].at(230), 5u) << "natEvent: NAT44 session delete";
-  EXPECT_EQ(m1.records[0].at(323), static_cast<uint64_t>(t1)) << "the end is the session's last packet";
+  EXPECT_EQ(m1.records[0].at(323), static_cast<uint64_t>(kBase + 307'000))
+      << "observationTimeMilliseconds: the delete, when it was logged";
+  EXPECT_EQ(m1.records[0].at(153), static_cast<uint64_t>(t1))
+      << "flowEndMilliseconds: the session's last packet";
   EXPECT_EQ(log.write_errors(), 0u);
 
   // A burst of 100 new flows in one drain: messages within 1,400 bytes, every record once, the
@@ -219,17 +226,21 @@ TEST_F(NatEvents, IpfixRecordsCarryTheSameSessions) {
   EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 100u);
   EXPECT_EQ(drain(), 100u);
   const auto burst = messages();
-  ASSERT_EQ(burst.size(), 3u);
+  ASSERT_EQ(burst.size(), 4u);
   uint32_t expect_seq = 2;
   std::set<uint64_t> sports;
+  std::vector<size_t> counts;
   for (const auto& msg : burst) {
     EXPECT_LE(msg.size(), 1400u);
     const IpfixMessage m = decode_ipfix(msg, templates);
     EXPECT_FALSE(m.had_template) << "sent with the last message, at the same time";
     EXPECT_EQ(m.sequence, expect_seq);
     expect_seq += static_cast<uint32_t>(m.records.size());
+    counts.push_back(m.records.size());
     for (const auto& r : m.records) sports.insert(r.at(7));
   }
+  EXPECT_EQ(counts, (std::vector<size_t>{31, 31, 31, 7}))
+      << "44-byte records, 31 in a message without the template";
   EXPECT_EQ(sports.size(), 100u);
   EXPECT_EQ(*sports.begin(), 41000u);
 
