@@ -42,6 +42,17 @@ int udp_socket(int current, bool wanted, const char* what) {
   return s;
 }
 
+// Room for a burst of IPFIX messages (an expiry sweep ending thousands of sessions at once sends
+// hundreds) while the NIC or a slow path drains them: the default (net.core.wmem_default, ~200 KiB)
+// would refuse the rest with EAGAIN. Best effort: past net.core.wmem_max with CAP_NET_ADMIN (which
+// natgw has to drive its ports), else up to it; a failure leaves the default.
+constexpr int kIpfixSendBuffer = 1 << 20;
+
+void enlarge_send_buffer(int s) {
+  if (::setsockopt(s, SOL_SOCKET, SO_SNDBUFFORCE, &kIpfixSendBuffer, sizeof kIpfixSendBuffer) != 0)
+    (void)::setsockopt(s, SOL_SOCKET, SO_SNDBUF, &kIpfixSendBuffer, sizeof kIpfixSendBuffer);
+}
+
 sockaddr_in ipv4_endpoint(uint32_t addr, uint16_t port) {
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -53,6 +64,10 @@ sockaddr_in ipv4_endpoint(uint32_t addr, uint16_t port) {
 }  // namespace
 
 EventLog::~EventLog() {
+  try {
+    flush();  // what is pending (best effort: nothing is retried, and nothing may leave a destructor)
+  } catch (...) {
+  }
   if (file_) std::fclose(file_);
   if (sock_ >= 0) ::close(sock_);
   if (ipfix_sock_ >= 0) ::close(ipfix_sock_);
@@ -76,6 +91,7 @@ void EventLog::configure(const config::NatEvents& cfg) {
   try {
     sock = udp_socket(sock_, cfg.syslog_addr != 0, "nat_events.syslog");
     ipfix_sock = udp_socket(ipfix_sock_, cfg.ipfix_addr != 0, "nat_events.ipfix");
+    if (ipfix_sock >= 0 && ipfix_sock != ipfix_sock_) enlarge_send_buffer(ipfix_sock);
   } catch (...) {
     if (f) std::fclose(f);
     if (sock >= 0 && sock != sock_) ::close(sock);
@@ -179,7 +195,8 @@ std::string EventLog::prometheus() const {
          "# TYPE natgw_nat_events_total counter\n"
          "natgw_nat_events_total{kind=\"session-create\"} " + std::to_string(logged_[0]) + "\n" +
          "natgw_nat_events_total{kind=\"session-delete\"} " + std::to_string(logged_[1]) + "\n" +
-         "# HELP natgw_nat_events_errors_total NAT events a target did not take (file write or syslog send failed)\n"
+         "# HELP natgw_nat_events_errors_total NAT events a target did not take (file write, syslog or IPFIX send "
+         "failed)\n"
          "# TYPE natgw_nat_events_errors_total counter\n"
          "natgw_nat_events_errors_total " + std::to_string(write_errors_) + "\n";
 }
@@ -228,6 +245,7 @@ bool EventLog::pending(const std::vector<rte_ring*>& rings) {
 }
 
 size_t EventLog::drain(const std::vector<rte_ring*>& rings, int64_t now_wall_ms, uint32_t now_ms, size_t budget) {
+  now_wall_ms_ = now_wall_ms;  // the export time of what flush() sends, also when no event came
   size_t taken = 0;
   nat::NatEvent batch[64];
   for (bool more = true; more && taken < budget;) {  // rounds over the rings, up to 64 from each

@@ -337,6 +337,178 @@ TEST_F(NatEvents, AFailedIpfixSendIsCountedAndTheTemplateGoesAgain) {
   ::close(collector);
 }
 
+// An IPFIX collector: a UDP socket on 127.0.0.1, a port the kernel picks.
+struct Collector {
+  Collector() {
+    fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+  }
+  ~Collector() { ::close(fd); }
+  Collector(const Collector&) = delete;
+  Collector& operator=(const Collector&) = delete;
+  config::NatEvents config(uint32_t domain = 1) const {
+    config::NatEvents c;
+    c.ipfix_addr = INADDR_LOOPBACK;
+    c.ipfix_port = port;
+    c.ipfix_domain = domain;
+    return c;
+  }
+  std::vector<IpfixMessage> messages() {  // what came since the last call, decoded
+    std::vector<IpfixMessage> v;
+    char buf[2048];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+      v.push_back(decode_ipfix(std::string(buf, static_cast<size_t>(n)), templates));
+    return v;
+  }
+  int fd = -1;
+  uint16_t port = 0;
+  std::map<uint16_t, std::vector<std::pair<uint16_t, uint16_t>>> templates;
+};
+
+// A session's end as the stop path logs it (EventLog::log, not through a ring): created at the
+// workers' 1,000 ms, last packet at 2,000.
+nat::NatEvent a_delete(uint16_t inside_port) {
+  nat::NatEvent e{};
+  e.kind = nat::NatEventKind::kDelete;
+  e.proto = IPPROTO_UDP;
+  e.start_ms = 1'000;
+  e.end_ms = 2'000;
+  e.in_ip = htonl(0xc0a80a02);  // 192.168.10.2
+  e.in_port = htons(inside_port);
+  e.out_ip = htonl(0x0a00030a);  // 10.0.3.10
+  e.out_port = htons(1024);
+  e.remote_ip = htonl(0xcb00710a);  // 203.0.113.10
+  e.remote_port = htons(53);
+  return e;
+}
+
+// A reload that leaves [nat_events] ipfix as it was keeps the transport session: the same socket,
+// the sequence going on, no template before it is due. Another port of the same collector address is
+// another collector: the same socket (natgw keeps one while IPFIX is on), a sequence from 0, the
+// template first, and nothing more to the old one.
+TEST_F(NatEvents, AReloadKeepsTheIpfixSessionUnlessTheCollectorChanges) {
+  Collector a, b;
+  const std::set<int> before = udp_sockets();
+  log.configure(a.config(5));
+  const std::set<int> opened = udp_sockets();
+  ASSERT_EQ(opened.size(), before.size() + 1);
+  log.log(a_delete(40000), kBase + 3'000, 3'000);
+  EXPECT_EQ(log.drain(p.ctx.events, kBase + 3'000, 3'000), 0u);
+  auto m = a.messages();
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_TRUE(m[0].had_template);
+  EXPECT_EQ(m[0].sequence, 0u);
+
+  log.configure(a.config(5));  // the same config again
+  EXPECT_EQ(udp_sockets(), opened) << "the same socket";
+  log.log(a_delete(40001), kBase + 4'000, 4'000);
+  log.drain(p.ctx.events, kBase + 4'000, 4'000);
+  m = a.messages();
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_FALSE(m[0].had_template) << "sent 1 s ago to this collector";
+  EXPECT_EQ(m[0].sequence, 1u) << "the sequence goes on";
+  EXPECT_EQ(m[0].domain, 5u);
+
+  log.configure(b.config(5));  // only the port differs
+  EXPECT_EQ(udp_sockets(), opened) << "still the same socket";
+  log.log(a_delete(40002), kBase + 5'000, 5'000);
+  log.drain(p.ctx.events, kBase + 5'000, 5'000);
+  EXPECT_TRUE(a.messages().empty());
+  m = b.messages();
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_TRUE(m[0].had_template) << "a new collector: the template first";
+  EXPECT_EQ(m[0].sequence, 0u) << "a new transport session";
+  ASSERT_EQ(m[0].records.size(), 1u);
+  EXPECT_EQ(m[0].records[0].at(7), 40002u);
+  EXPECT_EQ(log.write_errors(), 0u);
+}
+
+// Records not sent yet when a reload switches collectors go to the old one, before the switch.
+TEST_F(NatEvents, AReloadSendsWhatIsPendingToTheOldCollector) {
+  Collector a, b;
+  log.configure(a.config());
+  log.log(a_delete(40000), kBase + 3'000, 3'000);  // pending: a message is sent when full or at a drain's end
+  EXPECT_TRUE(a.messages().empty());
+  log.configure(b.config());
+  auto m = a.messages();
+  ASSERT_EQ(m.size(), 1u);
+  ASSERT_EQ(m[0].records.size(), 1u);
+  EXPECT_EQ(m[0].records[0].at(7), 40000u);
+  EXPECT_TRUE(b.messages().empty());
+  log.log(a_delete(40001), kBase + 4'000, 4'000);
+  log.drain(p.ctx.events, kBase + 4'000, 4'000);
+  m = b.messages();
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(m[0].records.size(), 1u);
+  EXPECT_TRUE(a.messages().empty());
+}
+
+// A message's export time is when it is sent: a drain that finds the rings empty still sends what
+// log() left pending, stamped with the drain's clock, not the clock log() was given.
+TEST_F(NatEvents, AnIpfixMessageCarriesTheTimeItIsSent) {
+  Collector a;
+  log.configure(a.config());
+  log.log(a_delete(40000), kBase + 3'000, 3'000);
+  EXPECT_EQ(log.drain(p.ctx.events, kBase + 9'000, 9'000), 0u);
+  const auto m = a.messages();
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(m[0].export_time, (kBase + 9'000) / 1000);
+  ASSERT_EQ(m[0].records.size(), 1u);
+  EXPECT_EQ(m[0].records[0].at(323), static_cast<uint64_t>(kBase + 3'000)) << "the delete: when log() had it";
+  EXPECT_EQ(m[0].records[0].at(153), static_cast<uint64_t>(kBase + 2'000)) << "its last packet";
+}
+
+// An EventLog that goes (natgw stopping) sends what it still holds.
+TEST_F(NatEvents, WhatIsPendingIsSentWhenTheLogGoes) {
+  Collector a;
+  {
+    control::EventLog gone;
+    gone.configure(a.config());
+    gone.log(a_delete(40000), kBase + 3'000, 3'000);
+    EXPECT_TRUE(a.messages().empty());
+  }
+  const auto m = a.messages();
+  ASSERT_EQ(m.size(), 1u);
+  ASSERT_EQ(m[0].records.size(), 1u);
+  EXPECT_EQ(m[0].records[0].at(7), 40000u);
+}
+
+// The IPFIX socket has a larger send buffer than the default, for bursts of deletes (1 MiB asked,
+// which the kernel doubles; without CAP_NET_ADMIN up to net.core.wmem_max).
+TEST_F(NatEvents, TheIpfixSocketHasRoomForBursts) {
+  const int fresh = ::socket(AF_INET, SOCK_DGRAM, 0);
+  int fresh_size = 0;
+  socklen_t len = sizeof fresh_size;
+  ASSERT_EQ(::getsockopt(fresh, SOL_SOCKET, SO_SNDBUF, &fresh_size, &len), 0);
+  const int force = 1 << 20;
+  const bool privileged = ::setsockopt(fresh, SOL_SOCKET, SO_SNDBUFFORCE, &force, sizeof force) == 0;
+  ::close(fresh);
+  int wmem_max = 0;
+  std::ifstream("/proc/sys/net/core/wmem_max") >> wmem_max;
+  if (!privileged && 2 * wmem_max <= fresh_size)
+    GTEST_SKIP() << "net.core.wmem_max allows no more than the default";
+  Collector a;
+  const std::set<int> before = udp_sockets();
+  log.configure(a.config());
+  std::vector<int> opened;
+  for (int fd : udp_sockets())
+    if (!before.count(fd)) opened.push_back(fd);
+  ASSERT_EQ(opened.size(), 1u);
+  int size = 0;
+  len = sizeof size;
+  ASSERT_EQ(::getsockopt(opened[0], SOL_SOCKET, SO_SNDBUF, &size, &len), 0);
+  EXPECT_GT(size, fresh_size);
+  if (privileged) {
+    EXPECT_EQ(size, 2 << 20);
+  }
+}
+
 // The workers' 32-bit millisecond clock wraps every 49.7 days: a session across the wrap keeps
 // its true times (they are taken back from now, not forward from the clock's origin).
 TEST_F(NatEvents, TimesAreRightAcrossTheClocksWrap) {
