@@ -793,7 +793,16 @@ class NatEventLog(L.LabTestCase):
         cls.ipfix_log = Path(cls.lab.logdir) / "ipfix.hex"
         cls.collector = subprocess.Popen(["ip", "netns", "exec", L.NAT_NS, "/usr/bin/python3", "-c", cls.COLLECTOR,
                                           str(cls.ipfix_log)], stdout=subprocess.PIPE, text=True)
-        ipfix = "127.0.0.1:" + cls.collector.stdout.readline().strip()
+
+        def stop_collector():
+            cls.collector.kill()
+            cls.collector.wait()
+            cls.collector.stdout.close()
+        cls.addClassCleanup(stop_collector)  # also when setUpClass fails after this (natgw did not start)
+        port = cls.collector.stdout.readline().strip()
+        if not port.isdigit():
+            raise RuntimeError(f"the IPFIX collector did not start (said {port!r})")
+        ipfix = "127.0.0.1:" + port
 
         def edit(cfg):
             cfg["timeouts"] = {"udp": 2}
@@ -807,19 +816,15 @@ class NatEventLog(L.LabTestCase):
         super().setUpClass()
         start_servers(cls, inet_tcp=(), inet_udp=ECHO_PORTS, s3_udp=())
 
-    @classmethod
-    def tearDownClass(cls) -> None:
-        super().tearDownClass()
-        cls.collector.kill()
-        cls.collector.wait()
-
     def lines(self) -> list[str]:
         return self.events.read_text().splitlines() if self.events.exists() else []
 
     def ipfix_records(self) -> list[dict]:
         """Every NAT44 record the collector has received so far, decoded by scapy (templates included)."""
         from scapy.layers.netflow import NetflowDataflowsetV9, NetflowHeader, netflowv9_defragment
-        self.datagrams = [bytes.fromhex(x) for x in self.ipfix_log.read_text().split()] if self.ipfix_log.exists() else []
+        text = self.ipfix_log.read_text() if self.ipfix_log.exists() else ""
+        complete = text[:text.rfind("\n") + 1]  # not a line the collector is still writing
+        self.datagrams = [bytes.fromhex(x) for x in complete.split()]
         msgs = netflowv9_defragment([NetflowHeader(d) for d in self.datagrams])
         out = []
         for m in msgs:
@@ -847,8 +852,14 @@ class NatEventLog(L.LabTestCase):
         self.assertRegex(mine[0], rf"^({stamp}) session-create {re.escape(flow)}$")
         start = mine[0][:24]
         self.assertRegex(mine[1], rf"^{stamp} session-delete {re.escape(flow)} start={re.escape(start)}$")
-        # The same session over IPFIX: a create (natEvent 4) and a delete (5), endpoints as above.
-        mine = [r for r in self.ipfix_records() if r.get("L4_SRC_PORT") == 40777]
+        # The same session over IPFIX: a create (natEvent 4) and a delete (5), endpoints as above. natgw sent the
+        # delete with the line above; the collector writes it to its file when it has read it.
+        deadline = time.time() + 10
+        while True:
+            mine = [r for r in self.ipfix_records() if r.get("L4_SRC_PORT") == 40777]
+            if [r["natEvent"] for r in mine] == [4, 5] or time.time() >= deadline:
+                break
+            time.sleep(0.1)
         self.assertEqual([r["natEvent"] for r in mine], [4, 5], (mine, len(self.datagrams)))
         for r in mine:
             self.assertEqual((r["IPV4_SRC_ADDR"], r["postNATSourceIPv4Address"], r["postNAPTSourceTransportPort"]),
