@@ -42,6 +42,17 @@ int udp_socket(int current, bool wanted, const char* what) {
   return s;
 }
 
+// Room for a burst of IPFIX messages (an expiry sweep ending thousands of sessions at once sends
+// hundreds) while the NIC or a slow path drains them: the default (net.core.wmem_default, ~200 KiB)
+// would refuse the rest with EAGAIN. Best effort: past net.core.wmem_max with CAP_NET_ADMIN (which
+// natgw has to drive its ports), else up to it; a failure leaves the default.
+constexpr int kIpfixSendBuffer = 1 << 20;
+
+void enlarge_send_buffer(int s) {
+  if (::setsockopt(s, SOL_SOCKET, SO_SNDBUFFORCE, &kIpfixSendBuffer, sizeof kIpfixSendBuffer) != 0)
+    (void)::setsockopt(s, SOL_SOCKET, SO_SNDBUF, &kIpfixSendBuffer, sizeof kIpfixSendBuffer);
+}
+
 sockaddr_in ipv4_endpoint(uint32_t addr, uint16_t port) {
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -53,6 +64,10 @@ sockaddr_in ipv4_endpoint(uint32_t addr, uint16_t port) {
 }  // namespace
 
 EventLog::~EventLog() {
+  try {
+    flush();  // what is pending (best effort: nothing is retried, and nothing may leave a destructor)
+  } catch (...) {
+  }
   if (file_) std::fclose(file_);
   if (sock_ >= 0) ::close(sock_);
   if (ipfix_sock_ >= 0) ::close(ipfix_sock_);
@@ -76,6 +91,7 @@ void EventLog::configure(const config::NatEvents& cfg) {
   try {
     sock = udp_socket(sock_, cfg.syslog_addr != 0, "nat_events.syslog");
     ipfix_sock = udp_socket(ipfix_sock_, cfg.ipfix_addr != 0, "nat_events.ipfix");
+    if (ipfix_sock >= 0 && ipfix_sock != ipfix_sock_) enlarge_send_buffer(ipfix_sock);
   } catch (...) {
     if (f) std::fclose(f);
     if (sock >= 0 && sock != sock_) ::close(sock);
@@ -126,10 +142,12 @@ void EventLog::send_ipfix() {
   if (ipfix_sock_ < 0) return;
   if (::sendto(ipfix_sock_, m.data(), m.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
                reinterpret_cast<const sockaddr*>(&ipfix_to_), sizeof ipfix_to_) != static_cast<ssize_t>(m.size())) {
+    const int err = errno;
     write_errors_ += records;
+    ipfix_.resend_template();  // the collector may not have it yet: the next message carries it
     if (!said_ipfix_error_) {
       said_ipfix_error_ = true;
-      std::cerr << "natgw: nat_events: sending to the IPFIX collector failed: " << std::strerror(errno)
+      std::cerr << "natgw: nat_events: sending to the IPFIX collector failed: " << std::strerror(err)
                 << " (counted in natgw_nat_events_errors_total; not logged again until a reload)" << std::endl;
     }
   }
@@ -177,7 +195,8 @@ std::string EventLog::prometheus() const {
          "# TYPE natgw_nat_events_total counter\n"
          "natgw_nat_events_total{kind=\"session-create\"} " + std::to_string(logged_[0]) + "\n" +
          "natgw_nat_events_total{kind=\"session-delete\"} " + std::to_string(logged_[1]) + "\n" +
-         "# HELP natgw_nat_events_errors_total NAT events a target did not take (file write or syslog send failed)\n"
+         "# HELP natgw_nat_events_errors_total NAT events a target did not take (file write, syslog or IPFIX send "
+         "failed)\n"
          "# TYPE natgw_nat_events_errors_total counter\n"
          "natgw_nat_events_errors_total " + std::to_string(write_errors_) + "\n";
 }
@@ -205,7 +224,15 @@ void EventLog::log(const nat::NatEvent& e, int64_t now_wall_ms, uint32_t now_ms)
   const bool create = e.kind == nat::NatEventKind::kCreate;
   if (file_ || sock_ >= 0) write(format(e, start, end), create ? start : end);
   if (ipfix_sock_ >= 0) {
-    ipfix_.add(e, create ? start : end, start, now_wall_ms);
+    // observationTimeMilliseconds: a create happened at the session's first packet; a delete when the
+    // worker ended the session, which the event carries no time of: when it is logged (a control-loop
+    // turn later, more under a backlog). flowEndMilliseconds is the last packet, on a create its first
+    // (its start) rather than 0: IANA defines it as the flow's last packet, RFC 8158 leaves it out of
+    // its NAT44 templates, and collectors that place or time a flow by it (nfdump, Elastic, ntopng:
+    // end - start) would read 0 as 1970 and a negative duration.
+    ipfix_.add(e,
+               {.event_ms = create ? start : now_wall_ms, .start_ms = start, .end_ms = create ? start : end},
+               now_wall_ms);
     if (ipfix_.full()) send_ipfix();
   }
   ++logged_[create ? 0 : 1];
@@ -218,6 +245,7 @@ bool EventLog::pending(const std::vector<rte_ring*>& rings) {
 }
 
 size_t EventLog::drain(const std::vector<rte_ring*>& rings, int64_t now_wall_ms, uint32_t now_ms, size_t budget) {
+  now_wall_ms_ = now_wall_ms;  // the export time of what flush() sends, also when no event came
   size_t taken = 0;
   nat::NatEvent batch[64];
   for (bool more = true; more && taken < budget;) {  // rounds over the rings, up to 64 from each

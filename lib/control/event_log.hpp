@@ -25,13 +25,14 @@ namespace natgw::control {
 class EventLog {
  public:
   EventLog() = default;
-  ~EventLog();
+  ~EventLog();  // sends what is pending (best effort)
   EventLog(const EventLog&) = delete;
   EventLog& operator=(const EventLog&) = delete;
 
   // Open what `cfg` names (the file anew, also when its name is the same: a reload after log
   // rotation), closing what it no longer names. Throws std::runtime_error with the reason (a file
-  // that cannot be opened for appending), leaving the current targets as they were.
+  // that cannot be opened for appending, a socket that cannot be created), leaving the current
+  // targets as they were. What is pending goes to the current targets first.
   void configure(const config::NatEvents& cfg);
   bool enabled() const { return file_ != nullptr || sock_ >= 0 || ipfix_sock_ >= 0; }
 
@@ -75,7 +76,9 @@ class EventLog {
   sockaddr_in ipfix_to_{};
   ipfix::MessageBuilder ipfix_;
   uint32_t ipfix_domain_ = 0;
-  int64_t now_wall_ms_ = 0;  // the wall clock of the latest drain()/log(): IPFIX export times
+  // The wall clock (ms since the epoch) given to the latest drain() or log(): the export time in the
+  // header of the IPFIX message sent next (when full, at a drain's end, a reconfigure or destruction).
+  int64_t now_wall_ms_ = 0;
   std::string host_ = "-";  // syslog HOSTNAME
   uint64_t logged_[2] = {};
   uint64_t write_errors_ = 0;

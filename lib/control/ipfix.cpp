@@ -40,7 +40,7 @@ constexpr size_t record_size() {
   return n;
 }
 static_assert(record_size() == kRecordSize);
-constexpr size_t kTemplateSetSize = 4 + 4 + 4 * std::size(kFields);
+static_assert(kTemplateSetSize == 4 + 4 + 4 * std::size(kFields));
 static_assert(kHeaderSize + kTemplateSetSize + 4 + kRecordSize <= kMaxMessage);
 
 }  // namespace
@@ -55,7 +55,7 @@ void MessageBuilder::restart(uint32_t domain) {
 
 void MessageBuilder::begin(int64_t now_ms) {
   buf_.assign(kHeaderSize, '\0');  // filled in by take()
-  if (!template_sent_ || now_ms - template_ms_ >= kTemplateEveryMs ||
+  if (!template_sent_ || now_ms < template_ms_ || now_ms - template_ms_ >= kTemplateEveryMs ||
       since_template_ + 1 >= kTemplateEveryMessages) {
     put16(buf_, kTemplateSetId);
     put16(buf_, static_cast<uint16_t>(kTemplateSetSize));
@@ -76,9 +76,9 @@ void MessageBuilder::begin(int64_t now_ms) {
   put16(buf_, 0);  // the set's length, filled in by take()
 }
 
-void MessageBuilder::add(const nat::NatEvent& e, int64_t time_ms, int64_t start_ms, int64_t now_ms) {
+void MessageBuilder::add(const nat::NatEvent& e, const Times& t, int64_t now_ms) {
   if (records_ == 0) begin(now_ms);
-  put64(buf_, static_cast<uint64_t>(time_ms));
+  put64(buf_, static_cast<uint64_t>(t.event_ms));
   buf_.push_back(
       static_cast<char>(e.kind == nat::NatEventKind::kCreate ? kNat44SessionCreate : kNat44SessionDelete));
   buf_.push_back(static_cast<char>(e.proto));
@@ -88,7 +88,8 @@ void MessageBuilder::add(const nat::NatEvent& e, int64_t time_ms, int64_t start_
   put_raw(buf_, e.out_port);
   put_raw(buf_, e.remote_ip);
   put_raw(buf_, e.remote_port);
-  put64(buf_, static_cast<uint64_t>(start_ms));
+  put64(buf_, static_cast<uint64_t>(t.start_ms));
+  put64(buf_, static_cast<uint64_t>(t.end_ms));
   ++records_;
 }
 

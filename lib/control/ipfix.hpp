@@ -1,9 +1,10 @@
 // IPFIX messages (RFC 7011) carrying NAT44 session events as RFC 8158 defines them (§4.2.1: natEvent
 // 4 = NAT44 session create, 5 = NAT44 session delete), for [nat_events] ipfix = "addr:port". One
 // template (id 256) for both kinds: the event's time, natEvent, protocol, inside source address and
-// port, their translations, destination address and port, and the session's start (flowStartMilliseconds:
-// the delete record then says how long the session lived). ICMP query sessions carry their identifiers
-// in the port fields. Control thread only (EventLog); no parsing of untrusted bytes here.
+// port, their translations, destination address and port, and the session's first and last packets
+// (flowStartMilliseconds, flowEndMilliseconds: the delete record then says how long the session lived
+// and when it was last used). ICMP query sessions carry their identifiers in the port fields. Control
+// thread only (EventLog); no parsing of untrusted bytes here.
 #pragma once
 
 #include <cstddef>
@@ -23,9 +24,13 @@ constexpr uint8_t kNat44SessionDelete = 5;
 // must not rely on IP fragmentation (RFC 7011 §10.3.3).
 constexpr size_t kMaxMessage = 1400;
 constexpr size_t kHeaderSize = 16;
-constexpr size_t kRecordSize = 36;
+constexpr size_t kRecordSize = 44;
+constexpr size_t kTemplateSetSize = 52;  // set header, template header, 11 fields of 4 bytes
+// A full message holds (1400 - 16 - 52 - 4) / 44 = 30 records with the template, (1400 - 16 - 4) / 44
+// = 31 without.
 // UDP gives no way to know a collector (re)started: the template goes again in a message at least
-// every 10 s and every 64 messages (RFC 7011 §8.4), so a collector reads records again soon after.
+// every 10 s and every 64 messages (RFC 7011 §8.4), so a collector reads records again soon after;
+// also at once when the wall clock has gone back since the last (a step back must not hold it off).
 constexpr int64_t kTemplateEveryMs = 10'000;
 constexpr unsigned kTemplateEveryMessages = 64;
 
@@ -35,7 +40,7 @@ struct Field {
 };
 // The template's fields, in record order.
 inline constexpr Field kFields[] = {
-    {323, 8},  // observationTimeMilliseconds: the event's time (creation; for a delete, the last packet)
+    {323, 8},  // observationTimeMilliseconds: the event's time (the first packet; a delete: when logged)
     {230, 1},  // natEvent
     {4, 1},    // protocolIdentifier
     {8, 4},    // sourceIPv4Address: the inside host
@@ -45,6 +50,14 @@ inline constexpr Field kFields[] = {
     {12, 4},   // destinationIPv4Address: the remote host
     {11, 2},   // destinationTransportPort
     {152, 8},  // flowStartMilliseconds: the session's creation
+    {153, 8},  // flowEndMilliseconds: its last packet (a create: its first, the creation)
+};
+
+// A record's times, wall-clock milliseconds since the epoch.
+struct Times {
+  int64_t event_ms;  // observationTimeMilliseconds
+  int64_t start_ms;  // flowStartMilliseconds
+  int64_t end_ms;    // flowEndMilliseconds
 };
 
 // Builds one message at a time: records are added until full(); take() returns the finished message
@@ -56,9 +69,10 @@ class MessageBuilder {
 
   // A new collector or domain: the sequence starts at 0 and the next message carries the template.
   void restart(uint32_t domain);
-  // `time_ms`/`start_ms`: wall-clock milliseconds since the epoch; `now_ms`: the wall clock now
-  // (when the template was last sent is measured on it).
-  void add(const nat::NatEvent& e, int64_t time_ms, int64_t start_ms, int64_t now_ms);
+  // The message last taken was not sent: the next one carries the template (it may have been in it).
+  void resend_template() { template_sent_ = false; }
+  // `now_ms`: the wall clock now (when the template was last sent is measured on it).
+  void add(const nat::NatEvent& e, const Times& t, int64_t now_ms);
   bool empty() const { return records_ == 0; }
   bool full() const { return buf_.size() + kRecordSize > kMaxMessage; }
   unsigned records() const { return records_; }

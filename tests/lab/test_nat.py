@@ -793,7 +793,16 @@ class NatEventLog(L.LabTestCase):
         cls.ipfix_log = Path(cls.lab.logdir) / "ipfix.hex"
         cls.collector = subprocess.Popen(["ip", "netns", "exec", L.NAT_NS, "/usr/bin/python3", "-c", cls.COLLECTOR,
                                           str(cls.ipfix_log)], stdout=subprocess.PIPE, text=True)
-        ipfix = "127.0.0.1:" + cls.collector.stdout.readline().strip()
+
+        def stop_collector():
+            cls.collector.kill()
+            cls.collector.wait()
+            cls.collector.stdout.close()
+        cls.addClassCleanup(stop_collector)  # also when setUpClass fails after this (natgw did not start)
+        port = cls.collector.stdout.readline().strip()
+        if not port.isdigit():
+            raise RuntimeError(f"the IPFIX collector did not start (said {port!r})")
+        ipfix = "127.0.0.1:" + port
 
         def edit(cfg):
             cfg["timeouts"] = {"udp": 2}
@@ -807,19 +816,15 @@ class NatEventLog(L.LabTestCase):
         super().setUpClass()
         start_servers(cls, inet_tcp=(), inet_udp=ECHO_PORTS, s3_udp=())
 
-    @classmethod
-    def tearDownClass(cls) -> None:
-        super().tearDownClass()
-        cls.collector.kill()
-        cls.collector.wait()
-
     def lines(self) -> list[str]:
         return self.events.read_text().splitlines() if self.events.exists() else []
 
     def ipfix_records(self) -> list[dict]:
         """Every NAT44 record the collector has received so far, decoded by scapy (templates included)."""
         from scapy.layers.netflow import NetflowDataflowsetV9, NetflowHeader, netflowv9_defragment
-        self.datagrams = [bytes.fromhex(x) for x in self.ipfix_log.read_text().split()] if self.ipfix_log.exists() else []
+        text = self.ipfix_log.read_text() if self.ipfix_log.exists() else ""
+        complete = text[:text.rfind("\n") + 1]  # not a line the collector is still writing
+        self.datagrams = [bytes.fromhex(x) for x in complete.split()]
         msgs = netflowv9_defragment([NetflowHeader(d) for d in self.datagrams])
         out = []
         for m in msgs:
@@ -847,18 +852,29 @@ class NatEventLog(L.LabTestCase):
         self.assertRegex(mine[0], rf"^({stamp}) session-create {re.escape(flow)}$")
         start = mine[0][:24]
         self.assertRegex(mine[1], rf"^{stamp} session-delete {re.escape(flow)} start={re.escape(start)}$")
-        # The same session over IPFIX: a create (natEvent 4) and a delete (5), endpoints as above.
-        mine = [r for r in self.ipfix_records() if r.get("L4_SRC_PORT") == 40777]
+        # The same session over IPFIX: a create (natEvent 4) and a delete (5), endpoints as above. natgw sent the
+        # delete with the line above; the collector writes it to its file when it has read it.
+        deadline = time.time() + 10
+        while True:
+            mine = [r for r in self.ipfix_records() if r.get("L4_SRC_PORT") == 40777]
+            if [r["natEvent"] for r in mine] == [4, 5] or time.time() >= deadline:
+                break
+            time.sleep(0.1)
         self.assertEqual([r["natEvent"] for r in mine], [4, 5], (mine, len(self.datagrams)))
         for r in mine:
             self.assertEqual((r["IPV4_SRC_ADDR"], r["postNATSourceIPv4Address"], r["postNAPTSourceTransportPort"]),
                              (CLIENT_ADDR, ip, int(port)), r)
             self.assertEqual((r["IPV4_DST_ADDR"], r["L4_DST_PORT"], r["PROTOCOL"]), (INET_ADDR, ECHO_PORTS[0], 17), r)
-        # Real wall-clock times: created within the last minute, deleted at its last packet, after its start.
+        # Real wall-clock times: created within the last minute (the create's time, start and end: its first packet);
+        # the delete's end is its last packet, its time when natgw ended it, after the 2 s UDP timeout (less up to
+        # the 1 s natgw lets its clock anchor drift).
         self.assertLess(abs(mine[0]["flowStartMilliseconds"] - time.time() * 1000), 60_000, mine[0])
         self.assertEqual(mine[0]["observationTimeMilliseconds"], mine[0]["flowStartMilliseconds"])
+        self.assertEqual(mine[0]["flowEndMilliseconds"], mine[0]["flowStartMilliseconds"])
         self.assertEqual(mine[1]["flowStartMilliseconds"], mine[0]["flowStartMilliseconds"])
-        self.assertGreaterEqual(mine[1]["observationTimeMilliseconds"], mine[1]["flowStartMilliseconds"])
+        self.assertGreaterEqual(mine[1]["flowEndMilliseconds"], mine[1]["flowStartMilliseconds"])
+        self.assertGreaterEqual(mine[1]["observationTimeMilliseconds"] - mine[1]["flowEndMilliseconds"], 1000, mine[1])
+        self.assertLess(abs(mine[1]["observationTimeMilliseconds"] - time.time() * 1000), 60_000, mine[1])
         m = L.metrics(strict=False)
         self.assertGreaterEqual(m.value("natgw_nat_events_total", kind="session-delete"), 1)
         self.assertEqual(m.value("natgw_nat_events_lost_total"), 0)

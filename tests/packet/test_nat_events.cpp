@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <rte_ring_elem.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -205,10 +206,17 @@ TEST_F(NatEvents, IpfixRecordsCarryTheSameSessions) {
     EXPECT_EQ(r->at(11), 53u);               // destinationTransportPort
     EXPECT_EQ(r->at(152), static_cast<uint64_t>(t0));  // flowStartMilliseconds
   }
+  ASSERT_EQ(templates[256].size(), 11u);
+  EXPECT_EQ(templates[256].back(), (std::pair<uint16_t, uint16_t>{153, 8})) << "flowEndMilliseconds, 8 bytes";
   EXPECT_EQ(m0.records[0].at(230), 4u) << "natEvent: NAT44 session create";
-  EXPECT_EQ(m0.records[0].at(323), static_cast<uint64_t>(t0));
+  EXPECT_EQ(m0.records[0].at(323), static_cast<uint64_t>(t0)) << "observationTimeMilliseconds: the creation";
+  EXPECT_EQ(m0.records[0].at(153), static_cast<uint64_t>(t0))
+      << "flowEndMilliseconds: its first packet so far";
   EXPECT_EQ(m1.records[0].at(230), 5u) << "natEvent: NAT44 session delete";
-  EXPECT_EQ(m1.records[0].at(323), static_cast<uint64_t>(t1)) << "the end is the session's last packet";
+  EXPECT_EQ(m1.records[0].at(323), static_cast<uint64_t>(kBase + 307'000))
+      << "observationTimeMilliseconds: the delete, when it was logged";
+  EXPECT_EQ(m1.records[0].at(153), static_cast<uint64_t>(t1))
+      << "flowEndMilliseconds: the session's last packet";
   EXPECT_EQ(log.write_errors(), 0u);
 
   // A burst of 100 new flows in one drain: messages within 1,400 bytes, every record once, the
@@ -218,17 +226,21 @@ TEST_F(NatEvents, IpfixRecordsCarryTheSameSessions) {
   EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 100u);
   EXPECT_EQ(drain(), 100u);
   const auto burst = messages();
-  ASSERT_EQ(burst.size(), 3u);
+  ASSERT_EQ(burst.size(), 4u);
   uint32_t expect_seq = 2;
   std::set<uint64_t> sports;
+  std::vector<size_t> counts;
   for (const auto& msg : burst) {
     EXPECT_LE(msg.size(), 1400u);
     const IpfixMessage m = decode_ipfix(msg, templates);
     EXPECT_FALSE(m.had_template) << "sent with the last message, at the same time";
     EXPECT_EQ(m.sequence, expect_seq);
     expect_seq += static_cast<uint32_t>(m.records.size());
+    counts.push_back(m.records.size());
     for (const auto& r : m.records) sports.insert(r.at(7));
   }
+  EXPECT_EQ(counts, (std::vector<size_t>{31, 31, 31, 7}))
+      << "44-byte records, 31 in a message without the template";
   EXPECT_EQ(sports.size(), 100u);
   EXPECT_EQ(*sports.begin(), 41000u);
 
@@ -247,6 +259,254 @@ TEST_F(NatEvents, IpfixRecordsCarryTheSameSessions) {
   EXPECT_EQ(m2.domain, 43u);
   EXPECT_EQ(m2.records.size(), 1u);
   ::close(collector);
+}
+
+// This process's IPv4 UDP sockets (to find the one an EventLog opened: the fds new after configure()).
+std::set<int> udp_sockets() {
+  std::set<int> v;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    const int fd = std::stoi(e.path().filename().string());
+    int type = 0, domain = 0;
+    socklen_t len = sizeof type;
+    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_DGRAM) continue;
+    len = sizeof domain;
+    if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_INET) v.insert(fd);
+  }
+  return v;
+}
+
+// A collector natgw cannot send to is counted in natgw_nat_events_errors_total, and once it can,
+// the first message carries the template again (the failed one had it). The collector sits on lo's
+// broadcast address: natgw's socket lacks SO_BROADCAST, so the kernel refuses (EACCES) until the test
+// sets it on that socket, the same collector becoming reachable without a reload.
+TEST_F(NatEvents, AFailedIpfixSendIsCountedAndTheTemplateGoesAgain) {
+  const int collector = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(0x7fffffff);  // 127.255.255.255
+  ASSERT_EQ(::bind(collector, reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+  socklen_t alen = sizeof a;
+  ::getsockname(collector, reinterpret_cast<sockaddr*>(&a), &alen);
+  const auto messages = [&] {
+    std::vector<std::string> v;
+    char buf[2048];
+    for (ssize_t n; (n = ::recv(collector, buf, sizeof buf, 0)) > 0;)
+      v.emplace_back(buf, static_cast<size_t>(n));
+    return v;
+  };
+  config::NatEvents ipfix;
+  ipfix.ipfix_addr = 0x7fffffff;
+  ipfix.ipfix_port = ntohs(a.sin_port);
+  const std::set<int> before = udp_sockets();
+  log.configure(ipfix);
+  std::vector<int> opened;
+  for (int fd : udp_sockets())
+    if (!before.count(fd)) opened.push_back(fd);
+  ASSERT_EQ(opened.size(), 1u) << "the IPFIX socket";
+  p.ctx.sessions[0]->set_event_ring(p.ctx.events[0]);
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53)));
+  p.out(kInternet);
+  EXPECT_EQ(drain(), 1u);
+  EXPECT_EQ(log.write_errors(), 1u) << "the record the failed message carried";
+  EXPECT_TRUE(messages().empty());
+  const int on = 1;
+  ASSERT_EQ(::setsockopt(opened[0], SOL_SOCKET, SO_BROADCAST, &on, sizeof on), 0);
+  p.advance(1'000);  // well within the template's ten seconds
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40001, 53)));
+  p.out(kInternet);
+  EXPECT_EQ(drain(), 1u);
+  auto d = messages();
+  ASSERT_EQ(d.size(), 1u);
+  std::map<uint16_t, std::vector<std::pair<uint16_t, uint16_t>>> templates;
+  const IpfixMessage m = decode_ipfix(d[0], templates);
+  EXPECT_TRUE(m.had_template) << "the failed message had it";
+  EXPECT_EQ(m.sequence, 1u) << "the lost record counted: the collector sees the gap";
+  ASSERT_EQ(m.records.size(), 1u);
+  EXPECT_EQ(m.records[0].at(7), 40001u);
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40002, 53)));
+  p.out(kInternet);
+  EXPECT_EQ(drain(), 1u);
+  d = messages();
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_FALSE(decode_ipfix(d[0], templates).had_template) << "sent: not again before it is due";
+  EXPECT_EQ(log.write_errors(), 1u);
+  // IPFIX off: no target left, the socket closed.
+  log.configure(config::NatEvents{});
+  EXPECT_FALSE(log.enabled());
+  EXPECT_EQ(udp_sockets(), before);
+  ::close(collector);
+}
+
+// An IPFIX collector: a UDP socket on 127.0.0.1, a port the kernel picks.
+struct Collector {
+  Collector() {
+    fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+  }
+  ~Collector() { ::close(fd); }
+  Collector(const Collector&) = delete;
+  Collector& operator=(const Collector&) = delete;
+  config::NatEvents config(uint32_t domain = 1) const {
+    config::NatEvents c;
+    c.ipfix_addr = INADDR_LOOPBACK;
+    c.ipfix_port = port;
+    c.ipfix_domain = domain;
+    return c;
+  }
+  std::vector<IpfixMessage> messages() {  // what came since the last call, decoded
+    std::vector<IpfixMessage> v;
+    char buf[2048];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+      v.push_back(decode_ipfix(std::string(buf, static_cast<size_t>(n)), templates));
+    return v;
+  }
+  int fd = -1;
+  uint16_t port = 0;
+  std::map<uint16_t, std::vector<std::pair<uint16_t, uint16_t>>> templates;
+};
+
+// A session's end as the stop path logs it (EventLog::log, not through a ring): created at the
+// workers' 1,000 ms, last packet at 2,000.
+nat::NatEvent a_delete(uint16_t inside_port) {
+  nat::NatEvent e{};
+  e.kind = nat::NatEventKind::kDelete;
+  e.proto = IPPROTO_UDP;
+  e.start_ms = 1'000;
+  e.end_ms = 2'000;
+  e.in_ip = htonl(0xc0a80a02);  // 192.168.10.2
+  e.in_port = htons(inside_port);
+  e.out_ip = htonl(0x0a00030a);  // 10.0.3.10
+  e.out_port = htons(1024);
+  e.remote_ip = htonl(0xcb00710a);  // 203.0.113.10
+  e.remote_port = htons(53);
+  return e;
+}
+
+// A reload that leaves [nat_events] ipfix as it was keeps the transport session: the same socket,
+// the sequence going on, no template before it is due. Another port of the same collector address is
+// another collector: the same socket (natgw keeps one while IPFIX is on), a sequence from 0, the
+// template first, and nothing more to the old one.
+TEST_F(NatEvents, AReloadKeepsTheIpfixSessionUnlessTheCollectorChanges) {
+  Collector a, b;
+  const std::set<int> before = udp_sockets();
+  log.configure(a.config(5));
+  const std::set<int> opened = udp_sockets();
+  ASSERT_EQ(opened.size(), before.size() + 1);
+  log.log(a_delete(40000), kBase + 3'000, 3'000);
+  EXPECT_EQ(log.drain(p.ctx.events, kBase + 3'000, 3'000), 0u);
+  auto m = a.messages();
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_TRUE(m[0].had_template);
+  EXPECT_EQ(m[0].sequence, 0u);
+
+  log.configure(a.config(5));  // the same config again
+  EXPECT_EQ(udp_sockets(), opened) << "the same socket";
+  log.log(a_delete(40001), kBase + 4'000, 4'000);
+  log.drain(p.ctx.events, kBase + 4'000, 4'000);
+  m = a.messages();
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_FALSE(m[0].had_template) << "sent 1 s ago to this collector";
+  EXPECT_EQ(m[0].sequence, 1u) << "the sequence goes on";
+  EXPECT_EQ(m[0].domain, 5u);
+
+  log.configure(b.config(5));  // only the port differs
+  EXPECT_EQ(udp_sockets(), opened) << "still the same socket";
+  log.log(a_delete(40002), kBase + 5'000, 5'000);
+  log.drain(p.ctx.events, kBase + 5'000, 5'000);
+  EXPECT_TRUE(a.messages().empty());
+  m = b.messages();
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_TRUE(m[0].had_template) << "a new collector: the template first";
+  EXPECT_EQ(m[0].sequence, 0u) << "a new transport session";
+  ASSERT_EQ(m[0].records.size(), 1u);
+  EXPECT_EQ(m[0].records[0].at(7), 40002u);
+  EXPECT_EQ(log.write_errors(), 0u);
+}
+
+// Records not sent yet when a reload switches collectors go to the old one, before the switch.
+TEST_F(NatEvents, AReloadSendsWhatIsPendingToTheOldCollector) {
+  Collector a, b;
+  log.configure(a.config());
+  log.log(a_delete(40000), kBase + 3'000, 3'000);  // pending: a message is sent when full or at a drain's end
+  EXPECT_TRUE(a.messages().empty());
+  log.configure(b.config());
+  auto m = a.messages();
+  ASSERT_EQ(m.size(), 1u);
+  ASSERT_EQ(m[0].records.size(), 1u);
+  EXPECT_EQ(m[0].records[0].at(7), 40000u);
+  EXPECT_TRUE(b.messages().empty());
+  log.log(a_delete(40001), kBase + 4'000, 4'000);
+  log.drain(p.ctx.events, kBase + 4'000, 4'000);
+  m = b.messages();
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(m[0].records.size(), 1u);
+  EXPECT_TRUE(a.messages().empty());
+}
+
+// A message's export time is when it is sent: a drain that finds the rings empty still sends what
+// log() left pending, stamped with the drain's clock, not the clock log() was given.
+TEST_F(NatEvents, AnIpfixMessageCarriesTheTimeItIsSent) {
+  Collector a;
+  log.configure(a.config());
+  log.log(a_delete(40000), kBase + 3'000, 3'000);
+  EXPECT_EQ(log.drain(p.ctx.events, kBase + 9'000, 9'000), 0u);
+  const auto m = a.messages();
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(m[0].export_time, (kBase + 9'000) / 1000);
+  ASSERT_EQ(m[0].records.size(), 1u);
+  EXPECT_EQ(m[0].records[0].at(323), static_cast<uint64_t>(kBase + 3'000)) << "the delete: when log() had it";
+  EXPECT_EQ(m[0].records[0].at(153), static_cast<uint64_t>(kBase + 2'000)) << "its last packet";
+}
+
+// An EventLog that goes (natgw stopping) sends what it still holds.
+TEST_F(NatEvents, WhatIsPendingIsSentWhenTheLogGoes) {
+  Collector a;
+  {
+    control::EventLog gone;
+    gone.configure(a.config());
+    gone.log(a_delete(40000), kBase + 3'000, 3'000);
+    EXPECT_TRUE(a.messages().empty());
+  }
+  const auto m = a.messages();
+  ASSERT_EQ(m.size(), 1u);
+  ASSERT_EQ(m[0].records.size(), 1u);
+  EXPECT_EQ(m[0].records[0].at(7), 40000u);
+}
+
+// The IPFIX socket has a larger send buffer than the default, for bursts of deletes (1 MiB asked,
+// which the kernel doubles; without CAP_NET_ADMIN up to net.core.wmem_max).
+TEST_F(NatEvents, TheIpfixSocketHasRoomForBursts) {
+  const int fresh = ::socket(AF_INET, SOCK_DGRAM, 0);
+  int fresh_size = 0;
+  socklen_t len = sizeof fresh_size;
+  ASSERT_EQ(::getsockopt(fresh, SOL_SOCKET, SO_SNDBUF, &fresh_size, &len), 0);
+  const int force = 1 << 20;
+  const bool privileged = ::setsockopt(fresh, SOL_SOCKET, SO_SNDBUFFORCE, &force, sizeof force) == 0;
+  ::close(fresh);
+  int wmem_max = 0;
+  std::ifstream("/proc/sys/net/core/wmem_max") >> wmem_max;
+  if (!privileged && 2 * wmem_max <= fresh_size)
+    GTEST_SKIP() << "net.core.wmem_max allows no more than the default";
+  Collector a;
+  const std::set<int> before = udp_sockets();
+  log.configure(a.config());
+  std::vector<int> opened;
+  for (int fd : udp_sockets())
+    if (!before.count(fd)) opened.push_back(fd);
+  ASSERT_EQ(opened.size(), 1u);
+  int size = 0;
+  len = sizeof size;
+  ASSERT_EQ(::getsockopt(opened[0], SOL_SOCKET, SO_SNDBUF, &size, &len), 0);
+  EXPECT_GT(size, fresh_size);
+  if (privileged) {
+    EXPECT_EQ(size, 2 << 20);
+  }
 }
 
 // The workers' 32-bit millisecond clock wraps every 49.7 days: a session across the wrap keeps

@@ -40,22 +40,25 @@ nat::NatEvent udp_event(nat::NatEventKind kind) {
 
 constexpr int64_t kStart = 1764698400000;  // 2025-12-02T18:00:00.000Z
 
+// A create's times: all three its first packet.
+Times at(int64_t ms) { return {.event_ms = ms, .start_ms = ms, .end_ms = ms}; }
+
 TEST(Ipfix, AFirstMessageIsTheTemplateThenTheRecordExactly) {
   MessageBuilder b(7);
   EXPECT_TRUE(b.empty());
   EXPECT_EQ(b.take(kStart), "") << "no record, no message";
-  b.add(udp_event(nat::NatEventKind::kCreate), kStart + 123, kStart + 123, kStart + 500);
+  b.add(udp_event(nat::NatEventKind::kCreate), at(kStart + 123), kStart + 500);
   EXPECT_EQ(b.records(), 1u);
   const std::string m = b.take(kStart + 1000);
   EXPECT_EQ(hex(m),
-            // header: version 10, length 104, export time 1764698401 s, sequence 0, domain 7
-            "000a0068"
+            // header: version 10, length 116, export time 1764698401 s, sequence 0, domain 7
+            "000a0074"
             "692f2921"
             "00000000"
             "00000007"
-            // template set (id 2, 48 bytes): template 256, 10 fields (id, length)
-            "00020030"
-            "0100000a"
+            // template set (id 2, 52 bytes): template 256, 11 fields (id, length)
+            "00020034"
+            "0100000b"
             "01430008"
             "00e60001"
             "00040001"
@@ -66,9 +69,10 @@ TEST(Ipfix, AFirstMessageIsTheTemplateThenTheRecordExactly) {
             "000c0004"
             "000b0002"
             "00980008"
-            // data set 256, 40 bytes: time, natEvent 4 (NAT44 session create), UDP, 192.168.10.2 ->
-            // 10.0.3.10, 40000 -> 1024, 203.0.113.10:53, start
-            "01000028"
+            "00990008"
+            // data set 256, 48 bytes: time, natEvent 4 (NAT44 session create), UDP, 192.168.10.2 ->
+            // 10.0.3.10, 40000 -> 1024, 203.0.113.10:53, start, end (the same: its first packet)
+            "01000030"
             "0000019ae038a57b"
             "04"
             "11"
@@ -78,35 +82,40 @@ TEST(Ipfix, AFirstMessageIsTheTemplateThenTheRecordExactly) {
             "0400"
             "cb00710a"
             "0035"
+            "0000019ae038a57b"
             "0000019ae038a57b");
   EXPECT_EQ(b.sequence(), 1u);
   EXPECT_TRUE(b.empty());
 }
 
-TEST(Ipfix, ADeleteCarriesItsLastPacketAndStartAndTheSequenceCountsRecords) {
+TEST(Ipfix, ADeleteCarriesItsTimeStartAndLastPacketAndTheSequenceCountsRecords) {
   MessageBuilder b(1);
-  b.add(udp_event(nat::NatEventKind::kCreate), kStart, kStart, kStart);
-  b.add(udp_event(nat::NatEventKind::kCreate), kStart, kStart, kStart);
-  const std::string first = b.take(kStart);
-  ASSERT_EQ(first.size(), kHeaderSize + 48 + 4 + 2 * kRecordSize);
-  // The next message: no template (sent 0 s ago), sequence = the 2 records before it.
-  b.add(udp_event(nat::NatEventKind::kDelete), kStart + 65'000, kStart, kStart + 9'000);
-  const std::string m = b.take(kStart + 9'000);
+  b.add(udp_event(nat::NatEventKind::kCreate), at(kStart), kStart + 60'000);
+  b.add(udp_event(nat::NatEventKind::kCreate), at(kStart), kStart + 60'000);
+  const std::string first = b.take(kStart + 60'000);
+  ASSERT_EQ(first.size(), kHeaderSize + 52 + 4 + 2 * kRecordSize);
+  // The next message: no template (sent 9 s ago), sequence = the 2 records before it. A session
+  // from 18:00:00 whose last packet was at 18:01:05, ended and logged at 18:01:09.
+  b.add(udp_event(nat::NatEventKind::kDelete),
+        {.event_ms = kStart + 69'000, .start_ms = kStart, .end_ms = kStart + 65'000}, kStart + 69'000);
+  const std::string m = b.take(kStart + 69'000);
   ASSERT_EQ(m.size(), kHeaderSize + 4 + kRecordSize);
   EXPECT_EQ(be32(m, 8), 2u) << "sequence: data records sent before this message";
   EXPECT_EQ(be16(m, 16), kTemplateId) << "a data set first: no template this time";
   EXPECT_EQ(be16(m, 18), 4 + kRecordSize);
   const size_t r = 20;
-  EXPECT_EQ(hex(m.substr(r, 8)), "0000019ae039a2e8") << "its last packet (65 s after the start)";
+  EXPECT_EQ(hex(m.substr(r, 8)), "0000019ae039b288")
+      << "observationTimeMilliseconds: the delete (69 s after the start)";
   EXPECT_EQ(static_cast<unsigned char>(m[r + 8]), kNat44SessionDelete);
-  EXPECT_EQ(hex(m.substr(r + 28, 8)), "0000019ae038a500") << "the session's start";
+  EXPECT_EQ(hex(m.substr(r + 28, 8)), "0000019ae038a500") << "flowStartMilliseconds: the session's start";
+  EXPECT_EQ(hex(m.substr(r + 36, 8)), "0000019ae039a2e8") << "flowEndMilliseconds: its last packet";
   EXPECT_EQ(b.sequence(), 3u);
 }
 
 TEST(Ipfix, TheTemplateIsSentAgainEveryTenSecondsAndEvery64Messages) {
   MessageBuilder b;
   const auto has_template = [&](int64_t now) {
-    b.add(udp_event(nat::NatEventKind::kCreate), now, now, now);
+    b.add(udp_event(nat::NatEventKind::kCreate), at(now), now);
     return be16(b.take(now), 16) == kTemplateSetId;
   };
   EXPECT_TRUE(has_template(kStart));
@@ -117,25 +126,48 @@ TEST(Ipfix, TheTemplateIsSentAgainEveryTenSecondsAndEvery64Messages) {
   EXPECT_EQ(with, 2) << "every 64th message carries it within ten seconds";
   b.restart(9);
   EXPECT_TRUE(has_template(kStart + 10'002)) << "a new collector gets it first";
-  b.add(udp_event(nat::NatEventKind::kCreate), kStart, kStart, kStart);
+  b.add(udp_event(nat::NatEventKind::kCreate), at(kStart), kStart);
   const std::string m = b.take(kStart + 10'003);
   EXPECT_EQ(be32(m, 8), 1u) << "a new collector's sequence starts at 0";
   EXPECT_EQ(be32(m, 12), 9u);
 }
 
+// A message that was not sent may have carried the template: the next one carries it again. A
+// wall clock stepped back (NTP) is no reason to wait up to the step plus ten seconds for it.
+TEST(Ipfix, TheTemplateGoesAgainAfterAFailedSendAndWhenTheClockStepsBack) {
+  MessageBuilder b;
+  const auto has_template = [&](int64_t now) {
+    b.add(udp_event(nat::NatEventKind::kCreate), at(now), now);
+    return be16(b.take(now), 16) == kTemplateSetId;
+  };
+  EXPECT_TRUE(has_template(kStart));
+  EXPECT_FALSE(has_template(kStart + 1'000));
+  b.resend_template();
+  EXPECT_TRUE(has_template(kStart + 2'000)) << "after a failed send";
+  EXPECT_FALSE(has_template(kStart + 3'000));
+  EXPECT_TRUE(has_template(kStart - 3'600'000)) << "the clock stepped back an hour";
+  EXPECT_FALSE(has_template(kStart - 3'599'000)) << "then every ten seconds from there";
+  EXPECT_EQ(b.sequence(), 6u) << "the sequence goes on";
+}
+
 TEST(Ipfix, AFullMessageStaysWithinTheSizeBound) {
   MessageBuilder b;
   unsigned n = 0;
-  while (!b.full()) b.add(udp_event(nat::NatEventKind::kCreate), kStart, kStart, kStart), ++n;
+  while (!b.full()) b.add(udp_event(nat::NatEventKind::kCreate), at(kStart), kStart), ++n;
   const std::string first = b.take(kStart);
-  EXPECT_EQ(n, (kMaxMessage - kHeaderSize - 48 - 4) / kRecordSize);
-  EXPECT_LE(first.size(), kMaxMessage);
+  // 16 + 52 + 4 + 30 * 44 = 1,392 bytes; 16 + 4 + 31 * 44 = 1,384.
+  EXPECT_EQ(n, 30u) << "with the template";
+  EXPECT_EQ(n, (kMaxMessage - kHeaderSize - kTemplateSetSize - 4) / kRecordSize);
+  EXPECT_EQ(first.size(), 1392u);
   EXPECT_GT(first.size() + kRecordSize, kMaxMessage) << "no room was left for another record";
   EXPECT_EQ(be16(first, 2), first.size()) << "the header's length is the message's";
   n = 0;
-  while (!b.full()) b.add(udp_event(nat::NatEventKind::kCreate), kStart, kStart, kStart), ++n;
-  EXPECT_EQ(n, (kMaxMessage - kHeaderSize - 4) / kRecordSize) << "without the template, more records";
-  EXPECT_LE(b.take(kStart).size(), kMaxMessage);
+  while (!b.full()) b.add(udp_event(nat::NatEventKind::kCreate), at(kStart), kStart), ++n;
+  EXPECT_EQ(n, 31u) << "without the template, more records";
+  EXPECT_EQ(n, (kMaxMessage - kHeaderSize - 4) / kRecordSize);
+  const std::string second = b.take(kStart);
+  EXPECT_EQ(second.size(), 1384u);
+  EXPECT_EQ(be16(second, 16), kTemplateId);
 }
 
 }  // namespace
