@@ -124,6 +124,17 @@ void EventLog::configure(const config::NatEvents& cfg) {
 }
 
 std::string EventLog::format(const nat::NatEvent& e, int64_t start_ms, int64_t end_ms) {
+  if (e.is_quota()) {
+    // start_ms: when the flow was refused; the limit is the event's, not a time.
+    std::string s = utc(start_ms) + " quota-exceeded limit=";
+    s += e.kind == nat::NatEventKind::kQuotaSessions ? "max_sessions_per_host:" : "max_ports_per_host:";
+    s += std::to_string(e.quota_limit());
+    s += " proto=";
+    s += nat::proto_class_name(nat::proto_class(e.proto));
+    s += " inside=" + format_endpoint(e.in_ip, e.in_port);
+    s += " remote=" + format_endpoint(e.remote_ip, e.remote_port);
+    return s;
+  }
   const bool create = e.kind == nat::NatEventKind::kCreate;
   std::string s = utc(create ? start_ms : end_ms);
   s += create ? " session-create proto=" : " session-delete proto=";
@@ -195,6 +206,7 @@ std::string EventLog::prometheus() const {
          "# TYPE natgw_nat_events_total counter\n"
          "natgw_nat_events_total{kind=\"session-create\"} " + std::to_string(logged_[0]) + "\n" +
          "natgw_nat_events_total{kind=\"session-delete\"} " + std::to_string(logged_[1]) + "\n" +
+         "natgw_nat_events_total{kind=\"quota-exceeded\"} " + std::to_string(logged_[2]) + "\n" +
          "# HELP natgw_nat_events_errors_total NAT events a target did not take (file write, syslog or IPFIX send "
          "failed)\n"
          "# TYPE natgw_nat_events_errors_total counter\n"
@@ -221,6 +233,16 @@ void EventLog::log(const nat::NatEvent& e, int64_t now_wall_ms, uint32_t now_ms)
   // Signed distance from the anchor on the 32-bit clock: right across its wrap.
   const int64_t start = anchor_wall_ms_ + static_cast<int32_t>(e.start_ms - anchor_ms_);
   const int64_t end = anchor_wall_ms_ + static_cast<int32_t>(e.end_ms - anchor_ms_);
+  if (e.is_quota()) {
+    if (file_ || sock_ >= 0) write(format(e, start, 0), start);
+    if (ipfix_sock_ >= 0) {
+      if (!ipfix_.empty() && !ipfix_.room_for_quota()) send_ipfix();
+      ipfix_.add_quota(e, start, now_wall_ms);
+      if (ipfix_.full()) send_ipfix();
+    }
+    ++logged_[kind_index(e.kind)];
+    return;
+  }
   const bool create = e.kind == nat::NatEventKind::kCreate;
   if (file_ || sock_ >= 0) write(format(e, start, end), create ? start : end);
   if (ipfix_sock_ >= 0) {
@@ -235,7 +257,7 @@ void EventLog::log(const nat::NatEvent& e, int64_t now_wall_ms, uint32_t now_ms)
                now_wall_ms);
     if (ipfix_.full()) send_ipfix();
   }
-  ++logged_[create ? 0 : 1];
+  ++logged_[kind_index(e.kind)];
 }
 
 bool EventLog::pending(const std::vector<rte_ring*>& rings) {

@@ -56,7 +56,8 @@ class EventLog {
   // and its start=.
   static std::string format(const nat::NatEvent& e, int64_t start_ms, int64_t end_ms);
 
-  uint64_t logged(nat::NatEventKind k) const { return logged_[k == nat::NatEventKind::kCreate ? 0 : 1]; }
+  // kQuotaSessions and kQuotaPorts share one count (quota-exceeded).
+  uint64_t logged(nat::NatEventKind k) const { return logged_[kind_index(k)]; }
   uint64_t write_errors() const { return write_errors_; }
   // natgw_nat_events_total{kind} and natgw_nat_events_errors_total (Prometheus text).
   std::string prometheus() const;
@@ -80,7 +81,10 @@ class EventLog {
   // header of the IPFIX message sent next (when full, at a drain's end, a reconfigure or destruction).
   int64_t now_wall_ms_ = 0;
   std::string host_ = "-";  // syslog HOSTNAME
-  uint64_t logged_[2] = {};
+  static int kind_index(nat::NatEventKind k) {
+    return k == nat::NatEventKind::kCreate ? 0 : k == nat::NatEventKind::kDelete ? 1 : 2;
+  }
+  uint64_t logged_[3] = {};
   uint64_t write_errors_ = 0;
   bool said_error_ = false;       // a syslog send failed (said once until a reload)
   bool said_file_error_ = false;  // a file write failed (likewise)

@@ -42,6 +42,25 @@ constexpr size_t record_size() {
 static_assert(record_size() == kRecordSize);
 static_assert(kTemplateSetSize == 4 + 4 + 4 * std::size(kFields));
 static_assert(kHeaderSize + kTemplateSetSize + 4 + kRecordSize <= kMaxMessage);
+constexpr size_t quota_record_size() {
+  size_t n = 0;
+  for (const Field& f : kQuotaFields) n += f.length;
+  return n;
+}
+static_assert(quota_record_size() == kQuotaRecordSize);
+static_assert(kQuotaTemplateSetSize == 4 + 4 + 4 * std::size(kQuotaFields));
+
+template <size_t N>
+void put_template(std::string& b, uint16_t id, const Field (&fields)[N]) {
+  put16(b, kTemplateSetId);
+  put16(b, static_cast<uint16_t>(8 + 4 * N));
+  put16(b, id);
+  put16(b, static_cast<uint16_t>(N));
+  for (const Field& f : fields) {
+    put16(b, f.id);
+    put16(b, f.length);
+  }
+}
 
 }  // namespace
 
@@ -51,33 +70,41 @@ void MessageBuilder::restart(uint32_t domain) {
   sequence_ = 0;
   domain_ = domain;
   template_sent_ = false;
+  set_id_ = 0;
+  quota_template_ = false;
 }
 
 void MessageBuilder::begin(int64_t now_ms) {
   buf_.assign(kHeaderSize, '\0');  // filled in by take()
   if (!template_sent_ || now_ms < template_ms_ || now_ms - template_ms_ >= kTemplateEveryMs ||
       since_template_ + 1 >= kTemplateEveryMessages) {
-    put16(buf_, kTemplateSetId);
-    put16(buf_, static_cast<uint16_t>(kTemplateSetSize));
-    put16(buf_, kTemplateId);
-    put16(buf_, static_cast<uint16_t>(std::size(kFields)));
-    for (const Field& f : kFields) {
-      put16(buf_, f.id);
-      put16(buf_, f.length);
-    }
+    put_template(buf_, kTemplateId, kFields);
     template_sent_ = true;
     template_ms_ = now_ms;
     since_template_ = 0;
   } else {
     ++since_template_;
   }
+  set_id_ = 0;
+  quota_template_ = false;
+}
+
+void MessageBuilder::close_set() {
+  if (set_id_ != 0) set16(buf_, data_set_ + 2, static_cast<uint16_t>(buf_.size() - data_set_));
+  set_id_ = 0;
+}
+
+void MessageBuilder::open_set(uint16_t id) {
+  close_set();
   data_set_ = buf_.size();
-  put16(buf_, kTemplateId);
-  put16(buf_, 0);  // the set's length, filled in by take()
+  set_id_ = id;
+  put16(buf_, id);
+  put16(buf_, 0);  // the set's length, filled in by close_set()
 }
 
 void MessageBuilder::add(const nat::NatEvent& e, const Times& t, int64_t now_ms) {
   if (records_ == 0) begin(now_ms);
+  if (set_id_ != kTemplateId) open_set(kTemplateId);
   put64(buf_, static_cast<uint64_t>(t.event_ms));
   buf_.push_back(
       static_cast<char>(e.kind == nat::NatEventKind::kCreate ? kNat44SessionCreate : kNat44SessionDelete));
@@ -93,8 +120,25 @@ void MessageBuilder::add(const nat::NatEvent& e, const Times& t, int64_t now_ms)
   ++records_;
 }
 
+void MessageBuilder::add_quota(const nat::NatEvent& e, int64_t event_ms, int64_t now_ms) {
+  if (records_ == 0) begin(now_ms);
+  if (!quota_template_) {
+    close_set();
+    put_template(buf_, kQuotaTemplateId, kQuotaFields);
+    quota_template_ = true;
+  }
+  if (set_id_ != kQuotaTemplateId) open_set(kQuotaTemplateId);
+  put64(buf_, static_cast<uint64_t>(event_ms));
+  buf_.push_back(static_cast<char>(kQuotaExceeded));
+  put32(buf_, kMaxEntriesPerUser);
+  put32(buf_, e.quota_limit());
+  put_raw(buf_, e.in_ip);
+  ++records_;
+}
+
 std::string MessageBuilder::take(int64_t now_ms) {
   if (records_ == 0) return {};
+  close_set();
   std::string m;
   m.reserve(kMaxMessage);
   put16(m, kVersion);
@@ -102,7 +146,6 @@ std::string MessageBuilder::take(int64_t now_ms) {
   put32(m, static_cast<uint32_t>(now_ms / 1000));  // export time, seconds (wraps in 2106, as RFC 7011 says)
   put32(m, sequence_);
   put32(m, domain_);
-  set16(buf_, data_set_ + 2, static_cast<uint16_t>(buf_.size() - data_set_));
   m.append(buf_, kHeaderSize, std::string::npos);
   sequence_ += records_;
   records_ = 0;

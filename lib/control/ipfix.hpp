@@ -3,8 +3,11 @@
 // template (id 256) for both kinds: the event's time, natEvent, protocol, inside source address and
 // port, their translations, destination address and port, and the session's first and last packets
 // (flowStartMilliseconds, flowEndMilliseconds: the delete record then says how long the session lived
-// and when it was last used). ICMP query sessions carry their identifiers in the port fields. Control
-// thread only (EventLog); no parsing of untrusted bytes here.
+// and when it was last used). ICMP query sessions carry their identifiers in the port fields. A host
+// refused at nat.max_sessions_per_host or max_ports_per_host is RFC 8158's quota-exceeded event
+// (natEvent 13, natQuotaExceededEvent 3 "maximum entries per user", §4.1.4): template 257, sent in each
+// message that carries such a record (they are rare: one a second per host at most), so its schedule
+// is not the session template's. Control thread only (EventLog); no parsing of untrusted bytes here.
 #pragma once
 
 #include <cstddef>
@@ -20,6 +23,11 @@ constexpr uint16_t kTemplateSetId = 2;
 constexpr uint16_t kTemplateId = 256;
 constexpr uint8_t kNat44SessionCreate = 4;  // IANA natEvent values (RFC 8158)
 constexpr uint8_t kNat44SessionDelete = 5;
+constexpr uint16_t kQuotaTemplateId = 257;
+constexpr uint8_t kQuotaExceeded = 13;           // natEvent
+constexpr uint32_t kMaxEntriesPerUser = 3;       // natQuotaExceededEvent
+constexpr size_t kQuotaRecordSize = 21;
+constexpr size_t kQuotaTemplateSetSize = 28;     // set header, template header, 5 fields of 4 bytes
 // Messages stay under a 1500-byte path with room for IP, UDP and a tunnel header: exporters over UDP
 // must not rely on IP fragmentation (RFC 7011 §10.3.3).
 constexpr size_t kMaxMessage = 1400;
@@ -53,6 +61,15 @@ inline constexpr Field kFields[] = {
     {153, 8},  // flowEndMilliseconds: its last packet (a create: its first, the creation)
 };
 
+// The quota-exceeded template's fields, in record order.
+inline constexpr Field kQuotaFields[] = {
+    {323, 8},  // observationTimeMilliseconds: when the host's flow was refused
+    {230, 1},  // natEvent: 13, quota exceeded
+    {466, 4},  // natQuotaExceededEvent: 3, maximum entries per user
+    {473, 4},  // maxEntriesPerUser: the limit (sessions, or ports for max_ports_per_host)
+    {8, 4},    // sourceIPv4Address: the inside host
+};
+
 // A record's times, wall-clock milliseconds since the epoch.
 struct Times {
   int64_t event_ms;  // observationTimeMilliseconds
@@ -73,8 +90,16 @@ class MessageBuilder {
   void resend_template() { template_sent_ = false; }
   // `now_ms`: the wall clock now (when the template was last sent is measured on it).
   void add(const nat::NatEvent& e, const Times& t, int64_t now_ms);
+  // A quota event (e.is_quota()) at `event_ms`; only when room_for_quota() (or the message is empty).
+  void add_quota(const nat::NatEvent& e, int64_t event_ms, int64_t now_ms);
   bool empty() const { return records_ == 0; }
-  bool full() const { return buf_.size() + kRecordSize > kMaxMessage; }
+  // No room for another session record (nor, then, for the template a new message may need).
+  bool full() const { return buf_.size() + (set_id_ == kTemplateId ? 0 : 4) + kRecordSize > kMaxMessage; }
+  bool room_for_quota() const {
+    return buf_.size() + (quota_template_ ? 0 : kQuotaTemplateSetSize) + (set_id_ == kQuotaTemplateId ? 0 : 4) +
+               kQuotaRecordSize <=
+           kMaxMessage;
+  }
   unsigned records() const { return records_; }
   // The message, its export time `now_ms` (seconds in the header); empty when no record was added.
   std::string take(int64_t now_ms);
@@ -82,8 +107,12 @@ class MessageBuilder {
 
  private:
   void begin(int64_t now_ms);
+  void open_set(uint16_t id);  // close the open data set (if any) and open one for template `id`
+  void close_set();
   std::string buf_;
-  size_t data_set_ = 0;  // where the data set's header is in buf_
+  size_t data_set_ = 0;         // where the open data set's header is in buf_
+  uint16_t set_id_ = 0;         // the open data set's template, 0: none
+  bool quota_template_ = false; // this message carries the quota template
   unsigned records_ = 0;
   uint32_t sequence_ = 0;
   uint32_t domain_;

@@ -28,7 +28,7 @@ HostSessions::Added HostSessions::add(rte_be32_t host, uint32_t limit, uint32_t 
   const uint32_t v = free_[nfree_ - 1];
   if (!index_.insert(h, v)) return Added::kFull;
   --nfree_;
-  hosts_[v] = Host{host, 0, 0};
+  hosts_[v] = Host{host, 0, 0, 0};
   hosts_[v].*count = 1;
   recent_ = v;
   live_.store(live_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -60,5 +60,15 @@ uint32_t HostSessions::count(rte_be32_t host) const { return get(host, &Host::se
 HostSessions::Added HostSessions::add_port(rte_be32_t host, uint32_t limit) { return add(host, limit, &Host::ports); }
 void HostSessions::remove_port(rte_be32_t host) { sub(host, &Host::ports); }
 uint32_t HostSessions::ports(rte_be32_t host) const { return get(host, &Host::ports); }
+
+bool HostSessions::quota_due(rte_be32_t host, uint32_t now_ms) {
+  int64_t v = recent(host);
+  if (v < 0) v = find(host, hash_of(host));
+  if (v < 0) return false;
+  Host& e = hosts_[v];
+  if (e.quota_ms != 0 && now_ms - (e.quota_ms - 1) < 1000) return false;
+  e.quota_ms = now_ms + 1;
+  return true;
+}
 
 }  // namespace natgw::nat

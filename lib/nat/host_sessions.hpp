@@ -39,6 +39,9 @@ class HostSessions {
   Added add_port(rte_be32_t host, uint32_t limit);
   void remove_port(rte_be32_t host);
   uint32_t ports(rte_be32_t host) const;
+  // Whether a quota event for `host`, just refused by try_add or add_port (so it has an
+  // entry), is due: none in the last second. Marks it sent when it is.
+  bool quota_due(rte_be32_t host, uint32_t now_ms);
   // Start loading the index bucket try_add(host) reads first (a burst's new flows).
   void prefetch(rte_be32_t host) const { index_.prefetch_bucket(index_.home(hash_of(host))); }
   // Hosts with at least one session.
@@ -50,6 +53,7 @@ class HostSessions {
     rte_be32_t addr;
     uint32_t sessions;
     uint32_t ports;
+    uint32_t quota_ms;  // when its last quota event was due, + 1 (0: none yet)
   };
   Added add(rte_be32_t host, uint32_t limit, uint32_t Host::*count);
   void sub(rte_be32_t host, uint32_t Host::*count);

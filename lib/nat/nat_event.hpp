@@ -10,17 +10,25 @@
 
 namespace natgw::nat {
 
-enum class NatEventKind : uint8_t { kCreate = 1, kDelete = 2 };
+// kQuotaSessions / kQuotaPorts: an inside host's new flow was refused at nat.max_sessions_per_host /
+// max_ports_per_host (RFC 8158's "quota exceeded", maximum entries per user). At most one a second per
+// host (HostSessions::quota_due), so a host hammering its limit cannot flood the log.
+enum class NatEventKind : uint8_t { kCreate = 1, kDelete = 2, kQuotaSessions = 3, kQuotaPorts = 4 };
 
 struct NatEvent {
-  uint32_t start_ms;  // the session's creation, on the workers' millisecond clock (Context::clock_origin_tsc)
-  uint32_t end_ms;    // kDelete: its last packet (what expiry measured from); kCreate: = start_ms
+  uint32_t start_ms;  // the session's creation, on the workers' millisecond clock (Context::clock_origin_tsc);
+                      // kQuota*: when the flow was refused
+  uint32_t end_ms;    // kDelete: its last packet (what expiry measured from); kCreate: = start_ms;
+                      // kQuota*: the limit (quota_limit())
   NatEventKind kind;
   uint8_t proto;
   uint16_t worker;
   rte_be32_t in_ip, out_ip, remote_ip;
   rte_be16_t in_port, out_port, remote_port;  // ICMP: the identifiers, remote_port 0
   uint16_t pad = 0;
+  // kQuota*: the refused flow is in_ip:in_port -> remote_ip:remote_port; out_ip and out_port are 0.
+  bool is_quota() const { return kind == NatEventKind::kQuotaSessions || kind == NatEventKind::kQuotaPorts; }
+  uint32_t quota_limit() const { return end_ms; }
 };
 static_assert(sizeof(NatEvent) == 32, "ring elements: a multiple of 4 bytes, two per cache line");
 

@@ -319,7 +319,10 @@ CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, 
 [[gnu::noinline]] CreateResult SessionTable::create_counted(const CreateArgs& a, uint32_t now_ms, uint32_t& idx) {
   switch (hosts_->try_add(a.in->src, a.host_limit)) {
     case HostSessions::Added::kYes: break;
-    case HostSessions::Added::kAtLimit: stats_.host_limited.add(); return CreateResult::kHostLimit;
+    case HostSessions::Added::kAtLimit:
+      stats_.host_limited.add();
+      emit_quota(NatEventKind::kQuotaSessions, a, a.host_limit, now_ms);
+      return CreateResult::kHostLimit;
     case HostSessions::Added::kFull: stats_.table_full.add(); return CreateResult::kTableFull;
   }
   const CreateResult r = create_mapped(a, now_ms, idx);
@@ -352,6 +355,7 @@ CreateResult SessionTable::create_mapped(const CreateArgs& a, uint32_t now_ms, u
       if (added != HostSessions::Added::kYes) {
         if (added == HostSessions::Added::kFull) return stats_.table_full.add(), CreateResult::kTableFull;
         stats_.host_port_limited.add();
+        emit_quota(NatEventKind::kQuotaPorts, a, a.host_port_limit, now_ms);
         return CreateResult::kHostPortLimit;
       }
     }
@@ -480,6 +484,23 @@ NatEvent SessionTable::event_of(NatEventKind kind, const Session& s) const {
 void SessionTable::emit(rte_ring* ring, NatEventKind kind, const Session& s) {
   NatEvent e = event_of(kind, s);  // non-const: DPDK 22.11's enqueue takes void*
   if (rte_ring_sp_enqueue_elem(ring, &e, sizeof e) != 0) stats_.events_lost.add();
+}
+
+// A host's new flow refused at its limit: a quota event, at most one a second per host.
+void SessionTable::emit_quota(NatEventKind kind, const CreateArgs& a, uint32_t limit, uint32_t now_ms) {
+  rte_ring* r = events_.load(std::memory_order_relaxed);
+  if (!r || !hosts_->quota_due(a.in->src, now_ms)) return;
+  NatEvent e{};
+  e.start_ms = now_ms;
+  e.end_ms = limit;
+  e.kind = kind;
+  e.proto = a.in->proto;
+  e.worker = worker_;
+  e.in_ip = a.in->src;
+  e.remote_ip = a.in->dst;
+  e.in_port = a.in->sport;
+  e.remote_port = a.in->proto == IPPROTO_ICMP ? 0 : a.in->dport;
+  if (rte_ring_sp_enqueue_elem(r, &e, sizeof e) != 0) stats_.events_lost.add();
 }
 
 // A removed session joins the open batch; reclaim() gives the batch its token.

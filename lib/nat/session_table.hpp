@@ -318,6 +318,7 @@ class SessionTable {
   void queue_closing(uint32_t idx);
   // The event for session `s`, on the ring if there is room (else counted lost).
   void emit(rte_ring* ring, NatEventKind kind, const Session& s);
+  void emit_quota(NatEventKind kind, const CreateArgs& a, uint32_t limit, uint32_t now_ms);
   // Inside previous hops a mapping names by one byte (Mapping::hop): an unsolicited
   // packet that endpoint-independent filtering lets in opens a session toward the hop
   // its inside endpoint's traffic comes from. There are few (routers, TGW ENIs,

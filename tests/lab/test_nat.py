@@ -463,11 +463,18 @@ class _PeerHelpers:
     MODE = "nat"
     NAT: dict = {}          # [nat] keys over config/lab.toml's
     NATGW_ONLY = ""         # why Linux masquerade cannot stand in for natgw here ("" = it can)
+    EVENT_LOG = False       # [nat_events] file = events_file()
+
+    @classmethod
+    def events_file(cls) -> Path:
+        return Path(cls.lab.logdir) / f"events-{cls.__name__}.log"
 
     @classmethod
     def natgw_config(cls) -> str:
         def edit(cfg):
             cfg.setdefault("nat", {}).update(cls.NAT)
+            if cls.EVENT_LOG:
+                cfg["nat_events"] = {"file": str(cls.events_file())}
         return str(L.derive_config("config/lab.toml", Path(cls.lab.logdir) / f"lab-{cls.__name__}.toml", edit))
 
     @classmethod
@@ -739,6 +746,7 @@ class PerHostPortLimit(_PeerHelpers, L.LabTestCase):
     LIMIT = 5
     NAT = {"max_ports_per_host": LIMIT}
     NATGW_ONLY = "nat.max_ports_per_host"
+    EVENT_LOG = True
 
     def test_new_ports_past_the_limit_are_refused_shared_ones_are_not(self):
         m0 = L.metrics(strict=False)
@@ -759,6 +767,19 @@ class PerHostPortLimit(_PeerHelpers, L.LabTestCase):
                          - m0.value("natgw_drops_total", reason="host_port_limit"), 2)
         self.assertEqual(m1.value("natgw_drops_total", reason="host_limit"), 0)
         self.assertEqual(int(sum(m1.series("natgw_outside_ports_in_use").values())), self.LIMIT)
+        # Each refusal is a quota-exceeded event naming the host and the refused flow (they were 1.5 s
+        # apart, past the one-a-second-per-host bound).
+        quota = []
+        deadline = time.monotonic() + 5
+        while len(quota) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            lines = self.events_file().read_text().splitlines() if self.events_file().exists() else []
+            quota = [l for l in lines if " quota-exceeded " in l]
+        self.assertEqual(len(quota), 2, quota)
+        for i, line in enumerate(quota):
+            self.assertIn(f" quota-exceeded limit=max_ports_per_host:{self.LIMIT} proto=udp "
+                          f"inside={CLIENT_ADDR}:{40400 + room + i} remote={INET_ADDR}:{ECHO_PORTS[0]}", line)
+        self.assertEqual(L.metrics(strict=False).value("natgw_nat_events_total", kind="quota-exceeded"), 2)
         # A source port the client has toward a new destination: a new session on its mapping, not a new port.
         x, mapped = self.mapped(cli, "p0")
         cli.send("p0", INET_ADDR, ECHO_PORTS[1], "shared")

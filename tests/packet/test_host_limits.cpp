@@ -3,6 +3,7 @@
 // against it; the values reload live), and the outside-port gauges natgwctl and
 // Prometheus show.
 #include <gtest/gtest.h>
+#include <rte_ring_elem.h>
 
 #include "control/stats.hpp"
 #include "control/views.hpp"
@@ -143,6 +144,50 @@ TEST_F(HostLimit, TheLimitReloadsLive) {
 }
 
 // Turning a limit on in a natgw started without one is refused (no counts were kept).
+// What the worker put on its NAT event ring, quota events only.
+std::vector<nat::NatEvent> quota_events(rte_ring* ring) {
+  std::vector<nat::NatEvent> v;
+  nat::NatEvent e;
+  while (rte_ring_sc_dequeue_elem(ring, &e, sizeof e) == 0)
+    if (e.is_quota()) v.push_back(e);
+  return v;
+}
+
+// A refused flow is a quota event (RFC 8158: quota exceeded, maximum entries per user) naming
+// the host, the flow and the limit; at most one a second per host, however many flows it tries.
+TEST_F(HostLimit, ARefusedHostIsAQuotaEventOnceASecond) {
+  p.ctx.sessions[0]->set_event_ring(p.ctx.events[0]);
+  for (uint16_t sport = 40000; sport < 40003; ++sport) ASSERT_TRUE(opens(IPPROTO_UDP, kA, sport));
+  EXPECT_TRUE(quota_events(p.ctx.events[0]).empty());
+  p.advance(10);
+  const uint32_t t0 = p.worker().now_ms();
+  for (uint16_t sport = 41000; sport < 41050; ++sport) EXPECT_FALSE(opens(IPPROTO_TCP, kA, sport));
+  EXPECT_FALSE(opens(IPPROTO_UDP, kB, 40000) && opens(IPPROTO_UDP, kB, 40001) && opens(IPPROTO_UDP, kB, 40002) &&
+               opens(IPPROTO_UDP, kB, 40003))
+      << "B's fourth flow is refused too";
+  auto ev = quota_events(p.ctx.events[0]);
+  ASSERT_EQ(ev.size(), 2u) << "one for A (50 refused flows), one for B";
+  EXPECT_EQ(ev[0].kind, nat::NatEventKind::kQuotaSessions);
+  EXPECT_EQ(ev[0].in_ip, ip(kA));
+  EXPECT_EQ(ev[0].in_port, rte_cpu_to_be_16(41000)) << "the first refused flow";
+  EXPECT_EQ(ev[0].remote_ip, ip("203.0.113.10"));
+  EXPECT_EQ(ev[0].remote_port, rte_cpu_to_be_16(443));
+  EXPECT_EQ(ev[0].proto, IPPROTO_TCP);
+  EXPECT_EQ(ev[0].out_ip, 0u);
+  EXPECT_EQ(ev[0].start_ms, t0);
+  EXPECT_EQ(ev[0].quota_limit(), 3u);
+  EXPECT_EQ(ev[1].in_ip, ip(kB));
+  p.advance(999);
+  EXPECT_FALSE(opens(IPPROTO_UDP, kA, 42000));
+  EXPECT_TRUE(quota_events(p.ctx.events[0]).empty()) << "within the second";
+  p.advance(1);
+  EXPECT_FALSE(opens(IPPROTO_UDP, kA, 42001));
+  ev = quota_events(p.ctx.events[0]);
+  ASSERT_EQ(ev.size(), 1u) << "a second later, again";
+  EXPECT_EQ(ev[0].in_port, rte_cpu_to_be_16(42001));
+  EXPECT_EQ(drops(p, dp::kDropHostLimit), 53u) << "every refused flow is still counted";
+}
+
 TEST(HostLimitRestart, ALimitNeedsAStartWithOne) {
   Pipeline unlimited(kLabConfig);
   EXPECT_EQ(unlimited.ctx.sessions[0]->hosts(), nullptr) << "no per-host table without a limit";
@@ -344,6 +389,19 @@ TEST(OutsidePortGauges, CountMappingsPortsPerAddressAndProtocol) {
   s = control::snapshot(p.ctx, ws, false);
   EXPECT_EQ(at("10.0.3.10")->in_use[1], 0u);
   EXPECT_EQ(at("10.0.2.10")->in_use[1], 0u);
+}
+
+TEST_F(HostPortLimit, ARefusedPortIsAQuotaEvent) {
+  p.ctx.sessions[0]->set_event_ring(p.ctx.events[0]);
+  ASSERT_TRUE(opens(IPPROTO_UDP, kA, 40000));
+  ASSERT_TRUE(opens(IPPROTO_UDP, kA, 40001));
+  EXPECT_FALSE(opens(IPPROTO_UDP, kA, 40002));
+  const auto ev = quota_events(p.ctx.events[0]);
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].kind, nat::NatEventKind::kQuotaPorts);
+  EXPECT_EQ(ev[0].in_ip, ip(kA));
+  EXPECT_EQ(ev[0].in_port, rte_cpu_to_be_16(40002));
+  EXPECT_EQ(ev[0].quota_limit(), 2u);
 }
 
 }  // namespace

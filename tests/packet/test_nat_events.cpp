@@ -22,7 +22,7 @@ namespace {
 
 class NatEvents : public ::testing::Test {
  protected:
-  NatEvents() : p(std::string(kLabConfig)) {
+  explicit NatEvents(const std::string& extra = "") : p(std::string(kLabConfig) + extra) {
     lab_neighbours(p);
     dir = std::filesystem::temp_directory_path() / ("natgw-events-" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir);
@@ -370,6 +370,67 @@ struct Collector {
   uint16_t port = 0;
   std::map<uint16_t, std::vector<std::pair<uint16_t, uint16_t>>> templates;
 };
+
+// A host refused at its limits: quota-exceeded lines (file, syslog) and RFC 8158 quota records
+// (IPFIX), at most one a second per host, whichever limit it met.
+class NatEventsQuota : public NatEvents {
+ protected:
+  NatEventsQuota() : NatEvents("[nat]\nmax_sessions_per_host = 3\nmax_ports_per_host = 1\n") {}
+  bool opens(const char* dst, uint16_t sport) {
+    p.rx(kInside, build_frame(client(IPPROTO_UDP, dst, sport, 53)));
+    return ipv4_only(p.out(kInternet)).size() == 1;
+  }
+};
+
+TEST_F(NatEventsQuota, ARefusedHostIsLoggedOnceASecondByEveryTarget) {
+  Collector c;
+  auto both = c.config(9);
+  both.file = cfg.file;
+  both.syslog_addr = cfg.syslog_addr;
+  both.syslog_port = cfg.syslog_port;
+  log.configure(both);
+  p.ctx.sessions[0]->set_event_ring(p.ctx.events[0]);
+  ASSERT_TRUE(opens("203.0.113.10", 40000));
+  EXPECT_FALSE(opens("203.0.113.10", 40001)) << "a second port";
+  EXPECT_FALSE(opens("203.0.113.10", 40002)) << "within the second: dropped, not logged";
+  p.advance(1000);
+  ASSERT_TRUE(opens("203.0.113.11", 40000)) << "the host's one mapping, toward others";
+  ASSERT_TRUE(opens("203.0.113.12", 40000));
+  EXPECT_FALSE(opens("203.0.113.13", 40000)) << "a fourth session";
+  EXPECT_EQ(drain(), 5u) << "3 creates, 2 quota events";
+  std::vector<std::string> quota;
+  for (const auto& l : file_lines())
+    if (l.find("quota-exceeded") != std::string::npos) quota.push_back(l);
+  ASSERT_EQ(quota.size(), 2u);
+  EXPECT_EQ(quota[0], "2025-12-02T18:00:01.000Z quota-exceeded limit=max_ports_per_host:1 proto=udp "
+                      "inside=192.168.10.2:40001 remote=203.0.113.10:53");
+  EXPECT_EQ(quota[1], "2025-12-02T18:00:02.000Z quota-exceeded limit=max_sessions_per_host:3 proto=udp "
+                      "inside=192.168.10.2:40000 remote=203.0.113.13:53");
+  const auto d = datagrams();
+  ASSERT_EQ(d.size(), 5u);
+  EXPECT_NE(d[1].find(" NAT44 - quota-exceeded limit=max_ports_per_host:1 proto=udp inside=192.168.10.2:40001"),
+            std::string::npos)
+      << d[1];
+  EXPECT_EQ(log.logged(nat::NatEventKind::kQuotaSessions), 2u);
+  EXPECT_EQ(log.logged(nat::NatEventKind::kCreate), 3u);
+  EXPECT_NE(log.prometheus().find("natgw_nat_events_total{kind=\"quota-exceeded\"} 2\n"), std::string::npos);
+  const auto m = c.messages();
+  ASSERT_EQ(m.size(), 1u);
+  ASSERT_EQ(m[0].records.size(), 5u);
+  ASSERT_EQ(c.templates.count(257), 1u) << "the quota template came with its records";
+  std::vector<std::map<uint16_t, uint64_t>> q;
+  for (const auto& r : m[0].records)
+    if (r.count(466)) q.push_back(r);
+  ASSERT_EQ(q.size(), 2u);
+  EXPECT_EQ(q[0].at(230), 13u) << "natEvent: quota exceeded";
+  EXPECT_EQ(q[0].at(466), 3u) << "maximum entries per user";
+  EXPECT_EQ(q[0].at(473), 1u) << "the port limit";
+  EXPECT_EQ(q[1].at(473), 3u) << "the session limit";
+  EXPECT_EQ(q[0].at(8), 0xc0a80a02u) << "the host";
+  EXPECT_EQ(q[0].at(323), uint64_t(kBase + 1000));
+  EXPECT_EQ(q[1].at(323), uint64_t(kBase + 2000));
+  EXPECT_EQ(m[0].sequence, 0u);
+}
 
 // A session's end as the stop path logs it (EventLog::log, not through a ring): created at the
 // workers' 1,000 ms, last packet at 2,000.

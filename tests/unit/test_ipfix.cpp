@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "control/ipfix.hpp"
 
@@ -168,6 +169,69 @@ TEST(Ipfix, AFullMessageStaysWithinTheSizeBound) {
   const std::string second = b.take(kStart);
   EXPECT_EQ(second.size(), 1384u);
   EXPECT_EQ(be16(second, 16), kTemplateId);
+}
+
+// A host refused at its limit: RFC 8158's quota-exceeded record (template 257), its template in the
+// same message before it, the data sets switching between the two templates in arrival order.
+nat::NatEvent quota_event(uint32_t limit) {
+  nat::NatEvent e{};
+  e.kind = nat::NatEventKind::kQuotaSessions;
+  e.proto = 6;
+  e.end_ms = limit;
+  e.in_ip = htonl(0xc0a80a02);  // 192.168.10.2
+  return e;
+}
+
+TEST(Ipfix, AQuotaRecordCarriesItsOwnTemplateInItsMessage) {
+  MessageBuilder b(7);
+  b.add(udp_event(nat::NatEventKind::kCreate), at(kStart), kStart);
+  b.add_quota(quota_event(100), kStart + 5, kStart);
+  b.add_quota(quota_event(2), kStart + 6, kStart);
+  b.add(udp_event(nat::NatEventKind::kCreate), at(kStart + 7), kStart);
+  EXPECT_EQ(b.records(), 4u);
+  const std::string m = b.take(kStart + 1000);
+  // The sets: session template, one session record, quota template, two quota records, one session record.
+  std::vector<std::pair<uint16_t, uint16_t>> sets;  // id, length
+  for (size_t at = kHeaderSize; at + 4 <= m.size(); at += be16(m, at + 2)) sets.emplace_back(be16(m, at), be16(m, at + 2));
+  const std::vector<std::pair<uint16_t, uint16_t>> want = {
+      {2, 52}, {256, 48}, {2, 28}, {257, 4 + 2 * 21}, {256, 48}};
+  EXPECT_EQ(sets, want);
+  EXPECT_EQ(m.size(), 16u + 52 + 48 + 28 + 46 + 48);
+  EXPECT_EQ(be16(m, 2), m.size());
+  const size_t qt = kHeaderSize + 52 + 48;
+  EXPECT_EQ(hex(m.substr(qt, 28)),
+            "0002001c"   // template set, 28 bytes
+            "01010005"   // template 257, 5 fields
+            "01430008"   // observationTimeMilliseconds
+            "00e60001"   // natEvent
+            "01d20004"   // natQuotaExceededEvent
+            "01d90004"   // maxEntriesPerUser
+            "00080004"); // sourceIPv4Address
+  EXPECT_EQ(hex(m.substr(qt + 28 + 4, 21)),
+            "0000019ae038a505"  // 2025-12-02T18:00:00.005Z
+            "0d"                // natEvent 13: quota exceeded
+            "00000003"          // maximum entries per user
+            "00000064"          // the limit, 100
+            "c0a80a02");        // the host
+  EXPECT_EQ(b.sequence(), 4u) << "quota records are data records too";
+  // The next message has a quota record: its template again (not on the session template's schedule).
+  b.add_quota(quota_event(100), kStart + 2000, kStart + 2000);
+  const std::string n = b.take(kStart + 2000);
+  EXPECT_EQ(be16(n, kHeaderSize), 2);
+  EXPECT_EQ(be16(n, kHeaderSize + 4), kQuotaTemplateId);
+  EXPECT_EQ(n.size(), 16u + 28 + 4 + 21);
+}
+
+TEST(Ipfix, QuotaRecordsStayWithinTheSizeBound) {
+  MessageBuilder b;
+  unsigned n = 0;
+  while (b.empty() || b.room_for_quota()) b.add_quota(quota_event(10), kStart, kStart), ++n;
+  EXPECT_EQ(n, 61u) << "16 + 52 + 28 + 4 + 61 * 21 = 1,381 bytes";
+  EXPECT_EQ(b.take(kStart).size(), 1381u);
+  // A message full of session records has no room for a quota record and its template.
+  while (!b.full()) b.add(udp_event(nat::NatEventKind::kCreate), at(kStart), kStart);
+  EXPECT_FALSE(b.room_for_quota());
+  EXPECT_EQ(b.take(kStart).size(), 1384u) << "31 session records, as before";
 }
 
 }  // namespace
