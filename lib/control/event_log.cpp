@@ -135,6 +135,14 @@ std::string EventLog::format(const nat::NatEvent& e, int64_t start_ms, int64_t e
     s += " remote=" + format_endpoint(e.remote_ip, e.remote_port);
     return s;
   }
+  if (e.kind == nat::NatEventKind::kPortsExhausted) {
+    std::string s = utc(start_ms) + " ports-exhausted outside=" + config::format_ipv4(ntohl(e.out_ip));
+    s += " proto=";
+    s += nat::proto_class_name(nat::proto_class(e.proto));
+    s += " inside=" + format_endpoint(e.in_ip, e.in_port);
+    s += " remote=" + format_endpoint(e.remote_ip, e.remote_port);
+    return s;
+  }
   const bool create = e.kind == nat::NatEventKind::kCreate;
   std::string s = utc(create ? start_ms : end_ms);
   s += create ? " session-create proto=" : " session-delete proto=";
@@ -207,6 +215,7 @@ std::string EventLog::prometheus() const {
          "natgw_nat_events_total{kind=\"session-create\"} " + std::to_string(logged_[0]) + "\n" +
          "natgw_nat_events_total{kind=\"session-delete\"} " + std::to_string(logged_[1]) + "\n" +
          "natgw_nat_events_total{kind=\"quota-exceeded\"} " + std::to_string(logged_[2]) + "\n" +
+         "natgw_nat_events_total{kind=\"ports-exhausted\"} " + std::to_string(logged_[3]) + "\n" +
          "# HELP natgw_nat_events_errors_total NAT events a target did not take (file write, syslog or IPFIX send "
          "failed)\n"
          "# TYPE natgw_nat_events_errors_total counter\n"
@@ -233,11 +242,11 @@ void EventLog::log(const nat::NatEvent& e, int64_t now_wall_ms, uint32_t now_ms)
   // Signed distance from the anchor on the 32-bit clock: right across its wrap.
   const int64_t start = anchor_wall_ms_ + static_cast<int32_t>(e.start_ms - anchor_ms_);
   const int64_t end = anchor_wall_ms_ + static_cast<int32_t>(e.end_ms - anchor_ms_);
-  if (e.is_quota()) {
+  if (!e.is_session()) {
     if (file_ || sock_ >= 0) write(format(e, start, 0), start);
     if (ipfix_sock_ >= 0) {
-      if (!ipfix_.empty() && !ipfix_.room_for_quota()) send_ipfix();
-      ipfix_.add_quota(e, start, now_wall_ms);
+      if (!ipfix_.empty() && !ipfix_.room_for(e)) send_ipfix();
+      ipfix_.add_other(e, start, now_wall_ms);
       if (ipfix_.full()) send_ipfix();
     }
     ++logged_[kind_index(e.kind)];

@@ -82,9 +82,16 @@ class EventLog {
   int64_t now_wall_ms_ = 0;
   std::string host_ = "-";  // syslog HOSTNAME
   static int kind_index(nat::NatEventKind k) {
-    return k == nat::NatEventKind::kCreate ? 0 : k == nat::NatEventKind::kDelete ? 1 : 2;
+    switch (k) {
+      case nat::NatEventKind::kCreate: return 0;
+      case nat::NatEventKind::kDelete: return 1;
+      case nat::NatEventKind::kQuotaSessions:
+      case nat::NatEventKind::kQuotaPorts: return 2;
+      case nat::NatEventKind::kPortsExhausted: return 3;
+    }
+    return 3;
   }
-  uint64_t logged_[3] = {};
+  uint64_t logged_[4] = {};
   uint64_t write_errors_ = 0;
   bool said_error_ = false;       // a syslog send failed (said once until a reload)
   bool said_file_error_ = false;  // a file write failed (likewise)

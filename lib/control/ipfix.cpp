@@ -49,6 +49,19 @@ constexpr size_t quota_record_size() {
 }
 static_assert(quota_record_size() == kQuotaRecordSize);
 static_assert(kQuotaTemplateSetSize == 4 + 4 + 4 * std::size(kQuotaFields));
+static_assert(kExhaustedRecordSize == 8 + 1 + 4 + 1 && std::size(kExhaustedFields) == 4);
+static_assert(kExhaustedTemplateSetSize == 4 + 4 + 4 * std::size(kExhaustedFields));
+
+// The template of an event that is not a session's, and what its record and template take.
+struct Other {
+  uint16_t id;
+  size_t record, template_set;
+};
+Other other_of(const nat::NatEvent& e) {
+  if (e.kind == nat::NatEventKind::kPortsExhausted)
+    return {kExhaustedTemplateId, kExhaustedRecordSize, kExhaustedTemplateSetSize};
+  return {kQuotaTemplateId, kQuotaRecordSize, kQuotaTemplateSetSize};
+}
 
 template <size_t N>
 void put_template(std::string& b, uint16_t id, const Field (&fields)[N]) {
@@ -71,7 +84,7 @@ void MessageBuilder::restart(uint32_t domain) {
   domain_ = domain;
   template_sent_ = false;
   set_id_ = 0;
-  quota_template_ = false;
+  other_templates_ = 0;
 }
 
 void MessageBuilder::begin(int64_t now_ms) {
@@ -86,7 +99,7 @@ void MessageBuilder::begin(int64_t now_ms) {
     ++since_template_;
   }
   set_id_ = 0;
-  quota_template_ = false;
+  other_templates_ = 0;
 }
 
 void MessageBuilder::close_set() {
@@ -120,19 +133,36 @@ void MessageBuilder::add(const nat::NatEvent& e, const Times& t, int64_t now_ms)
   ++records_;
 }
 
-void MessageBuilder::add_quota(const nat::NatEvent& e, int64_t event_ms, int64_t now_ms) {
+bool MessageBuilder::room_for(const nat::NatEvent& e) const {
+  const Other o = other_of(e);
+  const bool has_template = other_templates_ & (1u << (o.id - kQuotaTemplateId));
+  return buf_.size() + (has_template ? 0 : o.template_set) + (set_id_ == o.id ? 0 : 4) + o.record <= kMaxMessage;
+}
+
+void MessageBuilder::add_other(const nat::NatEvent& e, int64_t event_ms, int64_t now_ms) {
   if (records_ == 0) begin(now_ms);
-  if (!quota_template_) {
+  const Other o = other_of(e);
+  const unsigned bit = 1u << (o.id - kQuotaTemplateId);
+  if (!(other_templates_ & bit)) {
     close_set();
-    put_template(buf_, kQuotaTemplateId, kQuotaFields);
-    quota_template_ = true;
+    if (o.id == kQuotaTemplateId)
+      put_template(buf_, o.id, kQuotaFields);
+    else
+      put_template(buf_, o.id, kExhaustedFields);
+    other_templates_ |= bit;
   }
-  if (set_id_ != kQuotaTemplateId) open_set(kQuotaTemplateId);
+  if (set_id_ != o.id) open_set(o.id);
   put64(buf_, static_cast<uint64_t>(event_ms));
-  buf_.push_back(static_cast<char>(kQuotaExceeded));
-  put32(buf_, kMaxEntriesPerUser);
-  put32(buf_, e.quota_limit());
-  put_raw(buf_, e.in_ip);
+  if (o.id == kQuotaTemplateId) {
+    buf_.push_back(static_cast<char>(kQuotaExceeded));
+    put32(buf_, kMaxEntriesPerUser);
+    put32(buf_, e.quota_limit());
+    put_raw(buf_, e.in_ip);
+  } else {
+    buf_.push_back(static_cast<char>(kPortsExhausted));
+    put_raw(buf_, e.out_ip);
+    buf_.push_back(static_cast<char>(e.proto));
+  }
   ++records_;
 }
 

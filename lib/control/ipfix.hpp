@@ -7,7 +7,9 @@
 // refused at nat.max_sessions_per_host or max_ports_per_host is RFC 8158's quota-exceeded event
 // (natEvent 13, natQuotaExceededEvent 3 "maximum entries per user", §4.1.4): template 257, sent in each
 // message that carries such a record (they are rare: one a second per host at most), so its schedule
-// is not the session template's. Control thread only (EventLog); no parsing of untrusted bytes here.
+// is not the session template's. No port left on an outside address for a protocol is "NAT ports
+// exhausted" (natEvent 12, template 258, sent the same way). Control thread only (EventLog); no
+// parsing of untrusted bytes here.
 #pragma once
 
 #include <cstddef>
@@ -28,6 +30,10 @@ constexpr uint8_t kQuotaExceeded = 13;           // natEvent
 constexpr uint32_t kMaxEntriesPerUser = 3;       // natQuotaExceededEvent
 constexpr size_t kQuotaRecordSize = 21;
 constexpr size_t kQuotaTemplateSetSize = 28;     // set header, template header, 5 fields of 4 bytes
+constexpr uint16_t kExhaustedTemplateId = 258;
+constexpr uint8_t kPortsExhausted = 12;          // natEvent
+constexpr size_t kExhaustedRecordSize = 14;
+constexpr size_t kExhaustedTemplateSetSize = 24; // set header, template header, 4 fields of 4 bytes
 // Messages stay under a 1500-byte path with room for IP, UDP and a tunnel header: exporters over UDP
 // must not rely on IP fragmentation (RFC 7011 §10.3.3).
 constexpr size_t kMaxMessage = 1400;
@@ -70,6 +76,14 @@ inline constexpr Field kQuotaFields[] = {
     {8, 4},    // sourceIPv4Address: the inside host
 };
 
+// The ports-exhausted template's fields, in record order.
+inline constexpr Field kExhaustedFields[] = {
+    {323, 8},  // observationTimeMilliseconds: when a new flow found no port
+    {230, 1},  // natEvent: 12, NAT ports exhausted
+    {225, 4},  // postNATSourceIPv4Address: the outside address
+    {4, 1},    // protocolIdentifier: whose ports (6, 17 or 1)
+};
+
 // A record's times, wall-clock milliseconds since the epoch.
 struct Times {
   int64_t event_ms;  // observationTimeMilliseconds
@@ -90,16 +104,13 @@ class MessageBuilder {
   void resend_template() { template_sent_ = false; }
   // `now_ms`: the wall clock now (when the template was last sent is measured on it).
   void add(const nat::NatEvent& e, const Times& t, int64_t now_ms);
-  // A quota event (e.is_quota()) at `event_ms`; only when room_for_quota() (or the message is empty).
-  void add_quota(const nat::NatEvent& e, int64_t event_ms, int64_t now_ms);
+  // A quota or ports-exhausted event (not e.is_session()) at `event_ms`; only when room_for(e) (or
+  // the message is empty). Its template goes before it, once a message.
+  void add_other(const nat::NatEvent& e, int64_t event_ms, int64_t now_ms);
   bool empty() const { return records_ == 0; }
   // No room for another session record (nor, then, for the template a new message may need).
   bool full() const { return buf_.size() + (set_id_ == kTemplateId ? 0 : 4) + kRecordSize > kMaxMessage; }
-  bool room_for_quota() const {
-    return buf_.size() + (quota_template_ ? 0 : kQuotaTemplateSetSize) + (set_id_ == kQuotaTemplateId ? 0 : 4) +
-               kQuotaRecordSize <=
-           kMaxMessage;
-  }
+  bool room_for(const nat::NatEvent& e) const;
   unsigned records() const { return records_; }
   // The message, its export time `now_ms` (seconds in the header); empty when no record was added.
   std::string take(int64_t now_ms);
@@ -112,7 +123,7 @@ class MessageBuilder {
   std::string buf_;
   size_t data_set_ = 0;         // where the open data set's header is in buf_
   uint16_t set_id_ = 0;         // the open data set's template, 0: none
-  bool quota_template_ = false; // this message carries the quota template
+  unsigned other_templates_ = 0;  // which of templates 257, 258 this message carries (bit id - 257)
   unsigned records_ = 0;
   uint32_t sequence_ = 0;
   uint32_t domain_;

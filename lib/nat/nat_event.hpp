@@ -13,7 +13,9 @@ namespace natgw::nat {
 // kQuotaSessions / kQuotaPorts: an inside host's new flow was refused at nat.max_sessions_per_host /
 // max_ports_per_host (RFC 8158's "quota exceeded", maximum entries per user). At most one a second per
 // host (HostSessions::quota_due), so a host hammering its limit cannot flood the log.
-enum class NatEventKind : uint8_t { kCreate = 1, kDelete = 2, kQuotaSessions = 3, kQuotaPorts = 4 };
+// kPortsExhausted: a new flow found no port on its outside address (out_ip) for its protocol (RFC 8158's
+// "NAT ports exhausted"); at most one a second per address and protocol class per worker.
+enum class NatEventKind : uint8_t { kCreate = 1, kDelete = 2, kQuotaSessions = 3, kQuotaPorts = 4, kPortsExhausted = 5 };
 
 struct NatEvent {
   uint32_t start_ms;  // the session's creation, on the workers' millisecond clock (Context::clock_origin_tsc);
@@ -26,7 +28,9 @@ struct NatEvent {
   rte_be32_t in_ip, out_ip, remote_ip;
   rte_be16_t in_port, out_port, remote_port;  // ICMP: the identifiers, remote_port 0
   uint16_t pad = 0;
-  // kQuota*: the refused flow is in_ip:in_port -> remote_ip:remote_port; out_ip and out_port are 0.
+  // kQuota*, kPortsExhausted: the refused flow is in_ip:in_port -> remote_ip:remote_port; out_port is 0,
+  // out_ip 0 (kQuota*) or the exhausted address. start_ms: when; end_ms: the limit (kQuota*) or 0.
+  bool is_session() const { return kind == NatEventKind::kCreate || kind == NatEventKind::kDelete; }
   bool is_quota() const { return kind == NatEventKind::kQuotaSessions || kind == NatEventKind::kQuotaPorts; }
   uint32_t quota_limit() const { return end_ms; }
 };

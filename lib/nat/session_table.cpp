@@ -42,6 +42,7 @@ std::unique_ptr<SessionTable> SessionTable::create(const Params& p) {
   t->worker_ = p.worker;
   t->workers_ = p.workers ? p.workers : 1;
   t->outside_ = p.outside;
+  t->exhausted_event_ms_.assign(t->outside_.size() * kProtoClasses, 0);
   t->qsbr_ = p.qsbr;
   const uint32_t n = t->max_;
   const uint64_t seed = rte_rdtsc() ^ (uint64_t{p.worker} << 48) ^ g_seq.fetch_add(1);
@@ -223,7 +224,10 @@ bool SessionTable::alloc_mapping(const CreateArgs& a, int pc, uint32_t now_ms, u
     }
     if (!got && scan) ex = Exhausted{tag, now_ms + kExhaustedMs};
   }
-  if (!got) return false;
+  if (!got) {
+    emit_exhausted(in, addr_idx, pc, now_ms);
+    return false;
+  }
   midx = free_mappings_[--nfree_mappings_];
   Mapping& m = mappings_[midx];
   m.key = MapKey{in.src, in.sport, in.proto, a.pool_id};
@@ -500,6 +504,27 @@ void SessionTable::emit_quota(NatEventKind kind, const CreateArgs& a, uint32_t l
   e.remote_ip = a.in->dst;
   e.in_port = a.in->sport;
   e.remote_port = a.in->proto == IPPROTO_ICMP ? 0 : a.in->dport;
+  if (rte_ring_sp_enqueue_elem(r, &e, sizeof e) != 0) stats_.events_lost.add();
+}
+
+// No port for a new flow on its address: a ports-exhausted event, at most one a second per
+// address and protocol class (every refused flow is counted in no_port regardless).
+void SessionTable::emit_exhausted(const FlowKey& in, uint8_t addr_idx, int pc, uint32_t now_ms) {
+  rte_ring* r = events_.load(std::memory_order_relaxed);
+  if (!r) return;
+  uint32_t& last = exhausted_event_ms_[addr_idx * kProtoClasses + static_cast<unsigned>(pc)];
+  if (last != 0 && now_ms - (last - 1) < 1000) return;
+  last = now_ms + 1;
+  NatEvent e{};
+  e.start_ms = now_ms;
+  e.kind = NatEventKind::kPortsExhausted;
+  e.proto = in.proto;
+  e.worker = worker_;
+  e.in_ip = in.src;
+  e.out_ip = outside_[addr_idx].addr;
+  e.remote_ip = in.dst;
+  e.in_port = in.sport;
+  e.remote_port = in.dport;
   if (rte_ring_sp_enqueue_elem(r, &e, sizeof e) != 0) stats_.events_lost.add();
 }
 

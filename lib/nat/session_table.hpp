@@ -319,6 +319,7 @@ class SessionTable {
   // The event for session `s`, on the ring if there is room (else counted lost).
   void emit(rte_ring* ring, NatEventKind kind, const Session& s);
   void emit_quota(NatEventKind kind, const CreateArgs& a, uint32_t limit, uint32_t now_ms);
+  void emit_exhausted(const FlowKey& in, uint8_t addr_idx, int pc, uint32_t now_ms);
   // Inside previous hops a mapping names by one byte (Mapping::hop): an unsolicited
   // packet that endpoint-independent filtering lets in opens a session toward the hop
   // its inside endpoint's traffic comes from. There are few (routers, TGW ENIs,
@@ -356,6 +357,7 @@ class SessionTable {
   std::unique_ptr<HostSessions> hosts_;                 // Params::count_hosts
   std::atomic<rte_ring*> events_{nullptr};              // set_event_ring
   std::vector<OutsideAddress> outside_;
+  std::vector<uint32_t> exhausted_event_ms_;  // per address and protocol class: last ports-exhausted event + 1
   uint32_t max_ = 0;
   uint32_t cursor_ = 0;
   uint32_t active_ = 0;

@@ -22,7 +22,7 @@ namespace {
 
 class NatEvents : public ::testing::Test {
  protected:
-  explicit NatEvents(const std::string& extra = "") : p(std::string(kLabConfig) + extra) {
+  explicit NatEvents(const std::string& config = std::string(kLabConfig)) : p(config) {
     lab_neighbours(p);
     dir = std::filesystem::temp_directory_path() / ("natgw-events-" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir);
@@ -375,7 +375,7 @@ struct Collector {
 // (IPFIX), at most one a second per host, whichever limit it met.
 class NatEventsQuota : public NatEvents {
  protected:
-  NatEventsQuota() : NatEvents("[nat]\nmax_sessions_per_host = 3\nmax_ports_per_host = 1\n") {}
+  NatEventsQuota() : NatEvents(std::string(kLabConfig) + "[nat]\nmax_sessions_per_host = 3\nmax_ports_per_host = 1\n") {}
   bool opens(const char* dst, uint16_t sport) {
     p.rx(kInside, build_frame(client(IPPROTO_UDP, dst, sport, 53)));
     return ipv4_only(p.out(kInternet)).size() == 1;
@@ -430,6 +430,55 @@ TEST_F(NatEventsQuota, ARefusedHostIsLoggedOnceASecondByEveryTarget) {
   EXPECT_EQ(q[0].at(323), uint64_t(kBase + 1000));
   EXPECT_EQ(q[1].at(323), uint64_t(kBase + 2000));
   EXPECT_EQ(m[0].sequence, 0u);
+}
+
+// An outside address with no port left for a protocol: a ports-exhausted line and RFC 8158 record, at
+// most one a second per address and protocol; every refused flow is still a no_port drop.
+class NatEventsExhausted : public NatEvents {
+ protected:
+  NatEventsExhausted()
+      : NatEvents(with(kLabConfig, "from = [\"192.168.0.0/16\"]", "from = [\"192.168.0.0/16\"]\nports = \"1024-1025\"") +
+                  "[nat]\nport_overlapping = false\n") {}
+  bool opens(uint8_t proto, uint16_t sport) {
+    p.rx(kInside, build_frame(client(proto, "203.0.113.10", sport, 53)));
+    return ipv4_only(p.out(kInternet)).size() == 1;
+  }
+};
+
+TEST_F(NatEventsExhausted, NoPortLeftIsLoggedOnceASecondPerAddressAndProtocol) {
+  Collector c;
+  auto both = c.config();
+  both.file = cfg.file;
+  log.configure(both);
+  p.ctx.sessions[0]->set_event_ring(p.ctx.events[0]);
+  ASSERT_TRUE(opens(IPPROTO_UDP, 40000));
+  ASSERT_TRUE(opens(IPPROTO_UDP, 40001));
+  EXPECT_FALSE(opens(IPPROTO_UDP, 40002));
+  EXPECT_FALSE(opens(IPPROTO_UDP, 40003)) << "within the second: not logged again";
+  ASSERT_TRUE(opens(IPPROTO_TCP, 40002)) << "TCP has ports of its own";
+  p.advance(1000);
+  EXPECT_FALSE(opens(IPPROTO_UDP, 40004));
+  EXPECT_EQ(drops(p, dp::kDropNoPort), 3u);
+  EXPECT_EQ(drain(), 5u) << "3 creates, 2 ports-exhausted events";
+  std::vector<std::string> x;
+  for (const auto& l : file_lines())
+    if (l.find("ports-exhausted") != std::string::npos) x.push_back(l);
+  ASSERT_EQ(x.size(), 2u);
+  EXPECT_EQ(x[0], "2025-12-02T18:00:01.000Z ports-exhausted outside=10.0.3.10 proto=udp inside=192.168.10.2:40002 "
+                  "remote=203.0.113.10:53");
+  EXPECT_EQ(x[1], "2025-12-02T18:00:02.000Z ports-exhausted outside=10.0.3.10 proto=udp inside=192.168.10.2:40004 "
+                  "remote=203.0.113.10:53");
+  EXPECT_EQ(log.logged(nat::NatEventKind::kPortsExhausted), 2u);
+  EXPECT_NE(log.prometheus().find("natgw_nat_events_total{kind=\"ports-exhausted\"} 2\n"), std::string::npos);
+  const auto m = c.messages();
+  ASSERT_EQ(m.size(), 1u);
+  std::vector<std::map<uint16_t, uint64_t>> r;
+  for (const auto& rec : m[0].records)
+    if (rec.at(230) == 12) r.push_back(rec);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].at(225), 0x0a00030au) << "the address";
+  EXPECT_EQ(r[0].at(4), uint64_t{IPPROTO_UDP});
+  EXPECT_EQ(r[1].at(323), uint64_t(kBase + 2000));
 }
 
 // A session's end as the stop path logs it (EventLog::log, not through a ring): created at the

@@ -185,8 +185,8 @@ nat::NatEvent quota_event(uint32_t limit) {
 TEST(Ipfix, AQuotaRecordCarriesItsOwnTemplateInItsMessage) {
   MessageBuilder b(7);
   b.add(udp_event(nat::NatEventKind::kCreate), at(kStart), kStart);
-  b.add_quota(quota_event(100), kStart + 5, kStart);
-  b.add_quota(quota_event(2), kStart + 6, kStart);
+  b.add_other(quota_event(100), kStart + 5, kStart);
+  b.add_other(quota_event(2), kStart + 6, kStart);
   b.add(udp_event(nat::NatEventKind::kCreate), at(kStart + 7), kStart);
   EXPECT_EQ(b.records(), 4u);
   const std::string m = b.take(kStart + 1000);
@@ -215,7 +215,7 @@ TEST(Ipfix, AQuotaRecordCarriesItsOwnTemplateInItsMessage) {
             "c0a80a02");        // the host
   EXPECT_EQ(b.sequence(), 4u) << "quota records are data records too";
   // The next message has a quota record: its template again (not on the session template's schedule).
-  b.add_quota(quota_event(100), kStart + 2000, kStart + 2000);
+  b.add_other(quota_event(100), kStart + 2000, kStart + 2000);
   const std::string n = b.take(kStart + 2000);
   EXPECT_EQ(be16(n, kHeaderSize), 2);
   EXPECT_EQ(be16(n, kHeaderSize + 4), kQuotaTemplateId);
@@ -225,13 +225,45 @@ TEST(Ipfix, AQuotaRecordCarriesItsOwnTemplateInItsMessage) {
 TEST(Ipfix, QuotaRecordsStayWithinTheSizeBound) {
   MessageBuilder b;
   unsigned n = 0;
-  while (b.empty() || b.room_for_quota()) b.add_quota(quota_event(10), kStart, kStart), ++n;
+  while (b.empty() || b.room_for(quota_event(10))) b.add_other(quota_event(10), kStart, kStart), ++n;
   EXPECT_EQ(n, 61u) << "16 + 52 + 28 + 4 + 61 * 21 = 1,381 bytes";
   EXPECT_EQ(b.take(kStart).size(), 1381u);
   // A message full of session records has no room for a quota record and its template.
   while (!b.full()) b.add(udp_event(nat::NatEventKind::kCreate), at(kStart), kStart);
-  EXPECT_FALSE(b.room_for_quota());
+  EXPECT_FALSE(b.room_for(quota_event(10)));
   EXPECT_EQ(b.take(kStart).size(), 1384u) << "31 session records, as before";
+}
+
+// No port left on an address: RFC 8158's ports-exhausted record (template 258), beside a quota record in
+// the same message, each with its template once.
+TEST(Ipfix, APortsExhaustedRecordNamesTheAddressAndProtocol) {
+  MessageBuilder b(7);
+  nat::NatEvent x = udp_event(nat::NatEventKind::kPortsExhausted);
+  EXPECT_TRUE(b.room_for(x));
+  b.add_other(x, kStart + 5, kStart);
+  b.add_other(quota_event(4), kStart + 6, kStart);
+  b.add_other(x, kStart + 7, kStart);
+  const std::string m = b.take(kStart);
+  std::vector<std::pair<uint16_t, uint16_t>> sets;
+  for (size_t at = kHeaderSize; at + 4 <= m.size(); at += be16(m, at + 2)) sets.emplace_back(be16(m, at), be16(m, at + 2));
+  const std::vector<std::pair<uint16_t, uint16_t>> want = {
+      {2, 52}, {2, 24}, {258, 4 + 14}, {2, 28}, {257, 4 + 21}, {258, 4 + 14}};
+  EXPECT_EQ(sets, want) << "each template once, before its first record";
+  const size_t t = kHeaderSize + 52;
+  EXPECT_EQ(hex(m.substr(t, 24 + 18)),
+            "00020018"          // template set, 24 bytes
+            "01020004"          // template 258, 4 fields
+            "01430008"          // observationTimeMilliseconds
+            "00e60001"          // natEvent
+            "00e10004"          // postNATSourceIPv4Address
+            "00040001"          // protocolIdentifier
+            "01020012"          // its data set, 18 bytes
+            "0000019ae038a505"  // the time
+            "0c"                // natEvent 12: NAT ports exhausted
+            "0a00030a"          // 10.0.3.10
+            "11");              // UDP
+  EXPECT_EQ(m.size(), 16u + 52 + 24 + 18 + 28 + 25 + 18);
+  EXPECT_EQ(be16(m, 2), m.size());
 }
 
 }  // namespace
