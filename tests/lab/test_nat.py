@@ -221,7 +221,12 @@ class TinyPool(L.LabTestCase):
         def edit(cfg):
             cfg["snat"] = [{"from": ["192.168.0.0/16"], "to": [NATGW_INTERNET],
                             "ports": f"{cls.PORTS[0]}-{cls.PORTS[1]}"}]
+            cfg["nat_events"] = {"file": str(cls.events_file())}
         return str(L.derive_config("config/lab.toml", Path(cls.lab.logdir) / "lab-tiny-pool.toml", edit))
+
+    @classmethod
+    def events_file(cls) -> Path:
+        return Path(cls.lab.logdir) / "events-tiny-pool.log"
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -258,6 +263,18 @@ class TinyPool(L.LabTestCase):
             got = re.search(r"\bno_port=(\d+)", r.stdout)
             self.assertIsNotNone(got, f"natgwctl stats shows no no_port drops:\n{r.stdout}")
             self.assertGreater(int(got.group(1)), 0)
+            # The NAT event log says it too: the address and protocol that ran out, at most once a second.
+            lines = []
+            deadline = time.monotonic() + 5
+            while not lines and time.monotonic() < deadline:
+                time.sleep(0.2)
+                text = self.events_file().read_text() if self.events_file().exists() else ""
+                lines = [l for l in text.splitlines() if " ports-exhausted " in l]
+            self.assertGreaterEqual(len(lines), 1, "no ports-exhausted event")
+            for line in lines:
+                self.assertIn(f" ports-exhausted outside={NATGW_INTERNET} proto=tcp inside={CLIENT_ADDR}:", line)
+            self.assertEqual(L.metrics(strict=False).value("natgw_nat_events_total", kind="ports-exhausted"),
+                             len(lines))
         self.assertTrue(self.natgw.running(), "natgw died on port exhaustion")
         # The first connections keep working.
         chk = first.check()
