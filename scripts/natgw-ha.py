@@ -42,7 +42,9 @@ import sys
 import threading
 import time
 import tomllib
+import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 
@@ -146,8 +148,14 @@ def load_config(path: str) -> Config:
 
     def url(t: dict, key: str) -> str:
         v = get(t, "ha", key, str)
-        if not (v.startswith("http://") or v.startswith("https://")):
-            raise err(f"ha.{key}", f"must be an http:// or https:// URL (natgw's /healthz), not {v!r}")
+        try:
+            u = urllib.parse.urlsplit(v)
+            _ = u.port  # raises ValueError on a port that is not a number in 0..65535
+            ok = u.scheme in ("http", "https") and bool(u.hostname)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise err(f"ha.{key}", f"must be an http:// or https:// URL with a host (natgw's /healthz), not {v!r}")
         return v
 
     def executable(key: str, prog: str) -> str:
@@ -271,6 +279,8 @@ def probe(url: str, timeout: float) -> Health:
         return Health(False, f"no answer: {e.reason}")
     except (OSError, ValueError) as e:  # timeouts mid-read, resets, a malformed answer
         return Health(False, f"no answer: {e}")
+    except Exception as e:  # anything else (http.client.BadStatusLine: not HTTP) is a failed check too
+        return Health(False, f"no answer: {type(e).__name__}: {e}")
 
 
 def _gist(reason: str) -> str:
@@ -299,8 +309,8 @@ class TakeoverResult:
 
 def _run(argv: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(argv, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout,
+                              env=env, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return subprocess.CompletedProcess(argv, 124, "", f"timed out after {timeout:g} s")
     except OSError as e:
@@ -339,8 +349,8 @@ class AwsProvider:
                     if "DestinationCidrBlock" in route:
                         out[(t["RouteTableId"], route["DestinationCidrBlock"])] = route.get("NetworkInterfaceId")
             return out
-        except (ValueError, KeyError, TypeError) as e:
-            log(f"aws ec2 describe-route-tables: unexpected output ({e}): replacing every route")
+        except Exception as e:  # not JSON, or not the shape expected (a list where a dict was, ...)
+            log(f"aws ec2 describe-route-tables: unexpected output ({type(e).__name__}: {e}): replacing every route")
             return None
 
     def takeover(self, home: bool = False) -> TakeoverResult:
@@ -466,7 +476,10 @@ class Agent:
     def take_over(self, reason: str, home: bool = False) -> bool:
         log(f"TAKING OVER ({self.cfg.provider}{', home routes' if home else ''}): {reason}")
         t0 = time.monotonic()
-        r = self.provider.takeover(home=home)
+        try:
+            r = self.provider.takeover(home=home)
+        except Exception as e:  # a provider's surprise is a failed takeover (retried, backing off)
+            r = TakeoverResult(False, errors=[f"{type(e).__name__}: {e}"])
         took = time.monotonic() - t0
         if r.ok:
             self.takeovers += 1
@@ -485,7 +498,10 @@ class Agent:
             f"preempt {'on' if c.preempt else 'off'}")
         nxt = time.monotonic()
         while not stop.is_set():
-            self.round()
+            try:
+                self.round()
+            except Exception:  # a bug or a surprise must not end the agent: say what, and check again
+                log("round failed, carrying on: " + traceback.format_exc(limit=3).rstrip())
             nxt += c.interval
             delay = nxt - time.monotonic()
             if delay < 0:  # checks took longer than the interval: start again now, do not catch up

@@ -7,8 +7,10 @@ over from; a failed peer is, after `failures` checks and only while this instanc
 already pointing here are skipped; no flapping (a recovered peer gets nothing back; preempt takes back);
 --check, --once and --validate."""
 
+import contextlib
 import http.server
 import importlib.util
+import io
 import json
 import os
 import socket
@@ -43,6 +45,9 @@ def opt(name):
     return argv[argv.index(name) + 1]
 if os.environ.get("FAKE_AWS_FAIL") and argv[1] in os.environ["FAKE_AWS_FAIL"].split(","):
     sys.exit("An error occurred (UnauthorizedOperation): not allowed")
+if argv[1] == "describe-route-tables" and "FAKE_AWS_DESCRIBE" in os.environ:  # what it prints, as latin-1 bytes
+    sys.stdout.buffer.write(os.environ["FAKE_AWS_DESCRIBE"].encode("latin-1"))
+    sys.exit(0)
 if argv[:2] == ["ec2", "describe-route-tables"]:
     ids = argv[argv.index("--route-table-ids") + 1:]
     ids = ids[:next((i for i, a in enumerate(ids) if a.startswith("--")), len(ids))]
@@ -61,8 +66,8 @@ else:
 
 
 class HealthServer:
-    """A natgw /healthz stand-in: mode "ok" (200), "sick" (503 with two reasons) or "hang" (accepts the
-    connection, never answers: a SIGSTOPped natgw)."""
+    """A natgw /healthz stand-in: mode "ok" (200), "sick" (503 with two reasons), "hang" (accepts the
+    connection, never answers: a SIGSTOPped natgw) or "garbage" (answers bytes that are not HTTP)."""
 
     def __init__(self):
         self.mode = "ok"
@@ -72,6 +77,10 @@ class HealthServer:
             def do_GET(self):
                 if outer.mode == "hang":
                     threading.Event().wait(3)
+                    return
+                if outer.mode == "garbage":
+                    self.close_connection = True
+                    self.wfile.write(b"\x00\xff SSH-2.0-not-http\r\n\r\n")
                     return
                 ok = outer.mode == "ok"
                 body = b"ok\n" if ok else b"worker 0 (lcore 1) made no progress for 1.0 s\ninside: link down\n"
@@ -120,6 +129,7 @@ class AgentTest(unittest.TestCase):
         for k, v in (("FAKE_AWS_LOG", str(self.calls_path)), ("FAKE_AWS_STATE", str(self.state_path))):
             os.environ[k] = v
         os.environ.pop("FAKE_AWS_FAIL", None)
+        os.environ.pop("FAKE_AWS_DESCRIBE", None)
         self.me, self.peer = HealthServer(), HealthServer()
         self.addCleanup(self.me.close)
         self.addCleanup(self.peer.close)
@@ -216,6 +226,72 @@ destinations = ["0.0.0.0/0", "10.0.0.0/8"]
         self.assertEqual(b.takeovers, 1)
         self.assertEqual(self.routes(), {RTB_A: {"0.0.0.0/0": ENI, "10.0.0.0/8": ENI},
                                          RTB_B: {"0.0.0.0/0": ENI, "10.0.0.0/8": ENI}})
+
+    def test_a_peer_that_answers_garbage_counts_as_failed(self):
+        self.peer.mode = "garbage"
+        a = self.agent()
+        for _ in range(3):
+            a.round()
+        self.assertEqual(a.takeovers, 1)
+        self.assertIn("no answer: BadStatusLine", a.peer_h.reason)
+        self.assertEqual(self.routes()[RTB_A]["0.0.0.0/0"], ENI)
+
+    def test_odd_describe_output_replaces_every_route(self):
+        self.peer.mode = "sick"
+        for out in ('{"RouteTables": [["not", "a", "table"]]}', '\xff\xfe{"RouteTables": []}'):
+            with self.subTest(out=out):
+                os.environ["FAKE_AWS_DESCRIBE"] = out
+                self.set_routes({RTB_A: {"0.0.0.0/0": OTHER_ENI, "10.0.0.0/8": OTHER_ENI},
+                                 RTB_B: {"0.0.0.0/0": OTHER_ENI, "10.0.0.0/8": OTHER_ENI}})
+                a = self.agent()
+                err = io.StringIO()
+                with contextlib.redirect_stderr(err):
+                    for _ in range(3):
+                        a.round()
+                self.assertEqual(a.takeovers, 1, err.getvalue())
+                self.assertIn("describe-route-tables: unexpected output", err.getvalue())
+                self.assertEqual(self.routes()[RTB_B], {"0.0.0.0/0": ENI, "10.0.0.0/8": ENI})
+
+    def test_a_round_that_raises_is_logged_and_the_loop_goes_on(self):
+        a = self.agent()
+        real, rounds = a.check, []
+
+        def check():
+            rounds.append(1)
+            if len(rounds) == 2:
+                raise RuntimeError("surprise")
+            return real()
+        a.check = check
+        stop = threading.Event()
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            t = threading.Thread(target=a.run, args=(stop,))
+            t.start()
+            deadline = time.monotonic() + 10
+            while len(rounds) < 5 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            stop.set()
+            t.join(10)
+        self.assertFalse(t.is_alive())
+        self.assertGreaterEqual(len(rounds), 5, err.getvalue())
+        self.assertIn("natgw-ha: round failed, carrying on: Traceback", err.getvalue())
+        self.assertIn("RuntimeError: surprise", err.getvalue())
+        self.assertIn("natgw-ha: stopping", err.getvalue())
+
+    def test_a_provider_that_raises_is_a_failed_takeover(self):
+        class Boom:
+            def takeover(self, home=False):
+                raise KeyError("boom")
+        a = ha.Agent(ha.load_config(str(self.config())), provider=Boom())
+        self.addCleanup(a.pool.shutdown)
+        self.peer.mode = "sick"
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            for _ in range(3):
+                a.round()
+        self.assertEqual((a.takeovers, a.failed_takeovers), (0, 1))
+        self.assertIn("takeover FAILED", err.getvalue())
+        self.assertIn("KeyError: 'boom'", err.getvalue())
 
     def test_an_unhealthy_self_does_not_take_over(self):
         a = self.agent()
@@ -387,6 +463,13 @@ targets = ["default", "already", "198.51.100.0/24"]
             (good.replace("failures = 3", 'failures = "3"'), "ha.failures: must be int"),
             (good.replace(f'self_url = "{self.me.url}"', 'self_url = "127.0.0.1:9100"'), "ha.self_url: must be"),
             (good.replace(f'self_url = "{self.me.url}"', ""), "ha.self_url: missing"),
+            (good.replace(f'peer_url = "{self.peer.url}"', 'peer_url = "http://10.0.0.1:910x/healthz"'),
+             "ha.peer_url: must be an http:// or https:// URL with a host"),
+            (good.replace(f'peer_url = "{self.peer.url}"', 'peer_url = "http://10.0.0.1:70000/healthz"'),
+             "ha.peer_url: must be"),
+            (good.replace(f'peer_url = "{self.peer.url}"', 'peer_url = "http:///healthz"'), "ha.peer_url: must be"),
+            (good.replace(f'peer_url = "{self.peer.url}"', 'peer_url = "ftp://10.0.0.1/healthz"'),
+             "ha.peer_url: must be"),
             (good.replace(f'"{RTB_B}"', '"vpc-123"'), "aws.route_tables: 'vpc-123' is not a route table id"),
             (good.replace('"10.0.0.0/8"', '"10.0.0.1/8"'), "aws.destinations: '10.0.0.1/8' is not an IPv4 CIDR"),
             (good.replace(f'network_interface_id = "{ENI}"', ""), "aws.network_interface_id: missing"),
