@@ -71,12 +71,13 @@ class HealthServer:
 
     def __init__(self):
         self.mode = "ok"
+        self.closed = threading.Event()  # ends a "hang"
         outer = self
 
         class H(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 if outer.mode == "hang":
-                    threading.Event().wait(3)
+                    outer.closed.wait(30)
                     return
                 if outer.mode == "garbage":
                     self.close_connection = True
@@ -100,6 +101,7 @@ class HealthServer:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self):
+        self.closed.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -145,7 +147,9 @@ class AgentTest(unittest.TestCase):
             return []
         return [json.loads(line) for line in self.calls_path.read_text().splitlines()]
 
-    def config(self, name="ha.toml", peer_url=None, extra_ha="", extra_aws="", body=None) -> Path:
+    def config(self, name="ha.toml", peer_url=None, extra_ha="", extra_aws="", body=None, timeout=2.0) -> Path:
+        # A timeout that a loaded test machine always meets (one late answer would be a failed check): only
+        # the test of a peer that never answers waits for it, with a short one.
         p = self.dir / name
         p.write_text(body if body is not None else f"""
 [ha]
@@ -153,7 +157,7 @@ name = "test-a"
 self_url = "{self.me.url}"
 peer_url = "{peer_url or self.peer.url}"
 interval = 0.1
-timeout = 0.3
+timeout = {timeout}
 failures = 3
 provider = "aws"
 {extra_ha}
@@ -214,7 +218,7 @@ destinations = ["0.0.0.0/0", "10.0.0.0/8"]
 
     def test_a_peer_that_does_not_answer_or_refuses_counts_as_failed(self):
         self.peer.mode = "hang"
-        a = self.agent()
+        a = self.agent(timeout=0.3)
         for _ in range(3):
             a.round()
         self.assertEqual(a.takeovers, 1)
@@ -390,7 +394,7 @@ destinations = ["0.0.0.0/0", "10.0.0.0/8"]
 self_url = "{self.me.url}"
 peer_url = "{self.peer.url}"
 interval = 0.1
-timeout = 0.3
+timeout = 2.0
 failures = 2
 provider = "command"
 [command]
