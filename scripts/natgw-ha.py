@@ -445,8 +445,12 @@ class Agent:
         if p.ok:
             if self.peer_h is None or not self.peer_h.ok:
                 log(f"peer ({c.peer_url}): healthy" + (" again: it stays standby, the routes stay here "
-                                                        "(no automatic failback)" if self.took_over else ""))
+                                                        "(no failback unless it preempts)" if self.took_over else ""))
             self.peer_failed = 0
+            if self.took_over:
+                # Preempt again: after a partition of the management path both took everything, and each
+                # must now take back its home routes (the peer too, so the pair converges).
+                self.preempted = False
             self.took_over = False  # the next outage of the peer is a new one
             self.said_blocked = False
         else:

@@ -356,6 +356,45 @@ destinations = ["0.0.0.0/0", "10.0.0.0/8"]
         self.assertEqual(a.takeovers, 2, "a preempted instance must still take over when the peer fails")
         self.assertEqual(self.routes()[RTB_B], {"0.0.0.0/0": ENI, "10.0.0.0/8": ENI})
 
+    def test_preempt_after_a_partition_each_takes_back_its_home_tables(self):
+        # Each agent sees its own natgw on one URL and the peer's on another, so that a partition of the
+        # management path (each sees the other fail, both healthy) can be had.
+        b_self, a_seen_by_b = HealthServer(), HealthServer()
+        self.addCleanup(b_self.close)
+        self.addCleanup(a_seen_by_b.close)
+        b_seen_by_a = self.peer
+        both = {"0.0.0.0/0": None, "10.0.0.0/8": None}
+        self.set_routes({RTB_A: dict.fromkeys(both, ENI), RTB_B: dict.fromkeys(both, OTHER_ENI)})
+        a = self.agent(extra_ha="preempt = true", extra_aws=f'home_route_tables = ["{RTB_A}"]')
+        text = (self.config(name="b.toml", extra_ha="preempt = true", extra_aws=f'home_route_tables = ["{RTB_B}"]')
+                .read_text().replace(self.me.url, b_self.url).replace(self.peer.url, a_seen_by_b.url)
+                .replace(ENI, OTHER_ENI))
+        b = ha.Agent(ha.load_config(str(self.config(name="b.toml", body=text))))
+        self.addCleanup(b.pool.shutdown)
+        err = io.StringIO()
+
+        def rounds(n):
+            with contextlib.redirect_stderr(err):
+                for _ in range(n):
+                    a.round()
+                    b.round()
+        rounds(3)  # both preempt: their home tables are theirs already
+        self.assertEqual((a.takeovers, b.takeovers), (1, 1), err.getvalue())
+        b_seen_by_a.mode = a_seen_by_b.mode = "sick"
+        rounds(3)  # the partition: both take everything, B last
+        self.assertEqual((a.takeovers, b.takeovers), (2, 2), err.getvalue())
+        self.assertEqual(self.routes(), {RTB_A: dict.fromkeys(both, OTHER_ENI), RTB_B: dict.fromkeys(both, OTHER_ENI)})
+        n = len(self.calls())
+        b_seen_by_a.mode = a_seen_by_b.mode = "ok"
+        rounds(5)  # healed: each takes back its home tables, no more
+        self.assertEqual(self.routes(), {RTB_A: dict.fromkeys(both, ENI), RTB_B: dict.fromkeys(both, OTHER_ENI)},
+                         err.getvalue())
+        changes = [c for c in self.calls()[n:] if c[1] != "describe-route-tables"]
+        self.assertEqual([(c[3], c[7]) for c in changes], [(RTB_A, ENI), (RTB_A, ENI)])
+        self.assertEqual([c[3:5] for c in self.calls()[n:] if c[1] == "describe-route-tables"],
+                         [[RTB_A, "--output"], [RTB_B, "--output"]])
+        self.assertEqual((a.takeovers, b.takeovers), (3, 3))
+
     def test_once_home_is_the_operators_failback_of_this_azs_tables(self):
         self.set_routes({RTB_A: {"0.0.0.0/0": OTHER_ENI}, RTB_B: {"0.0.0.0/0": OTHER_ENI}})
         cfg = self.config(extra_aws=f'home_route_tables = ["{RTB_A}"]')
