@@ -412,6 +412,32 @@ def provider_of(cfg: Config):
 
 
 # ------------------------------------------------------------------------------------------------- agent
+class Backoff:
+    """Retries of a failing takeover: at once, then 1, 3, 7, 15 and at most 30 checks between tries (an API
+    that throttles must not be hammered every second)."""
+
+    def __init__(self):
+        self.failed = 0  # tries in a row that failed
+        self.skip = 0    # checks still to let pass before the next try
+
+    def reset(self) -> None:
+        self.failed = self.skip = 0
+
+    def wait(self) -> bool:
+        """True while this check is one to let pass (it counts)."""
+        if self.skip > 0:
+            self.skip -= 1
+            return True
+        return False
+
+    def note(self, ok: bool) -> None:
+        if ok:
+            self.reset()
+        else:
+            self.failed += 1
+            self.skip = min(2 ** (self.failed - 1) - 1, 30)
+
+
 class Agent:
     """The decision, one round at a time (round() is what the loop and the tests call)."""
 
@@ -427,8 +453,9 @@ class Agent:
         self.preempted = False   # the home routes (preempt), for this healthy spell of ours
         self.said_blocked = False
         self.takeovers = 0
-        self.failed_takeovers = 0  # in a row: retries back off (an API that throttles must not be hammered)
-        self.skip = 0              # checks to let pass before the next try
+        # Each its own: a preempt that keeps failing must not delay the takeover from a dead peer.
+        self.retry = Backoff()          # the takeover, for this outage of the peer
+        self.preempt_retry = Backoff()  # the preempt, for this healthy spell of ours
 
     def check(self) -> tuple[Health, Health]:
         s = self.pool.submit(probe, self.cfg.self_url, self.cfg.timeout)
@@ -453,18 +480,19 @@ class Agent:
                 self.preempted = False
             self.took_over = False  # the next outage of the peer is a new one
             self.said_blocked = False
+            self.retry.reset()
         else:
             self.peer_failed += 1
+            if self.peer_failed == c.failures:
+                self.retry.reset()  # a new outage: its first try at once, whatever the last one's did
             # Each check up to the takeover, then only what changes: a dead peer must not fill the log.
             if self.peer_failed <= c.failures or _gist(p.reason) != _gist(self.peer_h.reason):
                 log(f"peer ({c.peer_url}): failed check {self.peer_failed}/{c.failures}: {p.reason}")
         if not s.ok:
             self.preempted = False  # the peer may take the routes while we are down: preempt again after
+            self.preempt_retry.reset()
         self.self_h, self.peer_h = s, p
 
-        if self.skip > 0:
-            self.skip -= 1
-            return
         if self.peer_failed >= c.failures and not self.took_over:
             if not s.ok:
                 if not self.said_blocked:
@@ -472,12 +500,18 @@ class Agent:
                         "not taking over")
                     self.said_blocked = True
                 return
+            if self.retry.wait():
+                return
             self.took_over = self.take_over(f"peer failed {self.peer_failed} checks in a row ({p.reason})")
             self.preempted = self.preempted or self.took_over
         elif c.preempt and not self.preempted and self.self_good >= c.failures:
-            self.preempted = self.take_over(f"preempt: this instance healthy for {self.self_good} checks", home=True)
+            if self.preempt_retry.wait():
+                return
+            self.preempted = self.take_over(f"preempt: this instance healthy for {self.self_good} checks", home=True,
+                                            retry=self.preempt_retry)
 
-    def take_over(self, reason: str, home: bool = False) -> bool:
+    def take_over(self, reason: str, home: bool = False, retry: Backoff | None = None) -> bool:
+        retry = retry or self.retry
         log(f"TAKING OVER ({self.cfg.provider}{', home routes' if home else ''}): {reason}")
         t0 = time.monotonic()
         try:
@@ -485,14 +519,12 @@ class Agent:
         except Exception as e:  # a provider's surprise is a failed takeover (retried, backing off)
             r = TakeoverResult(False, errors=[f"{type(e).__name__}: {e}"])
         took = time.monotonic() - t0
+        retry.note(r.ok)
         if r.ok:
             self.takeovers += 1
-            self.failed_takeovers = 0
             log(f"took over in {took:.2f} s: {r.summary()}; this instance now carries the traffic")
         else:
-            self.failed_takeovers += 1
-            self.skip = min(2 ** (self.failed_takeovers - 1) - 1, 30)  # 0, 1, 3, 7, 15, 30, 30... checks
-            log(f"takeover FAILED after {took:.2f} s (retrying in {self.skip + 1} check(s)): {r.summary()}")
+            log(f"takeover FAILED after {took:.2f} s (retrying in {retry.skip + 1} check(s)): {r.summary()}")
         return r.ok
 
     def run(self, stop: threading.Event) -> None:

@@ -293,7 +293,7 @@ destinations = ["0.0.0.0/0", "10.0.0.0/8"]
         with contextlib.redirect_stderr(err):
             for _ in range(3):
                 a.round()
-        self.assertEqual((a.takeovers, a.failed_takeovers), (0, 1))
+        self.assertEqual((a.takeovers, a.retry.failed), (0, 1))
         self.assertIn("takeover FAILED", err.getvalue())
         self.assertIn("KeyError: 'boom'", err.getvalue())
 
@@ -424,6 +424,42 @@ destinations = ["0.0.0.0/0", "10.0.0.0/8"]
             a.round()
         self.assertEqual(a.takeovers, 1)
         self.assertEqual(self.routes()[RTB_A]["0.0.0.0/0"], ENI)
+
+    def test_a_failing_preempt_does_not_delay_the_takeover_from_a_dead_peer(self):
+        os.environ["FAKE_AWS_FAIL"] = "replace-route,create-route"
+        a = self.agent(extra_ha="preempt = true", extra_aws=f'home_route_tables = ["{RTB_A}"]')
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            for _ in range(12):  # preempt tries at checks 3, 4, 6 and 10: 7 checks to wait now
+                a.round()
+            self.assertEqual(err.getvalue().count("takeover FAILED"), 4, err.getvalue())
+            del os.environ["FAKE_AWS_FAIL"]
+            self.peer.mode = "sick"
+            a.round()
+            a.round()
+            self.assertEqual(a.takeovers, 0)
+            a.round()  # the 3rd failed check: the takeover, at once
+        self.assertEqual(a.takeovers, 1, err.getvalue())
+        self.assertEqual(self.routes()[RTB_B]["10.0.0.0/8"], ENI)
+
+    def test_a_new_outage_of_the_peer_starts_its_retries_afresh(self):
+        os.environ["FAKE_AWS_FAIL"] = "replace-route,create-route"
+        a = self.agent()
+        self.peer.mode = "sick"
+        for _ in range(10):  # tries at checks 3, 4, 6 and 10: 7 checks to wait now
+            a.round()
+        self.peer.mode = "ok"
+        a.round()
+        a.round()
+        self.peer.mode = "sick"
+        tries = []
+        for i in range(5):
+            n = len(self.calls())
+            a.round()
+            if len(self.calls()) > n:
+                tries.append(i)
+        self.assertEqual(tries, [2, 3], "the new outage's tries did not start at once, then 1 check apart")
+        self.assertEqual(a.takeovers, 0)
 
     def test_command_provider_runs_once_per_target_and_skips_what_check_says_is_here(self):
         out = self.dir / "cmd.log"
