@@ -71,6 +71,7 @@ class AwsConfig:
     home_route_tables: list[str]  # this AZ's: what preempt and --once --home take back
     destinations: list[str]
     command_timeout: float
+    endpoint_url: str | None = None  # passed as --endpoint-url: the EC2 API by a VPC endpoint's own name
 
 
 @dataclass
@@ -99,7 +100,7 @@ class Config:
 
 HA_KEYS = {"name", "self_url", "peer_url", "interval", "timeout", "failures", "preempt", "provider"}
 AWS_KEYS = {"cli", "region", "network_interface_id", "route_tables", "home_route_tables", "destinations",
-            "command_timeout"}
+            "command_timeout", "endpoint_url"}
 COMMAND_KEYS = {"takeover", "check", "targets", "home_targets", "command_timeout"}
 
 
@@ -146,8 +147,8 @@ def load_config(path: str) -> Config:
             raise err(f"{table}.{key}", f"must be {'a number' if kind is float else kind.__name__}, not {v!r}")
         return v
 
-    def url(t: dict, key: str) -> str:
-        v = get(t, "ha", key, str)
+    def url(t: dict, key: str, table: str = "ha", what: str = "natgw's /healthz") -> str:
+        v = get(t, table, key, str)
         try:
             u = urllib.parse.urlsplit(v)
             _ = u.port  # raises ValueError on a port that is not a number in 0..65535
@@ -155,7 +156,7 @@ def load_config(path: str) -> Config:
         except ValueError:
             ok = False
         if not ok:
-            raise err(f"ha.{key}", f"must be an http:// or https:// URL with a host (natgw's /healthz), not {v!r}")
+            raise err(f"{table}.{key}", f"must be an http:// or https:// URL with a host ({what}), not {v!r}")
         return v
 
     def executable(key: str, prog: str) -> str:
@@ -224,6 +225,7 @@ def load_config(path: str) -> Config:
             home_route_tables=home_of(a, "aws", "home_route_tables", rtbs),
             destinations=dests,
             command_timeout=get(a, "aws", "command_timeout", float, default=30.0),
+            endpoint_url=url(a, "endpoint_url", "aws", "the EC2 API") if "endpoint_url" in a else None,
         )
     elif cfg.provider == "command":
         if "aws" in doc:
@@ -332,6 +334,8 @@ class AwsProvider:
         argv = [self.c.cli, "ec2", *args]
         if self.c.region:
             argv += ["--region", self.c.region]
+        if self.c.endpoint_url:
+            argv += ["--endpoint-url", self.c.endpoint_url]
         return _run(argv, self.c.command_timeout)
 
     def current(self, rtbs: list[str]) -> dict[tuple[str, str], str | None] | None:

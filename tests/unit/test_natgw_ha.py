@@ -516,6 +516,16 @@ targets = ["default", "already", "198.51.100.0/24"]
                       "inside: link down", r.stdout)
         self.assertEqual(self.calls(), [])
 
+    def test_endpoint_url_is_passed_to_every_aws_call(self):
+        url = "https://vpce-0123456789abcdef0-abcdefgh.ec2.ap-northeast-1.vpce.amazonaws.com"
+        r = self.run_agent("--once", cfg=self.config(extra_aws=f'endpoint_url = "{url}"'))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        calls = self.calls()
+        self.assertEqual([c[1] for c in calls], ["describe-route-tables", "replace-route", "replace-route",
+                                                 "create-route"])
+        for c in calls:
+            self.assertEqual(c[-2:], ["--endpoint-url", url])
+
     def test_once_takes_over_now_unless_unhealthy(self):
         self.me.mode = "sick"
         r = self.run_agent("--once")
@@ -552,6 +562,8 @@ targets = ["default", "already", "198.51.100.0/24"]
             (good.replace(f'"{RTB_B}"', '"vpc-123"'), "aws.route_tables: 'vpc-123' is not a route table id"),
             (good.replace('"10.0.0.0/8"', '"10.0.0.1/8"'), "aws.destinations: '10.0.0.1/8' is not an IPv4 CIDR"),
             (good.replace(f'network_interface_id = "{ENI}"', ""), "aws.network_interface_id: missing"),
+            (good + '\nendpoint_url = "ec2.ap-northeast-1.amazonaws.com"\n',
+             "aws.endpoint_url: must be an http:// or https:// URL with a host (the EC2 API)"),
             (good + '\nhome_route_tables = ["rtb-0ccc"]\n',
              "aws.home_route_tables: 'rtb-0ccc' is not one of the route_tables above"),
             (good.replace(str(self.aws), "/nonexistent/aws"), "aws.cli: '/nonexistent/aws' not found"),
