@@ -310,13 +310,25 @@ class TakeoverResult:
 
 
 def _run(argv: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run argv, its output decoded (bytes that are not UTF-8 replaced). In a session of its own: on timeout
+    its whole process group is killed, so that what a `sh -c` started cannot change a route later."""
     try:
-        return subprocess.run(argv, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout,
-                              env=env, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(argv, 124, "", f"timed out after {timeout:g} s")
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             encoding="utf-8", errors="replace", env=env, start_new_session=True)
     except OSError as e:
         return subprocess.CompletedProcess(argv, 127, "", str(e))
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        p.wait()
+        for f in (p.stdout, p.stderr):
+            f.close()  # not read to the end: a child that left the group may hold them open
+        return subprocess.CompletedProcess(argv, 124, "", f"timed out after {timeout:g} s")
+    return subprocess.CompletedProcess(argv, p.returncode, out, err)
 
 
 def _why(r: subprocess.CompletedProcess) -> str:
@@ -334,6 +346,8 @@ class AwsProvider:
         argv = [self.c.cli, "ec2", *args]
         if self.c.region:
             argv += ["--region", self.c.region]
+        # The CLI's own limits, well inside command_timeout: a hung connection is retried, not waited out.
+        argv += ["--cli-connect-timeout", "3", "--cli-read-timeout", "10"]
         if self.c.endpoint_url:
             argv += ["--endpoint-url", self.c.endpoint_url]
         return _run(argv, self.c.command_timeout)

@@ -32,6 +32,7 @@ sys.modules["natgw_ha"] = ha  # dataclasses look their module up there
 spec.loader.exec_module(ha)
 
 ENI, OTHER_ENI = "eni-0000000000000000a", "eni-0000000000000000b"
+TAIL = ["--region", "ap-northeast-1", "--cli-connect-timeout", "3", "--cli-read-timeout", "10"]  # every aws call
 RTB_A, RTB_B = "rtb-000000000000000a1", "rtb-000000000000000b2"
 
 FAKE_AWS = r'''#!/usr/bin/python3
@@ -198,15 +199,15 @@ destinations = ["0.0.0.0/0", "10.0.0.0/8"]
         a.round()
         calls = self.calls()
         self.assertEqual(calls[0], ["ec2", "describe-route-tables", "--route-table-ids", RTB_A, RTB_B,
-                                    "--output", "json", "--region", "ap-northeast-1"])
+                                    "--output", "json", *TAIL])
         # A's two routes replaced; B's 0.0.0.0/0 already ours (skipped); B's missing 10.0.0.0/8 created.
         self.assertEqual(calls[1:], [
             ["ec2", "replace-route", "--route-table-id", RTB_A, "--destination-cidr-block", "0.0.0.0/0",
-             "--network-interface-id", ENI, "--region", "ap-northeast-1"],
+             "--network-interface-id", ENI, *TAIL],
             ["ec2", "replace-route", "--route-table-id", RTB_A, "--destination-cidr-block", "10.0.0.0/8",
-             "--network-interface-id", ENI, "--region", "ap-northeast-1"],
+             "--network-interface-id", ENI, *TAIL],
             ["ec2", "create-route", "--route-table-id", RTB_B, "--destination-cidr-block", "10.0.0.0/8",
-             "--network-interface-id", ENI, "--region", "ap-northeast-1"],
+             "--network-interface-id", ENI, *TAIL],
         ])
         r = self.routes()
         self.assertEqual(r[RTB_A], {"0.0.0.0/0": ENI, "10.0.0.0/8": ENI, "172.31.0.0/16": None})
@@ -485,6 +486,27 @@ targets = ["default", "already", "198.51.100.0/24"]
         self.assertEqual(a.takeovers, 1)
         self.assertEqual(out.read_text().splitlines(), ["took default default",
                                                         "took 198.51.100.0/24 198.51.100.0/24"])
+
+    def test_a_command_that_times_out_is_killed_with_what_it_started(self):
+        late = self.dir / "late"
+        cfg = self.dir / "slow.toml"
+        cfg.write_text(f"""
+[ha]
+self_url = "{self.me.url}"
+peer_url = "{self.peer.url}"
+provider = "command"
+[command]
+takeover = ["sh", "-c", "(sleep 1; echo changed the route > {late}) & wait"]
+command_timeout = 0.3
+""")
+        p = ha.CommandProvider(ha.load_config(str(cfg)).command, "test")
+        t0 = time.monotonic()
+        r = p.takeover()
+        self.assertLess(time.monotonic() - t0, 1)
+        self.assertFalse(r.ok)
+        self.assertEqual(r.errors, ["routes: exit 124: timed out after 0.3 s"])
+        time.sleep(1.5)
+        self.assertFalse(late.exists(), "a child of the timed-out command ran on")
 
     # ------------------------------------------------------------------------------------- the command
     def test_the_daemon_logs_each_change_and_takes_over(self):
