@@ -11,7 +11,8 @@ destination, skipping routes `aws ec2 describe-route-tables` shows already point
 
 Rules: never take over while this instance is itself unhealthy; never give routes back on its own (a
 peer that recovers stays standby; with `preempt = true`, an instance takes its home routes back once it
-has been healthy for `failures` checks in a row: `home_route_tables` / `home_targets`, else all of them);
+has been healthy for `failures` checks in a row: `home_route_tables` / `home_targets`, else all of them,
+with a warning at start);
 log every change of state with its reason.
 Sessions are not synchronised: flows through a failed instance break, new flows work through the survivor.
 
@@ -96,6 +97,7 @@ class Config:
     provider: str
     aws: AwsConfig | None = None
     command: CommandConfig | None = None
+    warnings: list[str] = field(default_factory=list)  # valid, but likely not what was meant
 
 
 HA_KEYS = {"name", "self_url", "peer_url", "interval", "timeout", "failures", "preempt", "provider"}
@@ -165,6 +167,12 @@ def load_config(path: str) -> Config:
             raise err(key, f"{prog!r} not found or not executable")
         return found
 
+    def seconds(t: dict, table: str, key: str) -> float:
+        v = get(t, table, key, float, default=30.0)
+        if not 0 < v <= 3600:
+            raise err(f"{table}.{key}", f"must be more than 0 and at most 3600 seconds, not {v}")
+        return v
+
     def home_of(t: dict, table: str, key: str, every: list[str]) -> list[str]:
         home = get(t, table, key, list, default=[], required=False)
         for h in home:
@@ -224,7 +232,7 @@ def load_config(path: str) -> Config:
             route_tables=rtbs,
             home_route_tables=home_of(a, "aws", "home_route_tables", rtbs),
             destinations=dests,
-            command_timeout=get(a, "aws", "command_timeout", float, default=30.0),
+            command_timeout=seconds(a, "aws", "command_timeout"),
             endpoint_url=url(a, "endpoint_url", "aws", "the EC2 API") if "endpoint_url" in a else None,
         )
     elif cfg.provider == "command":
@@ -240,6 +248,9 @@ def load_config(path: str) -> Config:
         if check is not None and not check:
             raise err("command.check", "is empty (leave it out for none)")
         targets = get(c, "command", "targets", list, default=[], required=False)
+        for key, argv in (("takeover", take), ("check", check or [])):
+            if not targets and any("{target}" in arg for arg in argv):
+                raise err(f"command.{key}", "uses {target}, but targets is empty (the command runs once, without one)")
         executable("command.takeover", take[0])
         if check:
             executable("command.check", check[0])
@@ -247,10 +258,15 @@ def load_config(path: str) -> Config:
             takeover=take, check=check,
             targets=targets,
             home_targets=home_of(c, "command", "home_targets", targets),
-            command_timeout=get(c, "command", "command_timeout", float, default=30.0),
+            command_timeout=seconds(c, "command", "command_timeout"),
         )
     else:
         raise err("ha.provider", f'must be "aws" or "command", not {cfg.provider!r}')
+    home = cfg.aws.home_route_tables if cfg.aws else cfg.command.home_targets
+    if cfg.preempt and not home:
+        key = "aws.home_route_tables" if cfg.aws else "command.home_targets"
+        cfg.warnings.append(f"{path}: ha.preempt = true without {key}: a preempt takes every route, the peer's "
+                            "AZ's too")
     return cfg
 
 
@@ -583,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"{PROG}: bad config: {e}", file=sys.stderr)
         return 2
+    for w in cfg.warnings:
+        log(f"warning: {w}")
     if args.validate:
         print(f"{cfg.path}: OK: provider {cfg.provider}, takeover after {cfg.failures} x {cfg.interval:g} s")
         return 0

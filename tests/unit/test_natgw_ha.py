@@ -567,6 +567,14 @@ command_timeout = 0.3
 
     def test_bad_configs_name_the_file_and_the_key(self):
         good = self.config().read_text()
+        cmd = good.split("[aws]")[0].replace('provider = "aws"', 'provider = "command"') + """
+[command]
+takeover = ["ip", "route", "replace", "{target}", "via", "10.0.1.20"]
+check = ["sh", "-c", "ip route show {target} | grep -q 'via 10.0.1.20 '"]
+targets = ["default"]
+"""
+        r = self.run_agent("--validate", cfg=self.config(name="cmd.toml", body=cmd))
+        self.assertEqual(r.returncode, 0, r.stderr)
         cases = [
             (good.replace("interval = 0.1", "intervall = 0.1"), "ha.intervall: unknown key"),
             (good.replace('provider = "aws"', 'provider = "gcp"'), 'ha.provider: must be "aws" or "command"'),
@@ -592,6 +600,11 @@ command_timeout = 0.3
             (good.split("[aws]")[0], "[aws]: missing"),
             (good + "\n[extra]\n", "extra: unknown table"),
             ("[ha\n", "not valid TOML"),
+            (good + "\ncommand_timeout = 0\n", "aws.command_timeout: must be more than 0 and at most 3600 seconds"),
+            (cmd + 'command_timeout = -1\n', "command.command_timeout: must be more than 0"),
+            (cmd.replace('targets = ["default"]', ""), "command.takeover: uses {target}, but targets is empty"),
+            (cmd.replace('targets = ["default"]', "").replace('"{target}"', '"default"', 1),
+             "command.check: uses {target}, but targets is empty"),
         ]
         for body, want in cases:
             with self.subTest(want=want):
@@ -602,6 +615,15 @@ command_timeout = 0.3
         r = self.run_agent("--validate", cfg=self.dir / "missing.toml")
         self.assertEqual(r.returncode, 2)
         self.assertIn("missing.toml: cannot read", r.stderr)
+
+    def test_preempt_without_home_routes_is_a_warning(self):
+        r = self.run_agent("--validate", cfg=self.config(extra_ha="preempt = true"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("natgw-ha: warning: ", r.stderr)
+        self.assertIn("ha.preempt = true without aws.home_route_tables: a preempt takes every route", r.stderr)
+        r = self.run_agent("--validate", cfg=self.config(extra_ha="preempt = true",
+                                                          extra_aws=f'home_route_tables = ["{RTB_A}"]'))
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
 
     def test_the_shipped_example_is_valid(self):
         text = (SRC / "config" / "ha.example.toml").read_text()
