@@ -285,9 +285,8 @@ Reply send_command(const std::string& path, const std::string& line, int timeout
   } else if (status.rfind("ERR ", 0) == 0) {
     r.ok = false;
     r.body = status.substr(4) + (nl == std::string::npos ? "" : "\n" + all.substr(nl + 1));
-  } else {
-    r.ok = false;
-    r.body = "natgw at " + path + " gave no answer (timed out or closed)";
+  } else {  // nothing, or not the protocol: no verdict to report
+    throw std::runtime_error("natgw at " + path + " gave no answer (timed out or closed)");
   }
   return r;
 }
