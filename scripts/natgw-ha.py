@@ -11,7 +11,8 @@ destination, skipping routes `aws ec2 describe-route-tables` shows already point
 
 Rules: never take over while this instance is itself unhealthy; never give routes back on its own (a
 peer that recovers stays standby; with `preempt = true`, an instance takes its home routes back once it
-has been healthy for `failures` checks in a row: `home_route_tables` / `home_targets`, else all of them);
+has been healthy for `failures` checks in a row: `home_route_tables` / `home_targets`, else all of them,
+with a warning at start);
 log every change of state with its reason.
 Sessions are not synchronised: flows through a failed instance break, new flows work through the survivor.
 
@@ -42,7 +43,9 @@ import sys
 import threading
 import time
 import tomllib
+import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 
@@ -69,6 +72,7 @@ class AwsConfig:
     home_route_tables: list[str]  # this AZ's: what preempt and --once --home take back
     destinations: list[str]
     command_timeout: float
+    endpoint_url: str | None = None  # passed as --endpoint-url: the EC2 API by a VPC endpoint's own name
 
 
 @dataclass
@@ -93,11 +97,12 @@ class Config:
     provider: str
     aws: AwsConfig | None = None
     command: CommandConfig | None = None
+    warnings: list[str] = field(default_factory=list)  # valid, but likely not what was meant
 
 
 HA_KEYS = {"name", "self_url", "peer_url", "interval", "timeout", "failures", "preempt", "provider"}
 AWS_KEYS = {"cli", "region", "network_interface_id", "route_tables", "home_route_tables", "destinations",
-            "command_timeout"}
+            "command_timeout", "endpoint_url"}
 COMMAND_KEYS = {"takeover", "check", "targets", "home_targets", "command_timeout"}
 
 
@@ -144,10 +149,16 @@ def load_config(path: str) -> Config:
             raise err(f"{table}.{key}", f"must be {'a number' if kind is float else kind.__name__}, not {v!r}")
         return v
 
-    def url(t: dict, key: str) -> str:
-        v = get(t, "ha", key, str)
-        if not (v.startswith("http://") or v.startswith("https://")):
-            raise err(f"ha.{key}", f"must be an http:// or https:// URL (natgw's /healthz), not {v!r}")
+    def url(t: dict, key: str, table: str = "ha", what: str = "natgw's /healthz") -> str:
+        v = get(t, table, key, str)
+        try:
+            u = urllib.parse.urlsplit(v)
+            _ = u.port  # raises ValueError on a port that is not a number in 0..65535
+            ok = u.scheme in ("http", "https") and bool(u.hostname)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise err(f"{table}.{key}", f"must be an http:// or https:// URL with a host ({what}), not {v!r}")
         return v
 
     def executable(key: str, prog: str) -> str:
@@ -155,6 +166,12 @@ def load_config(path: str) -> Config:
         if not found:
             raise err(key, f"{prog!r} not found or not executable")
         return found
+
+    def seconds(t: dict, table: str, key: str) -> float:
+        v = get(t, table, key, float, default=30.0)
+        if not 0 < v <= 3600:
+            raise err(f"{table}.{key}", f"must be more than 0 and at most 3600 seconds, not {v}")
+        return v
 
     def home_of(t: dict, table: str, key: str, every: list[str]) -> list[str]:
         home = get(t, table, key, list, default=[], required=False)
@@ -215,7 +232,8 @@ def load_config(path: str) -> Config:
             route_tables=rtbs,
             home_route_tables=home_of(a, "aws", "home_route_tables", rtbs),
             destinations=dests,
-            command_timeout=get(a, "aws", "command_timeout", float, default=30.0),
+            command_timeout=seconds(a, "aws", "command_timeout"),
+            endpoint_url=url(a, "endpoint_url", "aws", "the EC2 API") if "endpoint_url" in a else None,
         )
     elif cfg.provider == "command":
         if "aws" in doc:
@@ -230,6 +248,9 @@ def load_config(path: str) -> Config:
         if check is not None and not check:
             raise err("command.check", "is empty (leave it out for none)")
         targets = get(c, "command", "targets", list, default=[], required=False)
+        for key, argv in (("takeover", take), ("check", check or [])):
+            if not targets and any("{target}" in arg for arg in argv):
+                raise err(f"command.{key}", "uses {target}, but targets is empty (the command runs once, without one)")
         executable("command.takeover", take[0])
         if check:
             executable("command.check", check[0])
@@ -237,10 +258,15 @@ def load_config(path: str) -> Config:
             takeover=take, check=check,
             targets=targets,
             home_targets=home_of(c, "command", "home_targets", targets),
-            command_timeout=get(c, "command", "command_timeout", float, default=30.0),
+            command_timeout=seconds(c, "command", "command_timeout"),
         )
     else:
         raise err("ha.provider", f'must be "aws" or "command", not {cfg.provider!r}')
+    home = cfg.aws.home_route_tables if cfg.aws else cfg.command.home_targets
+    if cfg.preempt and not home:
+        key = "aws.home_route_tables" if cfg.aws else "command.home_targets"
+        cfg.warnings.append(f"{path}: ha.preempt = true without {key}: a preempt takes every route, the peer's "
+                            "AZ's too")
     return cfg
 
 
@@ -271,6 +297,8 @@ def probe(url: str, timeout: float) -> Health:
         return Health(False, f"no answer: {e.reason}")
     except (OSError, ValueError) as e:  # timeouts mid-read, resets, a malformed answer
         return Health(False, f"no answer: {e}")
+    except Exception as e:  # anything else (http.client.BadStatusLine: not HTTP) is a failed check too
+        return Health(False, f"no answer: {type(e).__name__}: {e}")
 
 
 def _gist(reason: str) -> str:
@@ -298,13 +326,25 @@ class TakeoverResult:
 
 
 def _run(argv: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run argv, its output decoded (bytes that are not UTF-8 replaced). In a session of its own: on timeout
+    its whole process group is killed, so that what a `sh -c` started cannot change a route later."""
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(argv, 124, "", f"timed out after {timeout:g} s")
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             encoding="utf-8", errors="replace", env=env, start_new_session=True)
     except OSError as e:
         return subprocess.CompletedProcess(argv, 127, "", str(e))
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        p.wait()
+        for f in (p.stdout, p.stderr):
+            f.close()  # not read to the end: a child that left the group may hold them open
+        return subprocess.CompletedProcess(argv, 124, "", f"timed out after {timeout:g} s")
+    return subprocess.CompletedProcess(argv, p.returncode, out, err)
 
 
 def _why(r: subprocess.CompletedProcess) -> str:
@@ -322,6 +362,10 @@ class AwsProvider:
         argv = [self.c.cli, "ec2", *args]
         if self.c.region:
             argv += ["--region", self.c.region]
+        # The CLI's own limits, well inside command_timeout: a hung connection is retried, not waited out.
+        argv += ["--cli-connect-timeout", "3", "--cli-read-timeout", "10"]
+        if self.c.endpoint_url:
+            argv += ["--endpoint-url", self.c.endpoint_url]
         return _run(argv, self.c.command_timeout)
 
     def current(self, rtbs: list[str]) -> dict[tuple[str, str], str | None] | None:
@@ -339,8 +383,8 @@ class AwsProvider:
                     if "DestinationCidrBlock" in route:
                         out[(t["RouteTableId"], route["DestinationCidrBlock"])] = route.get("NetworkInterfaceId")
             return out
-        except (ValueError, KeyError, TypeError) as e:
-            log(f"aws ec2 describe-route-tables: unexpected output ({e}): replacing every route")
+        except Exception as e:  # not JSON, or not the shape expected (a list where a dict was, ...)
+            log(f"aws ec2 describe-route-tables: unexpected output ({type(e).__name__}: {e}): replacing every route")
             return None
 
     def takeover(self, home: bool = False) -> TakeoverResult:
@@ -402,6 +446,32 @@ def provider_of(cfg: Config):
 
 
 # ------------------------------------------------------------------------------------------------- agent
+class Backoff:
+    """Retries of a failing takeover: at once, then 1, 3, 7, 15 and at most 30 checks between tries (an API
+    that throttles must not be hammered every second)."""
+
+    def __init__(self):
+        self.failed = 0  # tries in a row that failed
+        self.skip = 0    # checks still to let pass before the next try
+
+    def reset(self) -> None:
+        self.failed = self.skip = 0
+
+    def wait(self) -> bool:
+        """True while this check is one to let pass (it counts)."""
+        if self.skip > 0:
+            self.skip -= 1
+            return True
+        return False
+
+    def note(self, ok: bool) -> None:
+        if ok:
+            self.reset()
+        else:
+            self.failed += 1
+            self.skip = min(2 ** (self.failed - 1) - 1, 30)
+
+
 class Agent:
     """The decision, one round at a time (round() is what the loop and the tests call)."""
 
@@ -417,8 +487,9 @@ class Agent:
         self.preempted = False   # the home routes (preempt), for this healthy spell of ours
         self.said_blocked = False
         self.takeovers = 0
-        self.failed_takeovers = 0  # in a row: retries back off (an API that throttles must not be hammered)
-        self.skip = 0              # checks to let pass before the next try
+        # Each its own: a preempt that keeps failing must not delay the takeover from a dead peer.
+        self.retry = Backoff()          # the takeover, for this outage of the peer
+        self.preempt_retry = Backoff()  # the preempt, for this healthy spell of ours
 
     def check(self) -> tuple[Health, Health]:
         s = self.pool.submit(probe, self.cfg.self_url, self.cfg.timeout)
@@ -435,22 +506,27 @@ class Agent:
         if p.ok:
             if self.peer_h is None or not self.peer_h.ok:
                 log(f"peer ({c.peer_url}): healthy" + (" again: it stays standby, the routes stay here "
-                                                        "(no automatic failback)" if self.took_over else ""))
+                                                        "(no failback unless it preempts)" if self.took_over else ""))
             self.peer_failed = 0
+            if self.took_over:
+                # Preempt again: after a partition of the management path both took everything, and each
+                # must now take back its home routes (the peer too, so the pair converges).
+                self.preempted = False
             self.took_over = False  # the next outage of the peer is a new one
             self.said_blocked = False
+            self.retry.reset()
         else:
             self.peer_failed += 1
+            if self.peer_failed == c.failures:
+                self.retry.reset()  # a new outage: its first try at once, whatever the last one's did
             # Each check up to the takeover, then only what changes: a dead peer must not fill the log.
             if self.peer_failed <= c.failures or _gist(p.reason) != _gist(self.peer_h.reason):
                 log(f"peer ({c.peer_url}): failed check {self.peer_failed}/{c.failures}: {p.reason}")
         if not s.ok:
             self.preempted = False  # the peer may take the routes while we are down: preempt again after
+            self.preempt_retry.reset()
         self.self_h, self.peer_h = s, p
 
-        if self.skip > 0:
-            self.skip -= 1
-            return
         if self.peer_failed >= c.failures and not self.took_over:
             if not s.ok:
                 if not self.said_blocked:
@@ -458,24 +534,31 @@ class Agent:
                         "not taking over")
                     self.said_blocked = True
                 return
+            if self.retry.wait():
+                return
             self.took_over = self.take_over(f"peer failed {self.peer_failed} checks in a row ({p.reason})")
             self.preempted = self.preempted or self.took_over
         elif c.preempt and not self.preempted and self.self_good >= c.failures:
-            self.preempted = self.take_over(f"preempt: this instance healthy for {self.self_good} checks", home=True)
+            if self.preempt_retry.wait():
+                return
+            self.preempted = self.take_over(f"preempt: this instance healthy for {self.self_good} checks", home=True,
+                                            retry=self.preempt_retry)
 
-    def take_over(self, reason: str, home: bool = False) -> bool:
+    def take_over(self, reason: str, home: bool = False, retry: Backoff | None = None) -> bool:
+        retry = retry or self.retry
         log(f"TAKING OVER ({self.cfg.provider}{', home routes' if home else ''}): {reason}")
         t0 = time.monotonic()
-        r = self.provider.takeover(home=home)
+        try:
+            r = self.provider.takeover(home=home)
+        except Exception as e:  # a provider's surprise is a failed takeover (retried, backing off)
+            r = TakeoverResult(False, errors=[f"{type(e).__name__}: {e}"])
         took = time.monotonic() - t0
+        retry.note(r.ok)
         if r.ok:
             self.takeovers += 1
-            self.failed_takeovers = 0
             log(f"took over in {took:.2f} s: {r.summary()}; this instance now carries the traffic")
         else:
-            self.failed_takeovers += 1
-            self.skip = min(2 ** (self.failed_takeovers - 1) - 1, 30)  # 0, 1, 3, 7, 15, 30, 30... checks
-            log(f"takeover FAILED after {took:.2f} s (retrying in {self.skip + 1} check(s)): {r.summary()}")
+            log(f"takeover FAILED after {took:.2f} s (retrying in {retry.skip + 1} check(s)): {r.summary()}")
         return r.ok
 
     def run(self, stop: threading.Event) -> None:
@@ -485,7 +568,10 @@ class Agent:
             f"preempt {'on' if c.preempt else 'off'}")
         nxt = time.monotonic()
         while not stop.is_set():
-            self.round()
+            try:
+                self.round()
+            except Exception:  # a bug or a surprise must not end the agent: say what, and check again
+                log("round failed, carrying on: " + traceback.format_exc(limit=3).rstrip())
             nxt += c.interval
             delay = nxt - time.monotonic()
             if delay < 0:  # checks took longer than the interval: start again now, do not catch up
@@ -513,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"{PROG}: bad config: {e}", file=sys.stderr)
         return 2
+    for w in cfg.warnings:
+        log(f"warning: {w}")
     if args.validate:
         print(f"{cfg.path}: OK: provider {cfg.provider}, takeover after {cfg.failures} x {cfg.interval:g} s")
         return 0

@@ -227,14 +227,18 @@ void ControlServer::reply(Client& c, bool complete, const CommandHandler& cmd, c
 
 std::string http_response(const std::string& req, const ControlServer::MetricsHandler& metrics,
                           const ControlServer::HealthHandler& health) {
-  const bool get = req.rfind("GET ", 0) == 0;
-  const auto sp = req.find(' ', 4);
-  std::string path = get && sp != std::string::npos ? req.substr(4, sp - 4) : "";
+  // HEAD: GET's status and headers without the body (load balancers' and uptime checkers' probes).
+  const bool head = req.rfind("HEAD ", 0) == 0;
+  const bool get = head || req.rfind("GET ", 0) == 0;
+  const size_t from = head ? 5 : 4;
+  const auto sp = req.find(' ', from);
+  std::string path = get && sp != std::string::npos ? req.substr(from, sp - from) : "";
   if (const auto q = path.find('?'); q != std::string::npos) path.resize(q);  // scrapers may add ?params
-  std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
+  std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body, extra;
   if (!get) {
     status = "405 Method Not Allowed";
-    body = "only GET\n";
+    body = "only GET and HEAD\n";
+    extra = "Allow: GET, HEAD\r\n";
   } else if (path == "/metrics") {
     body = metrics();
   } else if (path == "/healthz") {
@@ -252,8 +256,9 @@ std::string http_response(const std::string& req, const ControlServer::MetricsHa
     status = "404 Not Found";
     body = "not found; try /metrics\n";
   }
-  return "HTTP/1.0 " + status + "\r\nContent-Type: " + type + "\r\nContent-Length: " + std::to_string(body.size()) +
-         "\r\nConnection: close\r\n\r\n" + body;
+  return "HTTP/1.0 " + status + "\r\nContent-Type: " + type +
+         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + extra + "Connection: close\r\n\r\n" +
+         (head ? "" : body);
 }
 
 Reply send_command(const std::string& path, const std::string& line, int timeout_ms) {
@@ -285,9 +290,8 @@ Reply send_command(const std::string& path, const std::string& line, int timeout
   } else if (status.rfind("ERR ", 0) == 0) {
     r.ok = false;
     r.body = status.substr(4) + (nl == std::string::npos ? "" : "\n" + all.substr(nl + 1));
-  } else {
-    r.ok = false;
-    r.body = "natgw at " + path + " gave no answer (timed out or closed)";
+  } else {  // nothing, or not the protocol: no verdict to report
+    throw std::runtime_error("natgw at " + path + " gave no answer (timed out or closed)");
   }
   return r;
 }

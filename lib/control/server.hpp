@@ -69,7 +69,8 @@ class ControlServer {
 
 // The whole HTTP/1.0 response to one request's bytes (whatever a client sent, possibly
 // cut short): GET /metrics (a query string ignored), /, and /healthz: 200 "ok" when `health` says
-// healthy (or is empty), else 503 with its reasons, one per line; 404 or 405 else.
+// healthy (or is empty), else 503 with its reasons, one per line; 404, or 405 (with Allow) for a method
+// other than GET and HEAD. HEAD gets GET's status and headers (Content-Length too), no body.
 // Pure, so the parser of these untrusted bytes is fuzzed (tests/fuzz/fuzz_http.cpp).
 std::string http_response(const std::string& request, const ControlServer::MetricsHandler& metrics,
                           const ControlServer::HealthHandler& health = {});

@@ -17,7 +17,8 @@ int usage(int rc) {
                "  acl                ACL rules with hit counters\n"
                "  metrics            the Prometheus exposition\n"
                "  health             ok (exit 0), or unhealthy and why, a reason a line (exit 1): a worker\n"
-               "                     stopped polling, a port dead after a failed reset, a link down\n"
+               "                     stopped polling, a port dead after a failed reset, a link down;\n"
+               "                     no verdict (no answer, a natgw without the command): exit 3\n"
                "  reload             re-read the config file; errors leave the running config\n"
                "  version\n"
                "default socket: /run/natgw/natgw.sock (or $NATGW_SOCKET)\n"
@@ -49,8 +50,15 @@ int main(int argc, char** argv) {
     // verdict, within systemd's default 90 s for ExecReload.
     const int timeout_ms = line.rfind("reload", 0) == 0 ? 80000 : 5000;
     const natgw::control::Reply r = natgw::control::send_command(socket, line, timeout_ms);
-    if (line == "health") {  // the verdict is the answer either way: on stdout, the exit status says which
-      std::cout << r.body << (r.body.empty() || r.body.back() != '\n' ? "\n" : "");
+    if (line == "health") {
+      // The verdict is the answer either way: on stdout, the exit status says which. Any other refusal
+      // (a natgw that does not know the command) is no verdict: 3, as when none answers.
+      const char* nl = r.body.empty() || r.body.back() != '\n' ? "\n" : "";
+      if (!r.ok && r.body != "unhealthy" && r.body.rfind("unhealthy\n", 0) != 0) {
+        std::cerr << "natgwctl: " << r.body << nl;
+        return 3;
+      }
+      std::cout << r.body << nl;
       return r.ok ? 0 : 1;
     }
     if (!r.ok) {

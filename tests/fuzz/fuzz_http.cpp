@@ -33,6 +33,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t head_end = r.find("\r\n\r\n");
   check(head_end != std::string::npos);
   const std::string body = r.substr(head_end + 4);
+  // HEAD: GET's headers (its Content-Length) and no body.
+  const bool head = req.rfind("HEAD ", 0) == 0;
+  if (head) {
+    check(body.empty());
+    if (rendered)
+      check(r.rfind("HTTP/1.0 200 OK", 0) == 0 && r.find("\r\nContent-Length: 11\r\n") < head_end);
+    if (r.rfind("HTTP/1.0 503 ", 0) == 0) check(!healthy && r.find("\r\nContent-Length: 18\r\n") < head_end);
+    return 0;
+  }
   check(r.find("\r\nContent-Length: " + std::to_string(body.size()) + "\r\n") < head_end);
   // Metrics are rendered exactly for a 200 on /metrics.
   check(rendered == (body == "natgw_up 1\n" && r.rfind("HTTP/1.0 200 OK", 0) == 0));

@@ -130,10 +130,16 @@ targets = ["default"]
         return self
 
     def stop(self) -> None:
+        """SIGTERM, as systemd stops it: the agent says so and exits 0 (an AssertionError if not)."""
         if self.proc is not None:
-            L.end_process(self.proc)
-            self.proc = None
+            proc, self.proc = self.proc, None
+            proc.terminate()  # `ip netns exec` execs python: this is the agent itself
+            L.end_process(proc)
             self._log.close()
+            out = self.output()
+            if proc.returncode != 0 or "natgw-ha: stopping" not in out:
+                raise AssertionError(f"agent {self.me['name']} did not stop cleanly on SIGTERM "
+                                     f"(exit {proc.returncode}):\n{out}")
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -258,12 +264,14 @@ class HighAvailability(unittest.TestCase):
 
     # ---------------------------------------------------------------------------------------------
     def test_a_healthy_pair_is_never_taken_over_from(self):
-        time.sleep(2 * FAILURES * INTERVAL)
-        self.assertEqual(tgw_default(), A["inside"])
+        # What counts is that nothing moved: not that no single check was ever late (a loaded machine).
+        end = time.monotonic() + 2 * FAILURES * INTERVAL
+        while time.monotonic() < end:
+            self.assertEqual(tgw_default(), A["inside"], "the route moved from a healthy A")
+            time.sleep(0.2)
         self.assertEqual(seen_source(), A["internet"])
         for name, ag in self.agents.items():
             self.assertNotIn("TAKING OVER", ag.output(), f"agent {name}")
-            self.assertNotIn("failed check", ag.output(), f"agent {name}")
         r = self.agents["b"].run_once("--check")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertEqual(r.stdout, "self http://127.0.0.1:9100/healthz: ok\n"
@@ -305,8 +313,12 @@ class HighAvailability(unittest.TestCase):
         n = self.natgw["a"]
         t = time.time()
         freeze = self.freeze_worker(n)
-        time.sleep(1.2)  # the stall monitor checks every 0.5 s
-        h = L.natgwctl("health", socket="/run/natgw-lab/natgw-a.sock")
+        end = time.monotonic() + 5  # the stall monitor checks every 0.5 s: a stall of 0.5-1 s is seen
+        while True:
+            h = L.natgwctl("health", socket="/run/natgw-lab/natgw-a.sock")
+            if h.returncode == 1 or time.monotonic() >= end:
+                break
+            time.sleep(0.1)
         self.assertEqual(h.returncode, 1, h.stdout + h.stderr)
         self.assertRegex(h.stdout, rf"^unhealthy\nworker 0 \(lcore {WORKER_LCORE}\) made no progress for [0-9.]+ s\n$")
         r = L.ns_exec(NAT2_NS, ["curl", "-s", "-i", "-m", "2", f"http://{A['mgmt']}:9100/healthz"])

@@ -274,6 +274,35 @@ TEST(HttpResponse, HealthzIs503WithTheReasonsWhenUnhealthy) {
   EXPECT_EQ(body_of(http_response("GET /healthz HTTP/1.0\r\n\r\n", m)), "ok\n");
 }
 
+// HEAD: what GET would answer, status and headers (Content-Length of GET's body), without the body; any
+// other method is 405 and says which are allowed.
+TEST(HttpResponse, HeadIsGetWithoutTheBodyAnd405SaysWhatIsAllowed) {
+  const ControlServer::MetricsHandler m = [] { return std::string("natgw_up 1\n"); };
+  Reply verdict{false, "inside: link down"};
+  const ControlServer::HealthHandler h = [&] { return verdict; };
+  const auto head_of = [](const std::string& r) { return r.substr(0, r.find("\r\n\r\n") + 4); };
+  for (const char* path : {"/healthz", "/metrics", "/", "/nothing-here"}) {
+    for (const bool healthy : {false, true}) {
+      verdict.ok = healthy;
+      const std::string get = http_response(std::string("GET ") + path + " HTTP/1.0\r\n\r\n", m, h);
+      const std::string head = http_response(std::string("HEAD ") + path + " HTTP/1.0\r\n\r\n", m, h);
+      EXPECT_EQ(head, head_of(get)) << path << " healthy " << healthy;
+    }
+  }
+  verdict.ok = false;
+  const std::string head = http_response("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n", m, h);
+  EXPECT_EQ(head.rfind("HTTP/1.0 503 Service Unavailable\r\n", 0), 0u) << head;
+  EXPECT_NE(head.find("\r\nContent-Length: 18\r\n"), std::string::npos) << head;  // "inside: link down\n"
+  EXPECT_EQ(head.substr(head.size() - 4), "\r\n\r\n") << head;
+  for (const char* req :
+       {"POST /healthz HTTP/1.0\r\n\r\n", "PUT / HTTP/1.0\r\n\r\n", "HEADER / HTTP/1.0\r\n\r\n"}) {
+    const std::string r = http_response(req, m, h);
+    EXPECT_EQ(r.rfind("HTTP/1.0 405 Method Not Allowed\r\n", 0), 0u) << r;
+    EXPECT_NE(r.find("\r\nAllow: GET, HEAD\r\n"), std::string::npos) << r;
+    EXPECT_LT(r.find("\r\nAllow: "), r.find("\r\n\r\n")) << r;
+  }
+}
+
 // Served by the listener: the handler poll_once was given answers /healthz.
 TEST(ControlServer, HealthzOverTheListenerUsesTheHealthHandler) {
   ControlServer s;
