@@ -1,6 +1,7 @@
 // NAT event logging (the config's [nat_events]): the control thread drains the workers' event
 // rings (nat::NatEvent, see lib/nat/nat_event.hpp) and writes one record per translated session
-// created or ended, to a file (one line each), a syslog collector (RFC 5424 messages over UDP,
+// created or ended (and one per host refused at its quota, per address out of ports, at most once a
+// second each), to a file (one line each), a syslog collector (RFC 5424 messages over UDP,
 // RFC 5426, one per datagram) and/or an IPFIX collector (RFC 7011 over UDP, RFC 8158's NAT44 session
 // records; lib/control/ipfix.hpp). What an abuse report needs: inside endpoint, outside endpoint,
 // remote endpoint, protocol, start and end. Control thread only; the data path never waits on it:

@@ -128,7 +128,7 @@ std::string format_text(const Snapshot& s) {
     o << "\n";
   }
   if (s.hosts_counted)
-    o << "inside hosts with sessions " << s.hosts << "; new flows refused at nat.max_sessions_per_host "
+    o << "inside hosts with sessions or ports " << s.hosts << "; new flows refused at nat.max_sessions_per_host "
       << s.drops[dp::kDropHostLimit] << ", at nat.max_ports_per_host " << s.drops[dp::kDropHostPortLimit] << "\n";
   o << "drops:";
   for (unsigned d = 0; d < dp::kDropCount; ++d)

@@ -67,7 +67,7 @@ bool HostSessions::quota_due(rte_be32_t host, uint32_t now_ms) {
   if (v < 0) return false;
   Host& e = hosts_[v];
   if (e.quota_ms != 0 && now_ms - (e.quota_ms - 1) < 1000) return false;
-  e.quota_ms = now_ms + 1;
+  e.quota_ms = now_ms + 1;  // 0 ("none yet") at the clock's last millisecond: one event early, once in 49 days
   return true;
 }
 

@@ -27,8 +27,10 @@ class HostSessions {
   HostSessions(const char* what, uint32_t max_hosts, int socket, uint64_t seed);
 
   // Count one more session for `host`, unless it already has `limit` (0 = no limit).
-  // kFull: a new host and no room, which means every session slot holds another
-  // host's session (hosts <= counted sessions <= max_hosts): the session table is full.
+  // kFull: a new host and no room, which means every session slot holds another host's
+  // session, active or closing (a host lives while it has a session or a mapping, and a
+  // mapping outlives its last session only until the grace period ends): the caller
+  // reclaims closing sessions and tries again; then the session table is full.
   enum class Added : uint8_t { kYes, kAtLimit, kFull };
   Added try_add(rte_be32_t host, uint32_t limit);
   // One session of `host` ended (a host without a count is ignored).
@@ -44,7 +46,7 @@ class HostSessions {
   bool quota_due(rte_be32_t host, uint32_t now_ms);
   // Start loading the index bucket try_add(host) reads first (a burst's new flows).
   void prefetch(rte_be32_t host) const { index_.prefetch_bucket(index_.home(hash_of(host))); }
-  // Hosts with at least one session.
+  // Hosts with at least one session or port.
   uint32_t hosts() const { return live_.load(std::memory_order_relaxed); }
   size_t memory_bytes() const { return index_.memory_bytes() + host_mem_.size() + free_mem_.size(); }
 
@@ -63,9 +65,8 @@ class HostSessions {
     return index_.find(h, [&](uint32_t v) { return hosts_[v].addr == a; });
   }
   // The slot the last add or sub found, if it still holds `a`: a new session that makes a new
-  // mapping counts the host twice (its session, then its port), and an expiring session that
-  // frees its mapping uncounts it twice; the second needs no hash and probe. A freed slot has
-  // both counts 0, so it never passes for a live one.
+  // mapping counts the host twice (its session, then its port); the second needs no hash and
+  // probe. A freed slot has both counts 0, so it never passes for a live one.
   int64_t recent(rte_be32_t a) const {
     if (recent_ == kNone) return -1;
     const Host& e = hosts_[recent_];

@@ -321,7 +321,14 @@ CreateResult SessionTable::create_session(const CreateArgs& a, uint32_t now_ms, 
 // host at its limit costs no port and no mapping. Apart, so that without a limit a new
 // flow pays one test for it.
 [[gnu::noinline]] CreateResult SessionTable::create_counted(const CreateArgs& a, uint32_t now_ms, uint32_t& idx) {
-  switch (hosts_->try_add(a.in->src, a.host_limit)) {
+  auto added = hosts_->try_add(a.in->src, a.host_limit);
+  if (added == HostSessions::Added::kFull) [[unlikely]] {
+    // Every host slot may be held by hosts whose sessions are only closing (their mappings
+    // wait out the grace period): free what can be, then try once more.
+    reclaim();
+    added = hosts_->try_add(a.in->src, a.host_limit);
+  }
+  switch (added) {
     case HostSessions::Added::kYes: break;
     case HostSessions::Added::kAtLimit:
       stats_.host_limited.add();

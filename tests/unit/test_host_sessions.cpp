@@ -42,6 +42,29 @@ TEST_F(HostSessionsTest, LimitsAndFullTable) {
   EXPECT_EQ(h.ports(b), 1u);
 }
 
+// A host's quota events: one a second, measured on the 32-bit millisecond clock across its wrap;
+// a host forgotten and counted again starts afresh.
+TEST_F(HostSessionsTest, QuotaEventsOnceASecond) {
+  HostSessions h("test_hosts_q", 4, -1, 3);
+  const rte_be32_t a = 1, b = 2;
+  EXPECT_FALSE(h.quota_due(a, 5)) << "a host without an entry";
+  ASSERT_EQ(h.try_add(a, 1), HostSessions::Added::kYes);
+  ASSERT_EQ(h.try_add(b, 1), HostSessions::Added::kYes);
+  const uint32_t t = UINT32_MAX - 500;  // the clock wraps within the second
+  EXPECT_TRUE(h.quota_due(a, t));
+  EXPECT_FALSE(h.quota_due(a, t));
+  EXPECT_TRUE(h.quota_due(b, t)) << "each host its own";
+  EXPECT_FALSE(h.quota_due(a, t + 999));
+  EXPECT_TRUE(h.quota_due(a, t + 1000)) << "a second later, across the wrap";
+  EXPECT_FALSE(h.quota_due(a, t + 1001));
+  EXPECT_FALSE(h.quota_due(b, UINT32_MAX)) << "500 ms after its last";
+  EXPECT_TRUE(h.quota_due(b, 499)) << "1,000 ms after its last, across the wrap";
+  EXPECT_FALSE(h.quota_due(b, 1498));
+  h.remove(a);  // forgotten
+  ASSERT_EQ(h.try_add(a, 1), HostSessions::Added::kYes);
+  EXPECT_TRUE(h.quota_due(a, t + 1002)) << "a new entry has no past event";
+}
+
 TEST_F(HostSessionsTest, ChurnMatchesAReferenceMap) {
   constexpr uint32_t kSlots = 8;
   HostSessions h("test_hosts_b", kSlots, -1, 11);
