@@ -34,23 +34,21 @@ void set16(std::string& b, size_t at, uint16_t v) {
   b[at + 1] = static_cast<char>(v);
 }
 
-constexpr size_t record_size() {
+template <size_t N>
+constexpr size_t record_size(const Field (&fields)[N]) {
   size_t n = 0;
-  for (const Field& f : kFields) n += f.length;
+  for (const Field& f : fields) n += f.length;
   return n;
 }
-static_assert(record_size() == kRecordSize);
-static_assert(kTemplateSetSize == 4 + 4 + 4 * std::size(kFields));
+template <size_t N>
+constexpr size_t template_set_size(const Field (&)[N]) {
+  return 4 + 4 + 4 * N;  // set header, template header, (id, length) per field
+}
+static_assert(record_size(kFields) == kRecordSize && template_set_size(kFields) == kTemplateSetSize);
+static_assert(record_size(kQuotaFields) == kQuotaRecordSize && template_set_size(kQuotaFields) == kQuotaTemplateSetSize);
+static_assert(record_size(kExhaustedFields) == kExhaustedRecordSize &&
+              template_set_size(kExhaustedFields) == kExhaustedTemplateSetSize);
 static_assert(kHeaderSize + kTemplateSetSize + 4 + kRecordSize <= kMaxMessage);
-constexpr size_t quota_record_size() {
-  size_t n = 0;
-  for (const Field& f : kQuotaFields) n += f.length;
-  return n;
-}
-static_assert(quota_record_size() == kQuotaRecordSize);
-static_assert(kQuotaTemplateSetSize == 4 + 4 + 4 * std::size(kQuotaFields));
-static_assert(kExhaustedRecordSize == 8 + 1 + 4 + 1 && std::size(kExhaustedFields) == 4);
-static_assert(kExhaustedTemplateSetSize == 4 + 4 + 4 * std::size(kExhaustedFields));
 
 // The template of an event that is not a session's, and what its record and template take.
 struct Other {
@@ -66,7 +64,7 @@ Other other_of(const nat::NatEvent& e) {
 template <size_t N>
 void put_template(std::string& b, uint16_t id, const Field (&fields)[N]) {
   put16(b, kTemplateSetId);
-  put16(b, static_cast<uint16_t>(8 + 4 * N));
+  put16(b, static_cast<uint16_t>(template_set_size(fields)));
   put16(b, id);
   put16(b, static_cast<uint16_t>(N));
   for (const Field& f : fields) {

@@ -210,6 +210,18 @@ class Nat(L.LabTestCase):
         self.assertEqual((closed or {}).get("closed"), n)
 
 
+def event_lines(path: Path, word: str, at_least: int, timeout: float = 5) -> list:
+    """The NAT event log's lines holding `word`, once there are `at_least` of them or `timeout` passed (the
+    control thread writes them a loop turn after the worker queued them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text() if path.exists() else ""
+        lines = [l for l in text.splitlines() if word in l]
+        if len(lines) >= at_least or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.2)
+
+
 class TinyPool(L.LabTestCase):
     """A pool of one address with 8 ports: the 9th concurrent flow to one destination has no port."""
 
@@ -264,12 +276,7 @@ class TinyPool(L.LabTestCase):
             self.assertIsNotNone(got, f"natgwctl stats shows no no_port drops:\n{r.stdout}")
             self.assertGreater(int(got.group(1)), 0)
             # The NAT event log says it too: the address and protocol that ran out, at most once a second.
-            lines = []
-            deadline = time.monotonic() + 5
-            while not lines and time.monotonic() < deadline:
-                time.sleep(0.2)
-                text = self.events_file().read_text() if self.events_file().exists() else ""
-                lines = [l for l in text.splitlines() if " ports-exhausted " in l]
+            lines = event_lines(self.events_file(), " ports-exhausted ", 1)
             self.assertGreaterEqual(len(lines), 1, "no ports-exhausted event")
             for line in lines:
                 self.assertIn(f" ports-exhausted outside={NATGW_INTERNET} proto=tcp inside={CLIENT_ADDR}:", line)
@@ -786,12 +793,7 @@ class PerHostPortLimit(_PeerHelpers, L.LabTestCase):
         self.assertEqual(int(sum(m1.series("natgw_outside_ports_in_use").values())), self.LIMIT)
         # Each refusal is a quota-exceeded event naming the host and the refused flow (they were 1.5 s
         # apart, past the one-a-second-per-host bound).
-        quota = []
-        deadline = time.monotonic() + 5
-        while len(quota) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-            lines = self.events_file().read_text().splitlines() if self.events_file().exists() else []
-            quota = [l for l in lines if " quota-exceeded " in l]
+        quota = event_lines(self.events_file(), " quota-exceeded ", 2)
         self.assertEqual(len(quota), 2, quota)
         for i, line in enumerate(quota):
             self.assertIn(f" quota-exceeded limit=max_ports_per_host:{self.LIMIT} proto=udp "

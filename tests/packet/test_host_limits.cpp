@@ -232,6 +232,7 @@ TEST(HostLimitTwoWorkers, CountedByTheOwner) {
     p.rx(kInside, build_frame(client(proto, "203.0.113.10", sport, 443, h.c_str())), w);
     return ipv4_only(p.out(kInternet)).size() == 1;
   };
+  for (unsigned w = 0; w < 2; ++w) p.ctx.sessions[w]->set_event_ring(p.ctx.events[w]);
   EXPECT_TRUE(opens(IPPROTO_UDP, 40000, 0));
   EXPECT_TRUE(opens(IPPROTO_UDP, 40001, 1));
   EXPECT_TRUE(opens(IPPROTO_TCP, 40002, 0));
@@ -240,6 +241,12 @@ TEST(HostLimitTwoWorkers, CountedByTheOwner) {
   EXPECT_EQ(p.ctx.sessions[1]->hosts()->count(ip(h.c_str())), 3u);
   EXPECT_EQ(p.ctx.sessions[0]->hosts()->count(ip(h.c_str())), 0u);
   EXPECT_EQ(drops(p, dp::kDropHostLimit), 2u);
+  // The quota event comes from the owner, once (the second refusal is within the second).
+  const auto q = quota_events(p.ctx.events[1]);
+  ASSERT_EQ(q.size(), 1u);
+  EXPECT_EQ(q[0].worker, 1u);
+  EXPECT_EQ(q[0].in_port, rte_cpu_to_be_16(40003));
+  EXPECT_TRUE(quota_events(p.ctx.events[0]).empty());
 }
 
 // Hairpinned flows are the inside host's own: they count.

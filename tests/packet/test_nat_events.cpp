@@ -48,6 +48,12 @@ class NatEvents : public ::testing::Test {
     for (std::string l; std::getline(in, l);) v.push_back(l);
     return v;
   }
+  std::vector<std::string> file_lines_with(const char* word) const {
+    std::vector<std::string> v;
+    for (const auto& l : file_lines())
+      if (l.find(word) != std::string::npos) v.push_back(l);
+    return v;
+  }
   std::vector<std::string> datagrams() const {
     std::vector<std::string> v;
     char buf[2048];
@@ -411,9 +417,7 @@ TEST_F(NatEventsQuota, ARefusedHostIsLoggedOnceASecondByEveryTarget) {
   ASSERT_TRUE(opens("203.0.113.12", 40000));
   EXPECT_FALSE(opens("203.0.113.13", 40000)) << "a fourth session";
   EXPECT_EQ(drain(), 5u) << "3 creates, 2 quota events";
-  std::vector<std::string> quota;
-  for (const auto& l : file_lines())
-    if (l.find("quota-exceeded") != std::string::npos) quota.push_back(l);
+  const auto quota = file_lines_with(" quota-exceeded ");
   ASSERT_EQ(quota.size(), 2u);
   EXPECT_EQ(quota[0], "2025-12-02T18:00:01.000Z quota-exceeded limit=max_ports_per_host:1 proto=udp "
                       "inside=192.168.10.2:40001 remote=203.0.113.10:53");
@@ -473,9 +477,7 @@ TEST_F(NatEventsExhausted, NoPortLeftIsLoggedOnceASecondPerAddressAndProtocol) {
   EXPECT_FALSE(opens(IPPROTO_UDP, 40004));
   EXPECT_EQ(drops(p, dp::kDropNoPort), 3u);
   EXPECT_EQ(drain(), 5u) << "3 creates, 2 ports-exhausted events";
-  std::vector<std::string> x;
-  for (const auto& l : file_lines())
-    if (l.find("ports-exhausted") != std::string::npos) x.push_back(l);
+  const auto x = file_lines_with(" ports-exhausted ");
   ASSERT_EQ(x.size(), 2u);
   EXPECT_EQ(x[0], "2025-12-02T18:00:01.000Z ports-exhausted outside=10.0.3.10 proto=udp inside=192.168.10.2:40002 "
                   "remote=203.0.113.10:53");

@@ -183,6 +183,23 @@ TEST(ControlServer, AnExistingFileThatIsNotASocketIsNotReplaced) {
   EXPECT_EQ(line, "precious");
 }
 
+// One HTTP exchange with 127.0.0.1:port: the whole reply (empty when it cannot connect).
+std::string http_get(int port, const std::string& req) {
+  std::string reply;
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) == 0) {
+    (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    char buf[512];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) reply.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return reply;
+}
+
 // metrics.listen accepts host names (the loader does): the listener resolves them.
 TEST(ControlServer, MetricsListenResolvesAHostName) {
   ControlServer s;
@@ -194,20 +211,8 @@ TEST(ControlServer, MetricsListenResolvesAHostName) {
   }
   std::atomic<bool> done{false};
   std::string reply;
-  std::thread client([&] {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) == 0) {
-      const std::string req = "GET /metrics?name[]=natgw_up HTTP/1.0\r\n\r\n";  // a query string is ignored
-      (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-      char buf[512];
-      for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) reply.append(buf, static_cast<size_t>(n));
-    }
-    ::close(fd);
-    done = true;
+  std::thread client([&] {  // a query string is ignored
+    reply = http_get(port, "GET /metrics?name[]=natgw_up HTTP/1.0\r\n\r\n"), done = true;
   });
   serve_until(s, done, std::chrono::seconds(10));
   client.join();
@@ -314,21 +319,7 @@ TEST(ControlServer, HealthzOverTheListenerUsesTheHealthHandler) {
   }
   std::atomic<bool> done{false};
   std::string reply;
-  std::thread client([&] {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) == 0) {
-      const std::string req = "GET /healthz HTTP/1.0\r\n\r\n";
-      (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-      char buf[512];
-      for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) reply.append(buf, static_cast<size_t>(n));
-    }
-    ::close(fd);
-    done = true;
-  });
+  std::thread client([&] { reply = http_get(port, "GET /healthz HTTP/1.0\r\n\r\n"), done = true; });
   const auto end = Clock::now() + std::chrono::seconds(10);
   while (!done && Clock::now() < end)
     s.poll_once(
