@@ -826,6 +826,7 @@ class NatEventLog(L.LabTestCase):
         "        f.flush()\n")
 
     MODE = "nat"
+    PORT_LIMIT = 3
 
     @classmethod
     def natgw_config(cls):
@@ -846,7 +847,8 @@ class NatEventLog(L.LabTestCase):
 
         def edit(cfg):
             cfg["timeouts"] = {"udp": 2}
-            cfg["nat"] = {"max_sessions": 16384}  # a quick expiry sweep (see ShortTimeouts)
+            # A quick expiry sweep (see ShortTimeouts); a port limit for the quota test.
+            cfg["nat"] = {"max_sessions": 16384, "max_ports_per_host": cls.PORT_LIMIT}
             cfg["nat_events"] = {"file": str(cls.events), "ipfix": ipfix, "ipfix_domain": 9}
         return str(L.derive_config("config/lab.toml", Path(cls.lab.logdir) / "lab-nat-events.toml", edit))
 
@@ -919,6 +921,31 @@ class NatEventLog(L.LabTestCase):
         self.assertGreaterEqual(m.value("natgw_nat_events_total", kind="session-delete"), 1)
         self.assertEqual(m.value("natgw_nat_events_lost_total"), 0)
         self.assertEqual(m.value("natgw_nat_events_errors_total"), 0)
+
+    def test_z_quota_exceeded(self):
+        """Past max_ports_per_host the client's new source ports are refused: a quota-exceeded line and RFC 8158's
+        quota-exceeded record, which scapy decodes from its own template (257). Runs after the flow test (z)."""
+        answered = []
+        for i in range(self.PORT_LIMIT + 2):
+            out = L.udp_exchange(CLIENT_NS, [(INET_ADDR, ECHO_PORTS[0], f"q{i}")], timeout=1.2, local_port=41000 + i)
+            answered.append(out["replies"][0] is not None)
+        self.assertEqual(answered.count(False), 2, answered)
+        lines = event_lines(self.events, " quota-exceeded ", 1)
+        self.assertGreaterEqual(len(lines), 1, self.lines())
+        self.assertIn(f" quota-exceeded limit=max_ports_per_host:{self.PORT_LIMIT} proto=udp inside={CLIENT_ADDR}:",
+                      lines[0])
+        deadline = time.time() + 10
+        while True:
+            quota = [r for r in self.ipfix_records() if r.get("natEvent") == 13]
+            if len(quota) == len(lines) or time.time() >= deadline:
+                break
+            time.sleep(0.1)
+        self.assertEqual(len(quota), len(lines), (quota, lines))
+        for r in quota:
+            self.assertEqual((r["natQuotaExceededEvent"], r["maxEntriesPerUser"], r["IPV4_SRC_ADDR"]),
+                             (3, self.PORT_LIMIT, CLIENT_ADDR), r)
+            self.assertLess(abs(r["observationTimeMilliseconds"] - time.time() * 1000), 60_000, r)
+        self.assertEqual(L.metrics(strict=False).value("natgw_nat_events_total", kind="quota-exceeded"), len(lines))
 
 
 def _csum(data: bytes) -> int:
