@@ -222,6 +222,14 @@ std::string EventLog::prometheus() const {
          "natgw_nat_events_errors_total " + std::to_string(write_errors_) + "\n";
 }
 
+std::string EventLog::summary(uint64_t lost) const {
+  if (!enabled()) return {};
+  return "nat events: session-create " + std::to_string(logged_[0]) + ", session-delete " +
+         std::to_string(logged_[1]) + ", quota-exceeded " + std::to_string(logged_[2]) + ", ports-exhausted " +
+         std::to_string(logged_[3]) + "; lost " + std::to_string(lost) + ", write errors " +
+         std::to_string(write_errors_) + "\n";
+}
+
 void EventLog::anchor(int64_t now_wall_ms, uint32_t now_ms) {
   // One anchor (wall clock <-> the workers' clock) for as long as it holds: a session's create and
   // delete records then agree on its start to the millisecond. A new one when the wall clock has

@@ -62,6 +62,8 @@ class EventLog {
   uint64_t write_errors() const { return write_errors_; }
   // natgw_nat_events_total{kind} and natgw_nat_events_errors_total (Prometheus text).
   std::string prometheus() const;
+  // natgwctl stats' line, when logging is on ("" when off); `lost`: the workers' full-ring drops.
+  std::string summary(uint64_t lost) const;
 
  private:
   void write(const std::string& text, int64_t when_ms);

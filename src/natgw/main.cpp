@@ -576,7 +576,10 @@ control::Reply Daemon::command(const std::string& line) {
   std::istringstream in(line);
   std::string verb, arg;
   in >> verb >> arg;
-  if (verb == "stats") return {true, control::format_text(snap(true))};
+  if (verb == "stats") {
+    const auto s = snap(true);
+    return {true, control::format_text(s) + events_.summary(s.events_lost)};
+  }
   if (verb == "sessions") return {true, control::format_sessions(ctx_, arg, 1000)};
   if (verb == "routes") return {true, control::format_routes(ctx_)};
   if (verb == "arp") return {true, control::format_arp(ctx_)};

@@ -946,6 +946,9 @@ class NatEventLog(L.LabTestCase):
                              (3, self.PORT_LIMIT, CLIENT_ADDR), r)
             self.assertLess(abs(r["observationTimeMilliseconds"] - time.time() * 1000), 60_000, r)
         self.assertEqual(L.metrics(strict=False).value("natgw_nat_events_total", kind="quota-exceeded"), len(lines))
+        r = L.natgwctl("stats")  # the operator's view says the same
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f", quota-exceeded {len(lines)}, ports-exhausted 0; lost 0, write errors 0", r.stdout)
 
 
 def _csum(data: bytes) -> int:

@@ -430,6 +430,12 @@ TEST_F(NatEventsQuota, ARefusedHostIsLoggedOnceASecondByEveryTarget) {
       << d[1];
   EXPECT_EQ(log.logged(nat::NatEventKind::kQuotaSessions), 2u);
   EXPECT_EQ(log.logged(nat::NatEventKind::kCreate), 3u);
+  EXPECT_EQ(log.summary(7),
+            "nat events: session-create 3, session-delete 0, quota-exceeded 2, ports-exhausted 0; lost 7, write "
+            "errors 0\n")
+      << "natgwctl stats' line";
+  log.configure(config::NatEvents{});
+  EXPECT_EQ(log.summary(7), "") << "no line while logging is off";
   EXPECT_NE(log.prometheus().find("natgw_nat_events_total{kind=\"quota-exceeded\"} 2\n"), std::string::npos);
   const auto m = c.messages();
   ASSERT_EQ(m.size(), 1u);
@@ -484,6 +490,7 @@ TEST_F(NatEventsExhausted, NoPortLeftIsLoggedOnceASecondPerAddressAndProtocol) {
   EXPECT_EQ(x[1], "2025-12-02T18:00:02.000Z ports-exhausted outside=10.0.3.10 proto=udp inside=192.168.10.2:40004 "
                   "remote=203.0.113.10:53");
   EXPECT_EQ(log.logged(nat::NatEventKind::kPortsExhausted), 2u);
+  EXPECT_NE(log.summary(0).find(", ports-exhausted 2;"), std::string::npos) << log.summary(0);
   EXPECT_NE(log.prometheus().find("natgw_nat_events_total{kind=\"ports-exhausted\"} 2\n"), std::string::npos);
   const auto m = c.messages();
   ASSERT_EQ(m.size(), 1u);
