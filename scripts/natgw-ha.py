@@ -335,7 +335,7 @@ def _run(argv: list[str], timeout: float, env: dict | None = None) -> subprocess
         return subprocess.CompletedProcess(argv, 127, "", str(e))
     try:
         out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except BaseException as e:  # a timeout, or Ctrl-C on --once: nothing it started may act later
         try:
             os.killpg(p.pid, signal.SIGKILL)
         except OSError:
@@ -343,6 +343,8 @@ def _run(argv: list[str], timeout: float, env: dict | None = None) -> subprocess
         p.wait()
         for f in (p.stdout, p.stderr):
             f.close()  # not read to the end: a child that left the group may hold them open
+        if not isinstance(e, subprocess.TimeoutExpired):
+            raise
         return subprocess.CompletedProcess(argv, 124, "", f"timed out after {timeout:g} s")
     return subprocess.CompletedProcess(argv, p.returncode, out, err)
 
@@ -490,6 +492,7 @@ class Agent:
         # Each its own: a preempt that keeps failing must not delay the takeover from a dead peer.
         self.retry = Backoff()          # the takeover, for this outage of the peer
         self.preempt_retry = Backoff()  # the preempt, for this healthy spell of ours
+        self.stop = threading.Event()   # run()'s: set by SIGTERM/SIGINT
 
     def check(self) -> tuple[Health, Health]:
         s = self.pool.submit(probe, self.cfg.self_url, self.cfg.timeout)
@@ -526,6 +529,8 @@ class Agent:
             self.preempted = False  # the peer may take the routes while we are down: preempt again after
             self.preempt_retry.reset()
         self.self_h, self.peer_h = s, p
+        if self.stop.is_set():
+            return  # SIGTERM came during the checks: change no route on the way out
 
         if self.peer_failed >= c.failures and not self.took_over:
             if not s.ok:
@@ -563,6 +568,7 @@ class Agent:
 
     def run(self, stop: threading.Event) -> None:
         c = self.cfg
+        self.stop = stop
         log(f"{c.name}: watching {c.self_url} (self) and {c.peer_url} (peer) every {c.interval:g} s, "
             f"timeout {c.timeout:g} s, takeover after {c.failures} failed peer checks, provider {c.provider}, "
             f"preempt {'on' if c.preempt else 'off'}")

@@ -357,7 +357,6 @@ class SessionTable {
   std::unique_ptr<HostSessions> hosts_;                 // Params::count_hosts
   std::atomic<rte_ring*> events_{nullptr};              // set_event_ring
   std::vector<OutsideAddress> outside_;
-  std::vector<uint32_t> exhausted_event_ms_;  // per address and protocol class: last ports-exhausted event + 1
   uint32_t max_ = 0;
   uint32_t cursor_ = 0;
   uint32_t active_ = 0;
@@ -377,6 +376,7 @@ class SessionTable {
     uint32_t until_ms = 0;
   };
   Exhausted exhausted_[kExhaustedSlots];
+  std::vector<uint32_t> exhausted_event_ms_;  // per address and protocol class: last ports-exhausted event + 1
   uint16_t worker_ = 0;
   uint16_t workers_ = 1;
   size_t memory_bytes_ = 0;

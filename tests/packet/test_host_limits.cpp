@@ -220,6 +220,27 @@ TEST(HostLimitTableFull, AFullTableIsTableFull) {
   EXPECT_EQ(p.ctx.sessions[0]->hosts()->count(ip("192.168.20.2")), 1u);
 }
 
+// Hosts outlive their last session until its mapping is released after the grace period: a
+// full host index of such hosts is not a full table. The new host's flow reclaims them first.
+TEST(HostLimitTableFull, HostsOfClosingSessionsMakeRoom) {
+  Pipeline p(std::string(kLabConfig) + "[nat]\nmax_sessions = 64\nmax_sessions_per_host = 5\n");
+  lab_neighbours(p);
+  for (int i = 0; i < 64; ++i) {
+    const std::string h = "192.168.20." + std::to_string(2 + i);
+    p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53, h.c_str())));
+  }
+  ASSERT_EQ(ipv4_only(p.out(kInternet)).size(), 64u);
+  nat::SessionTable& st = *p.ctx.sessions[0];
+  for (uint32_t i = 0; i < 64; ++i) st.remove(i);  // ended, not yet released: their hosts hold every slot
+  st.reclaim();                                    // their batch gets its grace-period token
+  EXPECT_EQ(st.hosts()->hosts(), 64u);
+  rte_rcu_qsbr_quiescent(p.ctx.qsbr, 0);  // the worker passes a quiescent point: the grace period is over
+  p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53, "192.168.30.2")));  // a new host
+  EXPECT_EQ(ipv4_only(p.out(kInternet)).size(), 1u) << "not table_full";
+  EXPECT_EQ(drops(p, dp::kDropTableFull), 0u);
+  EXPECT_EQ(st.hosts()->hosts(), 1u);
+}
+
 // Two workers: a host's flows arriving on either are counted once, by its owner.
 TEST(HostLimitTwoWorkers, CountedByTheOwner) {
   Pipeline p(std::string(kLabConfig) + "[nat]\nmax_sessions_per_host = 3\n", 2);

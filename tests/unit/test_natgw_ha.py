@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import signal
 import threading
 import time
 import unittest
@@ -508,6 +509,30 @@ command_timeout = 0.3
         time.sleep(1.5)
         self.assertFalse(late.exists(), "a child of the timed-out command ran on")
 
+    def test_an_interrupted_command_is_killed_with_what_it_started(self):
+        """Ctrl-C on --once while a command runs: it and what it started stop, the interrupt goes on."""
+        late = self.dir / "late-int"
+        main = threading.get_ident()  # the signal must interrupt the main thread's wait, as a Ctrl-C does
+        timer = threading.Timer(0.3, lambda: signal.pthread_kill(main, signal.SIGINT))
+        timer.start()
+        with self.assertRaises(KeyboardInterrupt):
+            ha._run(["sh", "-c", f"(sleep 1; echo changed the route > {late}) & wait"], timeout=10)
+        timer.join()
+        time.sleep(1.5)
+        self.assertFalse(late.exists(), "a child of the interrupted command ran on")
+
+    def test_a_stop_during_the_checks_changes_no_route(self):
+        """SIGTERM while the round's checks run, the third failed one among them: no takeover on the way out."""
+        a = self.agent()
+        self.peer.mode = "sick"
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            a.round(), a.round()
+            a.stop.set()
+            a.round()
+        self.assertEqual(a.takeovers, 0, err.getvalue())
+        self.assertNotIn("TAKING OVER", err.getvalue())
+
     # ------------------------------------------------------------------------------------- the command
     def test_the_daemon_logs_each_change_and_takes_over(self):
         self.peer.mode = "sick"
@@ -615,6 +640,11 @@ targets = ["default"]
         r = self.run_agent("--validate", cfg=self.dir / "missing.toml")
         self.assertEqual(r.returncode, 2)
         self.assertIn("missing.toml: cannot read", r.stderr)
+        # The daemon itself exits 2 too: what deploy/natgw-ha.service's RestartPreventExitStatus=2 relies on.
+        r = self.run_agent(cfg=self.dir / "missing.toml")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("missing.toml: cannot read", r.stderr)
+        self.assertIn("RestartPreventExitStatus=2", (SRC / "deploy" / "natgw-ha.service").read_text())
 
     def test_preempt_without_home_routes_is_a_warning(self):
         r = self.run_agent("--validate", cfg=self.config(extra_ha="preempt = true"))
