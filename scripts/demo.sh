@@ -107,7 +107,13 @@ title "lab: namespaces and veths (NAT mode, dataplane $DATAPLANE)"
 bash "$LAB" up --mode nat --dataplane "$DATAPLANE" | sed 's/^/    /'
 
 if [[ $DATAPLANE == dpdk ]]; then
-  title "natgw: starting in namespace ngw-nat with config/lab.toml"
+  # config/lab.toml plus a NAT event log in this run's directory (README "NAT event log").
+  EVENTS=$WORK/nat-events.log
+  # (relative prefix-list paths are the config's directory's: made absolute for the copy)
+  { sed -E "s|^(prefix_list *= *\")([^/\"])|\1$ROOT/config/\2|" "$ROOT/config/lab.toml"
+    printf '\n[nat_events]\nfile = "%s"\n' "$EVENTS"; } >"$WORK/lab.toml"
+  CONFIG=$WORK/lab.toml
+  title "natgw: starting in namespace ngw-nat with config/lab.toml (+ [nat_events] file = $EVENTS)"
   say "ip netns exec ngw-nat $NATGW --config $CONFIG"
   ip netns exec ngw-nat stdbuf -oL -eL "$NATGW" --config "$CONFIG" \
     </dev/null >"$NATGW_LOG" 2>&1 {LOCK_FD}>&- &
@@ -236,6 +242,16 @@ if [[ $DATAPLANE == dpdk ]]; then
     say "Prometheus (ip netns exec ngw-nat curl 127.0.0.1:9100/metrics), a few lines:"
     grep -E '^natgw_(sessions|packets|drops|interface)' <<<"$metrics" | head -n 15 | sed 's/^/    | /' || true
   fi
+  if [[ -x $NATGWCTL ]]; then
+    say "$NATGWCTL --socket $CTL_SOCKET health (what /healthz and the HA agent judge by)"
+    if health=$("$NATGWCTL" --socket "$CTL_SOCKET" health 2>&1); then ok "health: $health"
+    else bad "health: $health"; fi
+  fi
+  created=$(grep -c ' session-create ' "$EVENTS" 2>/dev/null || true)
+  say "NAT event log $EVENTS (who had which outside port, when), a few lines:"
+  grep ' session-create ' "$EVENTS" 2>/dev/null | head -n 3 | sed 's/^/    | /' || true
+  if ((${created:-0} >= 2 * FLOWS)); then ok "$created translated sessions logged"
+  else bad "only ${created:-0} session-create lines in $EVENTS (wanted at least $((2 * FLOWS)))"; fi
   if ! kill -0 "$NATGW_PID" 2>/dev/null; then bad "natgw exited during the demo (log $NATGW_LOG)"; fi
 else
   ip netns exec ngw-nat nft list ruleset | grep -E 'counter' | sed 's/^[[:space:]]*/    | /'
