@@ -515,6 +515,18 @@ class _PeerHelpers:
         self.addCleanup(a.close)
         return a
 
+    @staticmethod
+    def new_flows(cli: UdpAgent, prefix: str, first_port: int, n: int) -> tuple[list, list]:
+        """n new UDP flows from the client, one source port each, one at a time: the socket names answered
+        by the echo server and those that were not."""
+        answered, refused = [], []
+        for i in range(n):
+            name = f"{prefix}{i}"
+            cli.bind(name, first_port + i)
+            cli.send(name, INET_ADDR, ECHO_PORTS[0], f"{prefix}-{i}")
+            (answered if cli.recv(name, 1.5) else refused).append(name)
+        return answered, refused
+
     def mapped(self, agent: UdpAgent, name: str) -> tuple[str, int]:
         """The outside address:port of socket `name`, as the internet echo server saw it."""
         agent.send(name, INET_ADDR, ECHO_PORTS[0], f"learn-{name}")
@@ -737,12 +749,7 @@ class PerHostLimit(_PeerHelpers, L.LabTestCase):
         room = self.LIMIT - held
         self.assertGreaterEqual(room, 3, f"the warm-up left {held} sessions")
         cli = self.agent(CLIENT_NS)
-        answered, refused = [], []
-        for i in range(room + 3):
-            name = f"h{i}"
-            cli.bind(name, 40300 + i)
-            cli.send(name, INET_ADDR, ECHO_PORTS[0], f"limit-{i}")
-            (answered if cli.recv(name, 1.5) else refused).append(name)
+        answered, refused = self.new_flows(cli, "h", 40300, room + 3)
         self.assertEqual(answered, [f"h{i}" for i in range(room)], f"refused: {refused}")
         m1 = L.metrics(strict=False)
         self.assertEqual(m1.value("natgw_drops_total", reason="host_limit")
@@ -780,12 +787,7 @@ class PerHostPortLimit(_PeerHelpers, L.LabTestCase):
         room = self.LIMIT - held
         self.assertGreaterEqual(room, 2, f"the warm-up left {held} ports in use")
         cli = self.agent(CLIENT_NS)
-        answered, refused = [], []
-        for i in range(room + 2):
-            name = f"p{i}"
-            cli.bind(name, 40400 + i)
-            cli.send(name, INET_ADDR, ECHO_PORTS[0], f"ports-{i}")
-            (answered if cli.recv(name, 1.5) else refused).append(name)
+        answered, refused = self.new_flows(cli, "p", 40400, room + 2)
         self.assertEqual(answered, [f"p{i}" for i in range(room)], f"refused: {refused}")
         m1 = L.metrics(strict=False)
         self.assertEqual(m1.value("natgw_drops_total", reason="host_port_limit")

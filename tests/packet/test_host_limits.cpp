@@ -204,13 +204,18 @@ TEST(HostLimitRestart, ALimitNeedsAStartWithOne) {
 }
 
 // A full table is table_full, not host_limit, also for a host that has room.
-TEST(HostLimitTableFull, AFullTableIsTableFull) {
-  Pipeline p(std::string(kLabConfig) + "[nat]\nmax_sessions = 64\nmax_sessions_per_host = 5\n");
-  lab_neighbours(p);
-  for (int i = 0; i < 64; ++i) {
+// One session for each of n hosts (192.168.20.2 on).
+void fill_with_hosts(Pipeline& p, int n) {
+  for (int i = 0; i < n; ++i) {
     const std::string h = "192.168.20." + std::to_string(2 + i);
     p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53, h.c_str())));
   }
+}
+
+TEST(HostLimitTableFull, AFullTableIsTableFull) {
+  Pipeline p(std::string(kLabConfig) + "[nat]\nmax_sessions = 64\nmax_sessions_per_host = 5\n");
+  lab_neighbours(p);
+  fill_with_hosts(p, 64);
   ASSERT_EQ(ipv4_only(p.out(kInternet)).size(), 64u);
   p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53, "192.168.30.2")));  // a new host
   p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40001, 53, "192.168.20.2")));  // one with room
@@ -225,10 +230,7 @@ TEST(HostLimitTableFull, AFullTableIsTableFull) {
 TEST(HostLimitTableFull, HostsOfClosingSessionsMakeRoom) {
   Pipeline p(std::string(kLabConfig) + "[nat]\nmax_sessions = 64\nmax_sessions_per_host = 5\n");
   lab_neighbours(p);
-  for (int i = 0; i < 64; ++i) {
-    const std::string h = "192.168.20." + std::to_string(2 + i);
-    p.rx(kInside, build_frame(client(IPPROTO_UDP, "203.0.113.10", 40000, 53, h.c_str())));
-  }
+  fill_with_hosts(p, 64);
   ASSERT_EQ(ipv4_only(p.out(kInternet)).size(), 64u);
   nat::SessionTable& st = *p.ctx.sessions[0];
   for (uint32_t i = 0; i < 64; ++i) st.remove(i);  // ended, not yet released: their hosts hold every slot
