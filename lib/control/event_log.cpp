@@ -124,33 +124,21 @@ void EventLog::configure(const config::NatEvents& cfg) {
 }
 
 std::string EventLog::format(const nat::NatEvent& e, int64_t start_ms, int64_t end_ms) {
-  if (e.is_quota()) {
-    // start_ms: when the flow was refused; the limit is the event's, not a time.
-    std::string s = utc(start_ms) + " quota-exceeded limit=";
-    s += e.kind == nat::NatEventKind::kQuotaSessions ? "max_sessions_per_host:" : "max_ports_per_host:";
-    s += std::to_string(e.quota_limit());
-    s += " proto=";
-    s += nat::proto_class_name(nat::proto_class(e.proto));
-    s += " inside=" + format_endpoint(e.in_ip, e.in_port);
-    s += " remote=" + format_endpoint(e.remote_ip, e.remote_port);
-    return s;
-  }
-  if (e.kind == nat::NatEventKind::kPortsExhausted) {
-    std::string s = utc(start_ms) + " ports-exhausted outside=" + config::format_ipv4(ntohl(e.out_ip));
-    s += " proto=";
-    s += nat::proto_class_name(nat::proto_class(e.proto));
-    s += " inside=" + format_endpoint(e.in_ip, e.in_port);
-    s += " remote=" + format_endpoint(e.remote_ip, e.remote_port);
-    return s;
-  }
-  const bool create = e.kind == nat::NatEventKind::kCreate;
-  std::string s = utc(create ? start_ms : end_ms);
-  s += create ? " session-create proto=" : " session-delete proto=";
+  // "<time> <kind> <what>proto=P inside=I [outside=O] remote=R"
+  const bool deleted = e.kind == nat::NatEventKind::kDelete;
+  std::string s = utc(deleted ? end_ms : start_ms) + " " + kKindNames[kind_index(e.kind)] + " ";
+  if (e.is_quota())  // start_ms: when the flow was refused; the limit is the event's, not a time
+    s += std::string("limit=") +
+         (e.kind == nat::NatEventKind::kQuotaSessions ? "max_sessions_per_host:" : "max_ports_per_host:") +
+         std::to_string(e.quota_limit()) + " ";
+  else if (e.kind == nat::NatEventKind::kPortsExhausted)
+    s += "outside=" + config::format_ipv4(ntohl(e.out_ip)) + " ";
+  s += "proto=";
   s += nat::proto_class_name(nat::proto_class(e.proto));
   s += " inside=" + format_endpoint(e.in_ip, e.in_port);
-  s += " outside=" + format_endpoint(e.out_ip, e.out_port);
+  if (e.is_session()) s += " outside=" + format_endpoint(e.out_ip, e.out_port);
   s += " remote=" + format_endpoint(e.remote_ip, e.remote_port);
-  if (!create) s += " start=" + utc(start_ms);
+  if (deleted) s += " start=" + utc(start_ms);
   return s;
 }
 
@@ -210,12 +198,11 @@ void EventLog::write(const std::string& text, int64_t when_ms) {
 }
 
 std::string EventLog::prometheus() const {
-  return "# HELP natgw_nat_events_total NAT events written (nat_events), by kind\n"
-         "# TYPE natgw_nat_events_total counter\n"
-         "natgw_nat_events_total{kind=\"session-create\"} " + std::to_string(logged_[0]) + "\n" +
-         "natgw_nat_events_total{kind=\"session-delete\"} " + std::to_string(logged_[1]) + "\n" +
-         "natgw_nat_events_total{kind=\"quota-exceeded\"} " + std::to_string(logged_[2]) + "\n" +
-         "natgw_nat_events_total{kind=\"ports-exhausted\"} " + std::to_string(logged_[3]) + "\n" +
+  std::string o = "# HELP natgw_nat_events_total NAT events written (nat_events), by kind\n"
+                  "# TYPE natgw_nat_events_total counter\n";
+  for (size_t k = 0; k < std::size(kKindNames); ++k)
+    o += "natgw_nat_events_total{kind=\"" + std::string(kKindNames[k]) + "\"} " + std::to_string(logged_[k]) + "\n";
+  return o +
          "# HELP natgw_nat_events_errors_total NAT events a target did not take (file write, syslog or IPFIX send "
          "failed)\n"
          "# TYPE natgw_nat_events_errors_total counter\n"
@@ -224,10 +211,10 @@ std::string EventLog::prometheus() const {
 
 std::string EventLog::summary(uint64_t lost) const {
   if (!enabled()) return {};
-  return "nat events: session-create " + std::to_string(logged_[0]) + ", session-delete " +
-         std::to_string(logged_[1]) + ", quota-exceeded " + std::to_string(logged_[2]) + ", ports-exhausted " +
-         std::to_string(logged_[3]) + "; lost " + std::to_string(lost) + ", write errors " +
-         std::to_string(write_errors_) + "\n";
+  std::string o = "nat events:";
+  for (size_t k = 0; k < std::size(kKindNames); ++k)
+    o += std::string(k ? ", " : " ") + kKindNames[k] + " " + std::to_string(logged_[k]);
+  return o + "; lost " + std::to_string(lost) + ", write errors " + std::to_string(write_errors_) + "\n";
 }
 
 void EventLog::anchor(int64_t now_wall_ms, uint32_t now_ms) {

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -94,7 +95,9 @@ class EventLog {
     }
     return 3;
   }
-  uint64_t logged_[4] = {};
+  // The kinds' names in lines, metrics and natgwctl stats, by kind_index.
+  static constexpr const char* kKindNames[] = {"session-create", "session-delete", "quota-exceeded", "ports-exhausted"};
+  uint64_t logged_[std::size(kKindNames)] = {};
   uint64_t write_errors_ = 0;
   bool said_error_ = false;       // a syslog send failed (said once until a reload)
   bool said_file_error_ = false;  // a file write failed (likewise)

@@ -50,17 +50,6 @@ static_assert(record_size(kExhaustedFields) == kExhaustedRecordSize &&
               template_set_size(kExhaustedFields) == kExhaustedTemplateSetSize);
 static_assert(kHeaderSize + kTemplateSetSize + 4 + kRecordSize <= kMaxMessage);
 
-// The template of an event that is not a session's, and what its record and template take.
-struct Other {
-  uint16_t id;
-  size_t record, template_set;
-};
-Other other_of(const nat::NatEvent& e) {
-  if (e.kind == nat::NatEventKind::kPortsExhausted)
-    return {kExhaustedTemplateId, kExhaustedRecordSize, kExhaustedTemplateSetSize};
-  return {kQuotaTemplateId, kQuotaRecordSize, kQuotaTemplateSetSize};
-}
-
 template <size_t N>
 void put_template(std::string& b, uint16_t id, const Field (&fields)[N]) {
   put16(b, kTemplateSetId);
@@ -71,6 +60,21 @@ void put_template(std::string& b, uint16_t id, const Field (&fields)[N]) {
     put16(b, f.id);
     put16(b, f.length);
   }
+}
+
+// The template of an event that is not a session's: its id, what its record and template set
+// take, and how to write the template.
+struct Other {
+  uint16_t id;
+  size_t record, template_set;
+  void (*put_template)(std::string&);
+};
+Other other_of(const nat::NatEvent& e) {
+  if (e.kind == nat::NatEventKind::kPortsExhausted)
+    return {kExhaustedTemplateId, kExhaustedRecordSize, kExhaustedTemplateSetSize,
+            [](std::string& b) { put_template(b, kExhaustedTemplateId, kExhaustedFields); }};
+  return {kQuotaTemplateId, kQuotaRecordSize, kQuotaTemplateSetSize,
+          [](std::string& b) { put_template(b, kQuotaTemplateId, kQuotaFields); }};
 }
 
 }  // namespace
@@ -143,10 +147,7 @@ void MessageBuilder::add_other(const nat::NatEvent& e, int64_t event_ms, int64_t
   const unsigned bit = 1u << (o.id - kQuotaTemplateId);
   if (!(other_templates_ & bit)) {
     close_set();
-    if (o.id == kQuotaTemplateId)
-      put_template(buf_, o.id, kQuotaFields);
-    else
-      put_template(buf_, o.id, kExhaustedFields);
+    o.put_template(buf_);
     other_templates_ |= bit;
   }
   if (set_id_ != o.id) open_set(o.id);

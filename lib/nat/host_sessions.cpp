@@ -14,10 +14,7 @@ HostSessions::HostSessions(const char* what, uint32_t max_hosts, int socket, uin
 
 // A host's entry lives while either count is non-zero.
 HostSessions::Added HostSessions::add(rte_be32_t host, uint32_t limit, uint32_t Host::*count) {
-  int64_t found = recent(host);
-  const uint64_t h = found >= 0 ? 0 : hash_of(host);
-  if (found < 0) found = find(host, h);
-  if (found >= 0) {
+  if (const int64_t found = slot(host); found >= 0) {
     Host& e = hosts_[found];
     recent_ = static_cast<uint32_t>(found);
     if (limit && e.*count >= limit) return Added::kAtLimit;
@@ -26,7 +23,7 @@ HostSessions::Added HostSessions::add(rte_be32_t host, uint32_t limit, uint32_t 
   }
   if (nfree_ == 0) return Added::kFull;
   const uint32_t v = free_[nfree_ - 1];
-  if (!index_.insert(h, v)) return Added::kFull;
+  if (!index_.insert(hash_of(host), v)) return Added::kFull;
   --nfree_;
   hosts_[v] = Host{host, 0, 0, 0};
   hosts_[v].*count = 1;
@@ -36,8 +33,7 @@ HostSessions::Added HostSessions::add(rte_be32_t host, uint32_t limit, uint32_t 
 }
 
 void HostSessions::sub(rte_be32_t host, uint32_t Host::*count) {
-  int64_t v = recent(host);
-  if (v < 0) v = find(host, hash_of(host));
+  const int64_t v = slot(host);
   if (v < 0) return;
   Host& e = hosts_[v];
   recent_ = static_cast<uint32_t>(v);
@@ -50,7 +46,7 @@ void HostSessions::sub(rte_be32_t host, uint32_t Host::*count) {
 }
 
 uint32_t HostSessions::get(rte_be32_t host, uint32_t Host::*count) const {
-  const int64_t v = find(host, hash_of(host));
+  const int64_t v = slot(host);
   return v < 0 ? 0 : hosts_[v].*count;
 }
 
@@ -62,13 +58,8 @@ void HostSessions::remove_port(rte_be32_t host) { sub(host, &Host::ports); }
 uint32_t HostSessions::ports(rte_be32_t host) const { return get(host, &Host::ports); }
 
 bool HostSessions::quota_due(rte_be32_t host, uint32_t now_ms) {
-  int64_t v = recent(host);
-  if (v < 0) v = find(host, hash_of(host));
-  if (v < 0) return false;
-  Host& e = hosts_[v];
-  if (e.quota_ms != 0 && now_ms - (e.quota_ms - 1) < 1000) return false;
-  e.quota_ms = now_ms + 1;  // 0 ("none yet") at the clock's last millisecond: one event early, once in 49 days
-  return true;
+  const int64_t v = slot(host);
+  return v >= 0 && event_due(hosts_[v].quota_ms, now_ms);
 }
 
 }  // namespace natgw::nat

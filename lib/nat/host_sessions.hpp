@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "nat/nat_event.hpp"
 #include "nat/sig_index.hpp"
 #include "nat/table_memory.hpp"
 
@@ -55,7 +56,7 @@ class HostSessions {
     rte_be32_t addr;
     uint32_t sessions;
     uint32_t ports;
-    uint32_t quota_ms;  // when its last quota event was due, + 1 (0: none yet)
+    uint32_t quota_ms;  // its last quota event (event_due)
   };
   Added add(rte_be32_t host, uint32_t limit, uint32_t Host::*count);
   void sub(rte_be32_t host, uint32_t Host::*count);
@@ -73,6 +74,11 @@ class HostSessions {
     return e.addr == a && (e.sessions | e.ports) != 0 ? int64_t{recent_} : -1;
   }
   static constexpr uint32_t kNone = UINT32_MAX;
+  // The host's slot, or -1: the recent one without a probe, else the index's.
+  int64_t slot(rte_be32_t a) const {
+    const int64_t v = recent(a);
+    return v >= 0 ? v : find(a, hash_of(a));
+  }
 
   SigIndex index_;  // host address -> slot in hosts_
   TableMemory host_mem_, free_mem_;

@@ -36,4 +36,13 @@ struct NatEvent {
 };
 static_assert(sizeof(NatEvent) == 32, "ring elements: a multiple of 4 bytes, two per cache line");
 
+// The once-a-second bound of the quota and ports-exhausted events. `last` holds the time of the
+// last event due + 1 (0: none yet); whether one is due now, marking it when it is. The distance is
+// taken on the 32-bit millisecond clock, right across its wrap.
+inline bool event_due(uint32_t& last, uint32_t now_ms) {
+  if (last != 0 && now_ms - (last - 1) < 1000) return false;
+  last = now_ms + 1;  // 0 ("none yet") at the clock's last millisecond: one event early, once in 49 days
+  return true;
+}
+
 }  // namespace natgw::nat

@@ -493,7 +493,25 @@ NatEvent SessionTable::event_of(NatEventKind kind, const Session& s) const {
 }
 
 void SessionTable::emit(rte_ring* ring, NatEventKind kind, const Session& s) {
-  NatEvent e = event_of(kind, s);  // non-const: DPDK 22.11's enqueue takes void*
+  NatEvent e = event_of(kind, s);
+  push(ring, e);
+}
+
+// A new flow refused (at a host's limit, or for want of a port), as an event: the flow and when.
+NatEvent SessionTable::refused_event(NatEventKind kind, const FlowKey& in, uint32_t now_ms) const {
+  NatEvent e{};
+  e.start_ms = now_ms;
+  e.kind = kind;
+  e.proto = in.proto;
+  e.worker = worker_;
+  e.in_ip = in.src;
+  e.remote_ip = in.dst;
+  e.in_port = in.sport;
+  e.remote_port = in.dport;  // 0 for ICMP (its keys carry the identifier in sport only)
+  return e;
+}
+
+void SessionTable::push(rte_ring* ring, NatEvent& e) {  // non-const: DPDK 22.11's enqueue takes void*
   if (rte_ring_sp_enqueue_elem(ring, &e, sizeof e) != 0) stats_.events_lost.add();
 }
 
@@ -501,38 +519,19 @@ void SessionTable::emit(rte_ring* ring, NatEventKind kind, const Session& s) {
 void SessionTable::emit_quota(NatEventKind kind, const CreateArgs& a, uint32_t limit, uint32_t now_ms) {
   rte_ring* r = events_.load(std::memory_order_relaxed);
   if (!r || !hosts_->quota_due(a.in->src, now_ms)) return;
-  NatEvent e{};
-  e.start_ms = now_ms;
+  NatEvent e = refused_event(kind, *a.in, now_ms);
   e.end_ms = limit;
-  e.kind = kind;
-  e.proto = a.in->proto;
-  e.worker = worker_;
-  e.in_ip = a.in->src;
-  e.remote_ip = a.in->dst;
-  e.in_port = a.in->sport;
-  e.remote_port = a.in->proto == IPPROTO_ICMP ? 0 : a.in->dport;
-  if (rte_ring_sp_enqueue_elem(r, &e, sizeof e) != 0) stats_.events_lost.add();
+  push(r, e);
 }
 
 // No port for a new flow on its address: a ports-exhausted event, at most one a second per
 // address and protocol class (every refused flow is counted in no_port regardless).
 void SessionTable::emit_exhausted(const FlowKey& in, uint8_t addr_idx, int pc, uint32_t now_ms) {
   rte_ring* r = events_.load(std::memory_order_relaxed);
-  if (!r) return;
-  uint32_t& last = exhausted_event_ms_[addr_idx * kProtoClasses + static_cast<unsigned>(pc)];
-  if (last != 0 && now_ms - (last - 1) < 1000) return;
-  last = now_ms + 1;
-  NatEvent e{};
-  e.start_ms = now_ms;
-  e.kind = NatEventKind::kPortsExhausted;
-  e.proto = in.proto;
-  e.worker = worker_;
-  e.in_ip = in.src;
+  if (!r || !event_due(exhausted_event_ms_[addr_idx * kProtoClasses + static_cast<unsigned>(pc)], now_ms)) return;
+  NatEvent e = refused_event(NatEventKind::kPortsExhausted, in, now_ms);
   e.out_ip = outside_[addr_idx].addr;
-  e.remote_ip = in.dst;
-  e.in_port = in.sport;
-  e.remote_port = in.dport;
-  if (rte_ring_sp_enqueue_elem(r, &e, sizeof e) != 0) stats_.events_lost.add();
+  push(r, e);
 }
 
 // A removed session joins the open batch; reclaim() gives the batch its token.

@@ -318,6 +318,8 @@ class SessionTable {
   void queue_closing(uint32_t idx);
   // The event for session `s`, on the ring if there is room (else counted lost).
   void emit(rte_ring* ring, NatEventKind kind, const Session& s);
+  NatEvent refused_event(NatEventKind kind, const FlowKey& in, uint32_t now_ms) const;
+  void push(rte_ring* ring, NatEvent& e);
   void emit_quota(NatEventKind kind, const CreateArgs& a, uint32_t limit, uint32_t now_ms);
   void emit_exhausted(const FlowKey& in, uint8_t addr_idx, int pc, uint32_t now_ms);
   // Inside previous hops a mapping names by one byte (Mapping::hop): an unsolicited
@@ -376,7 +378,7 @@ class SessionTable {
     uint32_t until_ms = 0;
   };
   Exhausted exhausted_[kExhaustedSlots];
-  std::vector<uint32_t> exhausted_event_ms_;  // per address and protocol class: last ports-exhausted event + 1
+  std::vector<uint32_t> exhausted_event_ms_;  // per address and protocol class: its last ports-exhausted event (event_due)
   uint16_t worker_ = 0;
   uint16_t workers_ = 1;
   size_t memory_bytes_ = 0;
