@@ -2,7 +2,7 @@
 # Build the libFuzzer targets with ASan/UBSan in build-fuzz and run each for a while.
 #   scripts/fuzz.sh            every target 30 s
 #   scripts/fuzz.sh --smoke    every target 10 s
-#   scripts/fuzz.sh 600 config one target (parse_ipv4, pipeline or config) for 600 s
+#   scripts/fuzz.sh 600 config one target (parse_ipv4, pipeline, config or http) for 600 s
 # New inputs go to build-fuzz/tests/fuzz/corpus-<target>; a crash leaves crash-* / leak-* /
 # timeout-* files in build-fuzz/fuzz-artifacts and makes the script fail. Needs clang.
 set -eu
@@ -11,7 +11,7 @@ seconds=30
 targets="parse_ipv4 pipeline config http"
 case "${1:-}" in
   --smoke) seconds=10; shift ;;
-  -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
   '') ;;
   *) seconds=$1; shift ;;
 esac

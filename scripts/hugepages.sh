@@ -10,9 +10,10 @@
 #                 not need it, other DPDK tools (dpdk-testpmd, dpdk-proc-info) do
 #     --dry-run   say what would be done, change nothing
 #
-# Sizing: the mbuf pool and rings take a few hundred MB; the session table about 200-300 B per session
-# (max_sessions x workers), so 10M sessions want ~3 GB more. Without an IOMMU (most EC2 instances, vfio-pci
-# in no-IOMMU mode or igb_uio) hugepages are mandatory: DPDK needs physical addresses.
+# Sizing: the mbuf pool and rings take a few hundred MB; the session table ~122 B per session slot
+# (max_sessions x workers; ~154 B with a per-host limit), so 10M sessions want ~1.25 GB more. Without an
+# IOMMU (most EC2 instances, vfio-pci in no-IOMMU mode or igb_uio) hugepages are mandatory: DPDK needs
+# physical addresses.
 # Exit status: 0 reserved and mounted, 1 the kernel could not reserve enough (memory fragmented: reserve at
 # boot on the kernel command line, or reboot and run this early), 2 usage.
 set -euo pipefail
