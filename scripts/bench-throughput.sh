@@ -10,6 +10,8 @@
 #             nft-masquerade  Linux forwarding + nftables masquerade (kernel work steered to CPU 1 by RPS)
 #             natgw-afpacket  natgw on the same veths through af_packet
 #             natgw-afxdp     natgw on the same veths through af_xdp
+#             testpmd-afxdp   dpdk-testpmd io forwarding on the same veths through af_xdp: what any DPDK
+#                             program pays for these ports before it does any work (the veth ceiling)
 #   vhost   natgw-trafgen (virtio-user ports, vhost-user socket servers, CPU 0) <-> DUT (vhost-user client, CPU 1);
 #           UDP flows only (Open vSwitch's conntrack refuses TCP picked up mid-stream, which the generator sends):
 #             testpmd-vhost-io  dpdk-testpmd io forwarding on the same vhost-user ports: the ceiling
@@ -32,6 +34,7 @@
 #   --size BYTES       frame size with CRC (default 64)
 #   --only LIST        comma-separated systems to run (default: all that can run)
 #   --veth-flows N     flows for the veth comparison (default 1000)
+#   --afxdp-args ARGS  extra devargs for the DUT's af_xdp ports (e.g. busy_budget=0)
 #   --results FILE     write the table into FILE between bench-throughput markers (e.g. perf/RESULTS.md)
 #   --no-prio          do not raise the benchmark's CPU share (autogroup nice -15) while a run holds the lock
 #   --keep DIR         keep configs, logs and raw JSON in DIR (default: a temporary directory, removed)
@@ -40,7 +43,7 @@ set -uo pipefail
 LOCK=/tmp/natgw-busy.lock
 PY=/usr/bin/python3
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SMOKE=0 BUILD="" RUNS=5 DURATION=2 SIZE=64 ONLY="" VETH_FLOWS=1000 RESULTS="" PRIO=1 KEEP=""
+SMOKE=0 BUILD="" RUNS=5 DURATION=2 SIZE=64 ONLY="" VETH_FLOWS=1000 AFXDP_ARGS="" RESULTS="" PRIO=1 KEEP=""
 CMDLINE="scripts/bench-throughput.sh $*"
 
 log() { printf 'bench: %s %s\n' "$(date +%T)" "$*" >&2; }
@@ -56,6 +59,7 @@ while [[ $# -gt 0 ]]; do
     --size) SIZE=$2; shift ;;
     --only) ONLY=$2; shift ;;
     --veth-flows) VETH_FLOWS=$2; shift ;;
+    --afxdp-args) AFXDP_ARGS=,${2#,}; shift ;;
     --results) RESULTS=$2; shift ;;
     --no-prio) PRIO=0 ;;
     --keep) KEEP=$2; shift ;;
@@ -83,14 +87,13 @@ if [[ $SMOKE == 1 ]]; then
   DEFAULT_SYSTEMS="testpmd-io natgw-forward natgw-nat-1k natgw-vhost-nat"
 else
   DEFAULT_SYSTEMS="testpmd-io natgw-forward natgw-nat-1k natgw-nat-1M nft-masquerade natgw-afpacket natgw-afxdp
-                   testpmd-vhost-io natgw-vhost-nat ovs-ct-nat"
+                   testpmd-afxdp testpmd-vhost-io natgw-vhost-nat ovs-ct-nat"
 fi
 SYSTEMS=${ONLY//,/ }
 SYSTEMS=$(echo ${SYSTEMS:-$DEFAULT_SYSTEMS})  # one line
 if [[ -z $TESTPMD && " $SYSTEMS " == *" testpmd-"* ]]; then
   log "dpdk-testpmd not found (Debian package dpdk): no ceiling figure"
-  SYSTEMS=${SYSTEMS//testpmd-io/}
-  SYSTEMS=${SYSTEMS//testpmd-vhost-io/}
+  SYSTEMS=$(for x in $SYSTEMS; do [[ $x == testpmd-* ]] || printf '%s ' "$x"; done)
 fi
 if [[ " $SYSTEMS " == *vhost* || " $SYSTEMS " == *" ovs-"* ]] && ! [[ -e $PMDS/librte_net_vhost.so && -e $PMDS/librte_net_virtio.so ]]; then
   log "DPDK vhost/virtio PMDs not installed: no vhost-user systems"
@@ -297,11 +300,15 @@ GEN_VHOST=(--vdev="net_virtio_user0,path=$WORK/va.sock,server=1,queues=1,mac=$GE
            --vdev="net_virtio_user1,path=$WORK/vb.sock,server=1,queues=1,mac=$GEN_MAC_B")
 
 # The DUTs' start-ups; on failure they log, stop the DUT and return 1.
-start_testpmd() {  # $1: log file, $2 $3: the two vdevs
-  start_bg "$1" "$TESTPMD" -l 0,1 "${DUT_MEM[@]}" --no-pci --file-prefix ngwb-dut --log-level error \
-    --vdev="$2" --vdev="$3" -- --forward-mode=io --auto-start --nb-cores=1 --total-num-mbufs=16384 --stats-period 3600
+# --record-core-cycles: at exit testpmd prints the cycles of its polls that brought packets per packet,
+# the same measure as natgw's busy time per packet.
+start_testpmd() {  # $1: log file, $2 $3: the two vdevs, rest: a command prefix (ip netns exec NS)
+  local logf=$1 va=$2 vb=$3; shift 3
+  start_bg "$logf" "$@" "$TESTPMD" -l 0,1 "${DUT_MEM[@]}" --no-pci --file-prefix ngwb-dut --log-level error \
+    --vdev="$va" --vdev="$vb" -- --forward-mode=io --auto-start --nb-cores=1 --total-num-mbufs=16384 \
+    --record-core-cycles --stats-period 3600
   # Ports started (memif and vhost sockets set up) once testpmd checks link status.
-  wait_for 20 grep -q 'Checking link statuses' "$1" || { log "testpmd did not start (see $1)"; stop_dut; return 1; }
+  wait_for 20 grep -q 'Checking link statuses' "$logf" || { log "testpmd did not start (see $logf)"; stop_dut; return 1; }
 }
 start_natgw() {  # $1: log file, $2: config, rest: a command prefix (ip netns exec NS)
   local logf=$1 cfg=$2; shift 2
@@ -328,15 +335,19 @@ run_one() {  # $1: system, $2: run number
       gen_dev=("${GEN_MEMIF[@]}")
       natgw_config "$WORK/$sys.toml" "net_memif0,$MEMIF_A" "net_memif1,$MEMIF_B" "$mode" "$flows" memif
       start_natgw "$logf" "$WORK/$sys.toml" || { drop_lock; return 1; } ;;
-    nft-masquerade|natgw-afpacket|natgw-afxdp)
+    nft-masquerade|natgw-afpacket|natgw-afxdp|testpmd-afxdp)
       flows=$VETH_FLOWS dut_cpu=1 gen_ns=(ip netns exec ngwb-gen)
       gen_dev=(--vdev="net_af_packet0,iface=gen-a,qdisc_bypass=1" --vdev="net_af_packet1,iface=gen-b,qdisc_bypass=1")
       veth_mode "$sys" || { drop_lock; return 1; }
       : > "$logf"
-      if [[ $sys != nft-masquerade ]]; then
+      if [[ $sys == testpmd-afxdp ]]; then
+        mode=io
+        start_testpmd "$logf" "net_af_xdp0,iface=dut-a,start_queue=0,queue_count=1$AFXDP_ARGS" \
+          "net_af_xdp1,iface=dut-b,start_queue=0,queue_count=1$AFXDP_ARGS" ip netns exec ngwb-dut || { drop_lock; return 1; }
+      elif [[ $sys != nft-masquerade ]]; then
         local da=net_af_packet0,iface=dut-a db=net_af_packet1,iface=dut-b
-        [[ $sys == natgw-afxdp ]] && da=net_af_xdp0,iface=dut-a,start_queue=0,queue_count=1 \
-                                  && db=net_af_xdp1,iface=dut-b,start_queue=0,queue_count=1
+        [[ $sys == natgw-afxdp ]] && da=net_af_xdp0,iface=dut-a,start_queue=0,queue_count=1$AFXDP_ARGS \
+                                  && db=net_af_xdp1,iface=dut-b,start_queue=0,queue_count=1$AFXDP_ARGS
         natgw_config "$WORK/$sys.toml" "$da" "$db" nat "$flows" veth
         start_natgw "$logf" "$WORK/$sys.toml" ip netns exec ngwb-dut || { drop_lock; return 1; }
       fi ;;
@@ -388,6 +399,11 @@ run_one() {  # $1: system, $2: run number
     ovs_stop
   fi
   stop_dut
+  if [[ $sys == testpmd-* ]]; then
+    # "CPU cycles/packet=41.37 (total cycles=... / total io packets=...) at 2100 MHz Clock"
+    busy_ns=$(sed -n 's/.*CPU cycles\/packet=\([0-9.]*\) .* at \([0-9]*\) MHz.*/\1 \2/p' "$logf" |
+      awk 'NR == 1 && $2 > 0 { printf "%.0f", $1 * 1000 / $2 }')
+  fi
   local sessions
   sessions=$(grep -o 'sessions: active tcp [0-9]* udp [0-9]*' "$logf" | awk '{s = $4 + $6} END {print s + 0}')
   [[ $sys == ovs-ct-nat* ]] && sessions=$(awk '/^ *Total:/ { print $2; exit }' "$logf")
@@ -494,8 +510,9 @@ for s in order:
                     sess=med(sess), load=med(loads))
 # Each system against the ceiling and the incumbent NAT on its own kind of port.
 VHOST = ("testpmd-vhost-io", "natgw-vhost-nat", "ovs-ct-nat", "natgw-vhost-nat-1M", "ovs-ct-nat-1M")
-VETH = ("nft-masquerade", "natgw-afpacket", "natgw-afxdp")
-def ceiling_of(s): return stats.get("testpmd-vhost-io" if s in VHOST else "testpmd-io", {})
+VETH = ("nft-masquerade", "natgw-afpacket", "natgw-afxdp", "testpmd-afxdp")
+def ceiling_of(s):
+    return stats.get("testpmd-vhost-io" if s in VHOST else "testpmd-afxdp" if s in VETH else "testpmd-io", {})
 def incumbent_of(s):
     if s in VHOST: return stats.get("ovs-ct-nat-1M" if s.endswith("-1M") else "ovs-ct-nat", {})
     return stats.get("nft-masquerade", {}) if s in VETH else {}
@@ -507,7 +524,7 @@ for s in order:
     rng = lambda r: "" if not r else f" ({r[0]:.3f}–{r[1]:.3f})"
     vs_t = "—"
     ceiling, ceiling_lf = ceiling_of(s).get("full"), ceiling_of(s).get("lf")
-    if ceiling and st["full"] is not None and s not in VETH:
+    if ceiling and st["full"] is not None:
         vs_t = f"{100 * st['full'] / ceiling:.0f}%"
         if ceiling_lf and st["lf"]: vs_t += f" / {100 * st['lf'] / ceiling_lf:.0f}%"
     vs_n = "—"

@@ -5,8 +5,15 @@
 #include <rte_errno.h>
 #include <rte_mbuf.h>
 
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
+#include <iostream>
 #include <stdexcept>
 
 namespace natgw::dp {
@@ -15,10 +22,45 @@ namespace {
 std::string dpdk_error(int rc) { return rte_strerror(rc < 0 ? -rc : rc); }
 }  // namespace
 
+std::string memif_server_socket_file(const std::string& device) {
+  if (device.rfind("net_memif", 0) != 0) return {};
+  std::string role = "server", socket = "/run/memif.sock", abstract = "yes";  // the PMD's defaults
+  for (size_t at = device.find(','); at != std::string::npos;) {
+    const size_t end = device.find(',', at + 1);
+    const std::string kv = device.substr(at + 1, end == std::string::npos ? std::string::npos : end - at - 1);
+    const size_t eq = kv.find('=');
+    if (eq != std::string::npos) {
+      const std::string k = kv.substr(0, eq), v = kv.substr(eq + 1);
+      if (k == "role") role = v;
+      else if (k == "socket") socket = v;
+      else if (k == "socket-abstract") abstract = v;
+    }
+    at = end;
+  }
+  return role == "server" && abstract == "no" ? socket : std::string{};
+}
+
+bool remove_stale_socket(const std::string& path) {
+  struct stat st{};
+  if (lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return false;
+  sockaddr_un addr{};
+  if (path.size() >= sizeof(addr.sun_path)) return false;
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  const int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  const bool refused = connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0 &&
+                       errno == ECONNREFUSED;
+  close(fd);
+  return refused && unlink(path.c_str()) == 0;
+}
+
 uint16_t probe_port(const std::string& device) {
   const std::string name = device.substr(0, device.find(','));
   uint16_t port;
   if (rte_eth_dev_get_port_by_name(name.c_str(), &port) == 0) return port;  // PCI probed by EAL
+  if (const std::string sock = memif_server_socket_file(device); !sock.empty() && remove_stale_socket(sock))
+    std::cerr << "natgw: " << name << ": removed " << sock << ", a memif socket nobody listened on\n";
   const bool is_pci = name.find(':') != std::string::npos;
   const std::string devargs = is_pci ? "pci:" + device : "vdev:" + device;
   const int rc = rte_dev_probe(devargs.c_str());

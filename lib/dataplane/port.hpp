@@ -18,7 +18,16 @@ struct PortParams {
 };
 
 // Probe `device` ("net_af_packet0,iface=x" or "0000:00:06.0") and return its port id.
+// A memif server's file socket left behind by a natgw that died is removed first.
 uint16_t probe_port(const std::string& device);
+
+// The socket file a memif device listens on: role=server (the default) with
+// socket-abstract=no; empty for clients and abstract sockets (which leave no file).
+std::string memif_server_socket_file(const std::string& device);
+// Removes `path` if it is a Unix socket nobody listens on (ECONNREFUSED): the file a
+// killed server leaves, which makes the memif PMD refuse to listen there again. True
+// when it removed the file; a live listener, another kind of file or no file stays.
+bool remove_stale_socket(const std::string& path);
 
 // What a port can do, clamped to what we ask (testable with a faked dev_info).
 struct PortPlan {

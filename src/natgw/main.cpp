@@ -37,6 +37,7 @@
 #include "dataplane/port.hpp"
 #include "dataplane/worker.hpp"
 #include "natgw_version.hpp"
+#include "unmap_guard.hpp"
 #ifdef NATGW_HAVE_XDP
 #include "xdp/steering.hpp"
 #endif
@@ -720,6 +721,7 @@ int Daemon::run(const char* argv0) {
     lcores_.push_back(lcore);
   }
   launched_ = Clock::now();
+  arm_unmap_guard(ctx_.qsbr);  // a memif peer leaving must not unmap a ring under a worker
   reload_.generation = generation_ - 1;
   register_telemetry();
   std::cout << "natgw: running: " << summary(cfg_) << std::endl;
@@ -763,6 +765,9 @@ int Daemon::run(const char* argv0) {
   xdp_.disable();  // the host keeps its traffic while natgw winds down
   ctx_.stop.store(true);
   rte_eal_mp_wait_lcore();
+  disarm_unmap_guard();
+  if (const uint64_t n = unmap_guard_waits())
+    std::cout << "natgw: " << n << " unmap(s) by other threads waited for the workers (a port peer left)" << std::endl;
   // What the workers logged last, then the end of every session still open (its last packet):
   // without it an outside port reused after a restart would seem still held by its old owner.
   drain_events(true);

@@ -5,7 +5,14 @@
 
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <string>
 
 #include "dataplane/port.hpp"
@@ -128,6 +135,79 @@ TEST(PortPlan, MbufDataRoomHoldsAJumboFrameInOneSegment) {
   const uint16_t room = mbuf_data_room(9001);
   EXPECT_GE(room, RTE_PKTMBUF_HEADROOM + 9001 + RTE_ETHER_HDR_LEN + RTE_ETHER_CRC_LEN);
   EXPECT_EQ(room % 1024, 0);
+}
+
+// A memif server's socket file: only role=server (the default) with socket-abstract=no leaves one.
+TEST(MemifSocket, FileOfServersWithFileSockets) {
+  EXPECT_EQ(memif_server_socket_file("net_memif0,role=server,id=0,socket=/tmp/a.sock,socket-abstract=no"),
+            "/tmp/a.sock");
+  EXPECT_EQ(memif_server_socket_file("net_memif1,socket-abstract=no,socket=/tmp/b.sock"), "/tmp/b.sock");
+  EXPECT_EQ(memif_server_socket_file("net_memif1,socket-abstract=no"), "/run/memif.sock");  // PMD default
+  EXPECT_EQ(memif_server_socket_file("net_memif0,role=client,socket=/tmp/a.sock,socket-abstract=no"), "");
+  EXPECT_EQ(memif_server_socket_file("net_memif0,role=server,socket=/tmp/a.sock"), "");  // abstract
+  EXPECT_EQ(memif_server_socket_file("net_af_packet0,iface=x,socket=/tmp/a.sock,socket-abstract=no"), "");
+  EXPECT_EQ(memif_server_socket_file("net_memif0"), "");
+}
+
+class StaleSocket : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/natgw-sock-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    path_ = dir_ + "/m.sock";
+  }
+  void TearDown() override {
+    if (fd_ >= 0) close(fd_);
+    unlink(path_.c_str());
+    rmdir(dir_.c_str());
+  }
+  // A SOCK_SEQPACKET socket bound at path_ (as the memif PMD's listener), listening or not.
+  void bind_socket(bool listening) {
+    fd_ = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    ASSERT_GE(fd_, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strcpy(a.sun_path, path_.c_str());
+    ASSERT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    if (listening) {
+      ASSERT_EQ(listen(fd_, 1), 0);
+    }
+  }
+  bool exists() const {
+    struct stat st{};
+    return lstat(path_.c_str(), &st) == 0;
+  }
+  std::string dir_, path_;
+  int fd_ = -1;
+};
+
+TEST_F(StaleSocket, LeftByADeadServerIsRemoved) {
+  bind_socket(true);
+  close(fd_);  // the server is gone, its file stays
+  fd_ = -1;
+  ASSERT_TRUE(exists());
+  EXPECT_TRUE(remove_stale_socket(path_));
+  EXPECT_FALSE(exists());
+}
+
+TEST_F(StaleSocket, BoundButNotListeningIsRemovedToo) {
+  bind_socket(false);  // connect() is refused as for a dead server
+  EXPECT_TRUE(remove_stale_socket(path_));
+  EXPECT_FALSE(exists());
+}
+
+TEST_F(StaleSocket, ALiveListenerIsKept) {
+  bind_socket(true);
+  EXPECT_FALSE(remove_stale_socket(path_));
+  EXPECT_TRUE(exists());
+}
+
+TEST_F(StaleSocket, OtherFilesAndNoFileAreLeftAlone) {
+  EXPECT_FALSE(remove_stale_socket(path_));  // nothing there
+  std::ofstream(path_) << "not a socket";
+  EXPECT_FALSE(remove_stale_socket(path_));
+  EXPECT_TRUE(exists());
 }
 
 }  // namespace
