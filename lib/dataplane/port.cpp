@@ -47,7 +47,9 @@ bool remove_stale_socket(const std::string& path) {
   if (path.size() >= sizeof(addr.sun_path)) return false;
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  const int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  // Non-blocking: a live listener whose backlog is full (stopped, or busy) must not hang the
+  // start; it answers EAGAIN and is kept. Only a refusal means nobody listens.
+  const int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return false;
   const bool refused = connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0 &&
                        errno == ECONNREFUSED;

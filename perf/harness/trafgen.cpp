@@ -65,6 +65,7 @@ struct Options {
   double arp_timeout = 10;
   double link_timeout = 15;
   double settle = 0;  // seconds to wait (polling) after the links are up, before the warm-up
+  std::string linger_file;  // after the results, keep the ports open until this file exists
   int measure_cpu = -1;  // report how busy this CPU was during the full-load trial (the DUT's CPU)
 };
 
@@ -103,7 +104,10 @@ void usage() {
       "  --expect-src-b IP         nat mode: source address expected at port B (default dut-b)\n"
       "  --measure-cpu N           report CPU N's busy time (/proc/stat) during the full-load trial:\n"
       "                            the DUT's CPU cost per packet when the kernel forwards (veth + nftables)\n"
-      "  --json                    print a JSON summary on the last line");
+      "  --json                    print a JSON summary on the last line\n"
+      "  --linger-file PATH        after the summary, stop polling but keep the ports open until PATH\n"
+      "                            exists (at most 60 s): the DUT can be stopped first, while its\n"
+      "                            ports are still connected (testpmd then reports its cycles)");
 }
 
 void parse_args(int argc, char** argv) {
@@ -130,6 +134,7 @@ void parse_args(int argc, char** argv) {
     else if (a == "--rate") o.rate = std::atof(next());
     else if (a == "--duration") o.duration = std::atof(next());
     else if (a == "--warmup-rate") o.warmup_rate = std::atof(next());
+    else if (a == "--linger-file") o.linger_file = next();
     else if (a == "--settle") {
       o.settle = std::atof(next());
       if (!(o.settle >= 0 && o.settle <= 600)) {
@@ -735,6 +740,9 @@ int main(int argc, char** argv) {
     j += "}";
     std::printf("%s\n", j.c_str());
   }
+  std::fflush(stdout);
+  if (!g_opt.linger_file.empty())
+    for (int i = 0; i < 1200 && !g_stop && access(g_opt.linger_file.c_str(), F_OK) != 0; ++i) usleep(50000);
   rte_eth_dev_stop(g_opt.port_a);
   rte_eth_dev_stop(g_opt.port_b);
   rte_eal_cleanup();

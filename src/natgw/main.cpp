@@ -711,6 +711,7 @@ int Daemon::run(const char* argv0) {
     return 1;
   }
 
+  arm_unmap_guard(ctx_.qsbr);  // a memif peer leaving must not unmap a ring under a worker
   for (uint16_t w = 0; w < cfg_.dataplane.workers; ++w)
     workers_.push_back(std::make_unique<dp::Worker>(ctx_, w, pool_));
   slots_.resize(workers_.size());
@@ -721,7 +722,6 @@ int Daemon::run(const char* argv0) {
     lcores_.push_back(lcore);
   }
   launched_ = Clock::now();
-  arm_unmap_guard(ctx_.qsbr);  // a memif peer leaving must not unmap a ring under a worker
   reload_.generation = generation_ - 1;
   register_telemetry();
   std::cout << "natgw: running: " << summary(cfg_) << std::endl;
@@ -767,7 +767,7 @@ int Daemon::run(const char* argv0) {
   rte_eal_mp_wait_lcore();
   disarm_unmap_guard();
   if (const uint64_t n = unmap_guard_waits())
-    std::cout << "natgw: " << n << " unmap(s) by other threads waited for the workers (a port peer left)" << std::endl;
+    std::cout << "natgw: " << n << " unmap(s) by the interrupt thread waited for the workers (a memif peer left)" << std::endl;
   // What the workers logged last, then the end of every session still open (its last packet):
   // without it an outside port reused after a restart would seem still held by its old owner.
   drain_events(true);

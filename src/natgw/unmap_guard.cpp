@@ -5,14 +5,19 @@
 // and tests/lab/test_memif_peer.py within a few peer exits at full load).
 //
 // natgw's executable therefore defines munmap() (exported, so the PMDs' calls resolve here):
-// while the workers run, a thread that is not an EAL lcore waits for one RCU grace period of
-// the workers before it unmaps. Every worker reports a quiescent state after each poll, so by
-// then each has left any burst it had begun before the PMD cleared its flags, and every later
-// burst sees the port disconnected and touches no ring. Only the rare teardown on a control
-// thread waits; workers and the main lcore unmap at once.
+// while the workers run, a munmap() on the EAL interrupt thread waits for one RCU grace period
+// of the workers first. Every worker reports a quiescent state after each poll, so by then each
+// has left any burst it had begun before the PMD cleared its flags, and every later burst sees
+// the port disconnected and reads no ring. (The queues' eventfds, closed before the unmap, are
+// not covered: a burst racing that close may read a closed fd number; far rarer, not a crash.)
+// Only the interrupt thread waits: vhost's message thread unmaps while holding the queues'
+// locks, which a worker's enqueue takes (waiting there would deadlock; vhost needs no help);
+// workers, the main lcore and other threads unmap at once. A worker stuck in a burst therefore
+// also holds up the interrupt thread's next unmap, no more.
 #include "unmap_guard.hpp"
 
-#include <rte_lcore.h>
+#include <rte_interrupts.h>
+#include <rte_pause.h>
 #include <rte_rcu_qsbr.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -42,7 +47,7 @@ uint64_t unmap_guard_waits() { return g_waits.load(std::memory_order_relaxed); }
 
 extern "C" int munmap(void* addr, size_t len) noexcept {
   using namespace natgw;
-  if (rte_lcore_id() == LCORE_ID_ANY) {
+  if (rte_thread_is_intr()) {
     // Sequentially consistent with disarm_unmap_guard: either it sees us counted, or we see null.
     g_in_guard.fetch_add(1);
     if (rte_rcu_qsbr* q = g_workers.load()) {

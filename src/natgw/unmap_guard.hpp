@@ -7,8 +7,9 @@ struct rte_rcu_qsbr;
 
 namespace natgw {
 
-// From now on a munmap() by a thread that is not an EAL lcore (the EAL interrupt thread,
-// vhost's message thread, ...) first waits for one grace period of `workers`.
+// From now on a munmap() on the EAL interrupt thread (where the memif PMD drops a departed
+// peer's rings) first waits for one grace period of `workers`. Arm it before the workers
+// start (a grace period without registered workers ends at once).
 void arm_unmap_guard(rte_rcu_qsbr* workers);
 // No more waiting; returns once no munmap() waits on the grace period any more (the
 // workers' QSBR variable can then be freed).

@@ -10,10 +10,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "dataplane/port.hpp"
 
@@ -201,6 +203,26 @@ TEST_F(StaleSocket, ALiveListenerIsKept) {
   bind_socket(true);
   EXPECT_FALSE(remove_stale_socket(path_));
   EXPECT_TRUE(exists());
+}
+
+TEST_F(StaleSocket, AListenerWithAFullBacklogIsKeptWithoutWaiting) {
+  bind_socket(true);
+  ASSERT_EQ(listen(fd_, 0), 0);
+  // Fill the backlog: connections nobody accepts.
+  std::vector<int> queued;
+  for (int i = 0; i < 8; ++i) {
+    const int c = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strcpy(a.sun_path, path_.c_str());
+    queued.push_back(c);
+    if (connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) break;  // full: EAGAIN
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(remove_stale_socket(path_));  // a blocking connect() would wait here for ever
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(1));
+  EXPECT_TRUE(exists());
+  for (const int c : queued) close(c);
 }
 
 TEST_F(StaleSocket, OtherFilesAndNoFileAreLeftAlone) {
