@@ -583,6 +583,7 @@ int main(int argc, char** argv) {
   parse_args(argc - eal - 1, argv + eal + 1);
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
+  std::signal(SIGPIPE, SIG_IGN);  // a vhost-user peer that stopped first: its socket is gone
   if (rte_eth_dev_count_avail() < 2) {
     std::fprintf(stderr, "natgw-trafgen: need two ports (--vdev=...), have %u\n", rte_eth_dev_count_avail());
     return 1;
