@@ -9,7 +9,8 @@
 // of the workers first. Every worker reports a quiescent state after each poll, so by then each
 // has left any burst it had begun before the PMD cleared its flags, and every later burst sees
 // the port disconnected and reads no ring. (The queues' eventfds, closed before the unmap, are
-// not covered: a burst racing that close may read a closed fd number; far rarer, not a crash.)
+// not covered: a burst racing that close may read a closed or reused fd number. The window is a
+// few instructions; the PMD would need a handshake to close it.)
 // Only the interrupt thread waits: vhost's message thread unmaps while holding the queues'
 // locks, which a worker's enqueue takes (waiting there would deadlock; vhost needs no help);
 // workers, the main lcore and other threads unmap at once. A worker stuck in a burst therefore
