@@ -767,8 +767,8 @@ int Daemon::run(const char* argv0) {
   rte_eal_mp_wait_lcore();
   disarm_unmap_guard();
   if (const uint64_t n = unmap_guard_waits())
-    std::cout << "natgw: " << n << " unmap(s) by the interrupt thread waited for the workers (a memif peer left)"
-              << std::endl;
+    std::cout << "natgw: " << n
+              << " unmap(s) by the interrupt thread waited for the workers (a memif peer left)" << std::endl;
   // What the workers logged last, then the end of every session still open (its last packet):
   // without it an outside port reused after a restart would seem still held by its old owner.
   drain_events(true);
