@@ -24,6 +24,9 @@ uint16_t probe_port(const std::string& device);
 // The socket file a memif device listens on: role=server (the default) with
 // socket-abstract=no; empty for clients and abstract sockets (which leave no file).
 std::string memif_server_socket_file(const std::string& device);
+// A memif device in role=client: DPDK 22.11 connects it when the port starts and never
+// again, so natgw restarts it while its server is gone (Daemon::reconnect_memif_clients).
+bool is_memif_client(const std::string& device);
 // Removes `path` if it is a Unix socket nobody listens on (ECONNREFUSED): the file a
 // killed server leaves, which makes the memif PMD refuse to listen there again. True
 // when it removed the file; a live listener, another kind of file or no file stays.

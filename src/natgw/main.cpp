@@ -233,6 +233,7 @@ class Daemon {
   std::vector<std::string> health_reasons() const;
   void health_tick();
   void reset_ports();
+  void reconnect_memif_clients();
   void register_telemetry();
   static int telemetry_stats(const char* cmd, const char* params, rte_tel_data* d);
 
@@ -267,6 +268,7 @@ class Daemon {
   static constexpr auto kSlowStart = std::chrono::seconds(5);  // workers not polling yet: say so
   std::optional<std::string> unsent_ready_;                      // a READY=1 status systemd did not take
   std::set<std::string> dead_ports_;                             // interfaces whose reset failed
+  std::vector<unsigned> memif_client_down_;  // per interface: seconds a memif client's link was down (-1: not one)
   void tell_ready(const std::string& status);
   control::EventLog events_;
   static int64_t wall_ms() {  // the wall clock, ms since the epoch: NAT event times
@@ -573,6 +575,31 @@ void Daemon::reset_ports() {
   }
 }
 
+// A memif client whose server went away (restarted, upgraded) stays down in DPDK 22.11: the PMD
+// connects only when the port starts. Once a second, a client port down for two checks running
+// (a handshake in progress gets one) is restarted, which connects again if the server is back;
+// the workers leave it first, as for a reset.
+void Daemon::reconnect_memif_clients() {
+  for (size_t i = 0; i < memif_client_down_.size(); ++i) {
+    unsigned& down = memif_client_down_[i];
+    if (down == ~0u || dead_ports_.count(ctx_.ifaces[i].name)) continue;
+    const uint16_t port = ctx_.ifaces[i].port_id;
+    rte_eth_link link{};
+    if (rte_eth_link_get_nowait(port, &link) == 0 && link.link_status == RTE_ETH_LINK_UP) {
+      if (down >= 2) std::cerr << "natgw: " << ctx_.ifaces[i].name << ": memif reconnected\n";
+      down = 0;
+      continue;
+    }
+    if (++down < 2) continue;
+    if (down == 2) std::cerr << "natgw: " << ctx_.ifaces[i].name << ": memif server gone; reconnecting every second\n";
+    ctx_.port_paused[i].store(true, std::memory_order_release);
+    rte_rcu_qsbr_synchronize(ctx_.qsbr, RTE_QSBR_THRID_INVALID);
+    rte_eth_dev_stop(port);
+    // Started again (connected or connecting): polled again. Not started: paused until it is.
+    if (rte_eth_dev_start(port) == 0) ctx_.port_paused[i].store(false, std::memory_order_release);
+  }
+}
+
 control::Reply Daemon::command(const std::string& line) {
   std::istringstream in(line);
   std::string verb, arg;
@@ -712,6 +739,8 @@ int Daemon::run(const char* argv0) {
   }
 
   arm_unmap_guard(ctx_.qsbr);  // a memif peer leaving must not unmap a ring under a worker
+  for (const auto& itf : cfg_.interfaces)
+    memif_client_down_.push_back(dp::is_memif_client(XdpHooks::device(itf)) ? 0u : ~0u);
   for (uint16_t w = 0; w < cfg_.dataplane.workers; ++w)
     workers_.push_back(std::make_unique<dp::Worker>(ctx_, w, pool_));
   slots_.resize(workers_.size());
@@ -748,6 +777,7 @@ int Daemon::run(const char* argv0) {
     if (rte_get_timer_cycles() - last_timer > rte_get_timer_hz()) {
       last_timer = rte_get_timer_cycles();
       rte_timer_manage();
+      reconnect_memif_clients();
     }
     if (g_reset_pending.load()) reset_ports();
     if (g_reload) {

@@ -15,6 +15,8 @@ rte_eth_rx_burst at that moment read the unmapped ring and natgw died of SIGSEGV
     SIGINT with exit 0 and its final counters, and says its unmap guard waited at each disconnect.
            test_restart_after_natgw_was_killed   natgw SIGKILLed leaves its socket files; a new natgw
                                                  removes them (nobody listens) and carries traffic
+    natgw as the memif client (MemifServerRestarts): the server peer leaves, is killed at full load and
+    comes back three times; natgw restarts its client ports until they connect, and traffic passes each time.
 
 Needs natgw and natgw-trafgen (NATGW_BIN, NATGW_TRAFGEN_BIN) and the memif PMD; skips (77) otherwise.
 Two busy-polling processes: run it alone (meson: is_parallel false).
@@ -45,6 +47,8 @@ def memif_pmd() -> bool:
 class MemifPeer(unittest.TestCase):
     """Each test gets its own natgw; each ends by stopping it with SIGINT (exit 0, final counters)."""
 
+    NATGW_ROLE, PEER_ROLE = "server", "client"
+
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="natgw-memif-")
         self.work = w = Path(self.tmp.name)
@@ -55,11 +59,11 @@ eal = ["--no-huge", "-m", "768", "--no-shconf", "--no-pci", "--file-prefix", "ng
        "--lcores", "0@0,1@1", "--log-level", "error"]
 [[interface]]
 name = "inside"
-device = "net_memif0,role=server,id=0,rsize=12,socket={w}/a.sock,socket-abstract=no"
+device = "net_memif0,role={self.NATGW_ROLE},id=0,rsize=12,socket={w}/a.sock,socket-abstract=no"
 address = "10.0.1.10/24"
 [[interface]]
 name = "internet"
-device = "net_memif1,role=server,id=0,rsize=12,socket={w}/b.sock,socket-abstract=no"
+device = "net_memif1,role={self.NATGW_ROLE},id=0,rsize=12,socket={w}/b.sock,socket-abstract=no"
 address = "10.0.3.10/24"
 [[route]]
 prefix = "0.0.0.0/0"
@@ -77,7 +81,8 @@ socket = "{w}/natgw.sock"
         self.log = open(w / "natgw.log", "w+")
         self.natgw = None
         self.addCleanup(self.cleanup)  # also when setUp fails: no natgw left polling
-        self.start_natgw()
+        if self.NATGW_ROLE == "server":
+            self.start_natgw()
 
     def start_natgw(self):
         self.log.seek(0)
@@ -107,8 +112,8 @@ socket = "{w}/natgw.sock"
         w = self.work
         return [TRAFGEN, "--no-huge", "-m", "512", "--no-shconf", "--no-pci",
                 "--file-prefix", f"ngw-memif-gen-{os.getpid()}", "--lcores", "0@0", "--log-level", "error",
-                f"--vdev=net_memif0,role=client,id=0,rsize=12,socket={w}/a.sock,socket-abstract=no",
-                f"--vdev=net_memif1,role=client,id=0,rsize=12,socket={w}/b.sock,socket-abstract=no",
+                f"--vdev=net_memif0,role={self.PEER_ROLE},id=0,rsize=12,socket={w}/a.sock,socket-abstract=no",
+                f"--vdev=net_memif1,role={self.PEER_ROLE},id=0,rsize=12,socket={w}/b.sock,socket-abstract=no",
                 "--", "--mode", "nat", "--flows", "256", "--proto", "mix", "--json", *args]
 
     def assert_alive(self, after: str):
@@ -178,6 +183,45 @@ socket = "{w}/natgw.sock"
         self.trial("after the restart", "--rate", "50000")
         self.stop_natgw()
         self.assertFalse((self.work / "a.sock").exists(), "a clean stop removes its socket files")
+
+
+class MemifServerRestarts(MemifPeer):
+    """natgw as the memif client: DPDK 22.11's client connects only when its port starts, so natgw
+    restarts a client port whose server went away, once a second, until the server is back."""
+
+    NATGW_ROLE, PEER_ROLE = "client", "server"
+    test_peer_exits_after_full_load = test_peer_killed_at_full_load = None
+    test_restart_after_natgw_was_killed = None
+
+    def start_peer(self) -> subprocess.Popen:
+        for f in ("a.sock", "b.sock"):  # the last server's files (a killed server leaves them)
+            (self.work / f).unlink(missing_ok=True)
+        return subprocess.Popen(self.peer("--duration", "1", "--warmup-rate", "100000", "--rate", "50000"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish_peer(self, p: subprocess.Popen, what: str):
+        out, err = p.communicate(timeout=120)
+        self.assertEqual(p.returncode, 0, f"{what}: natgw-trafgen failed:\n{out}\n{err}\n{self.output()[-1500:]}")
+        full = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])["full"]
+        self.assertGreater(full["in2out_recv_pps"], 0, what)
+        self.assertGreater(full["out2in_recv_pps"], 0, what)
+
+    def test_client_reconnects_to_restarted_servers(self):
+        p = self.start_peer()
+        time.sleep(1.5)  # the server listens before natgw's ports start (they connect once, at start)
+        self.start_natgw()
+        self.finish_peer(p, "the first server")
+        for i in range(3):
+            killed = self.start_peer() if i == 1 else None
+            if killed:  # one server dies at full load instead of leaving after its trial
+                time.sleep(2)
+                killed.kill()
+                killed.communicate()
+            self.assert_alive(f"server #{i + 1} left")
+            self.finish_peer(self.start_peer(), f"server #{i + 2}, natgw reconnected")
+        out = self.stop_natgw()
+        self.assertIn("inside: memif server gone; reconnecting every second", out)
+        self.assertGreaterEqual(out.count("inside: memif reconnected"), 3)
 
 
 if __name__ == "__main__":
