@@ -151,6 +151,14 @@ TEST(MemifSocket, FileOfServersWithFileSockets) {
   EXPECT_EQ(memif_server_socket_file("net_memif0"), "");
 }
 
+TEST(MemifSocket, ClientsAreToldApart) {
+  EXPECT_TRUE(is_memif_client("net_memif0,role=client,socket=/tmp/a.sock"));
+  EXPECT_TRUE(is_memif_client("net_memif3,id=1,role=client"));
+  EXPECT_FALSE(is_memif_client("net_memif0"));  // server by default
+  EXPECT_FALSE(is_memif_client("net_memif0,role=server,socket=/tmp/role=client"));
+  EXPECT_FALSE(is_memif_client("net_af_xdp0,iface=x,role=client"));
+}
+
 class StaleSocket : public ::testing::Test {
  protected:
   void SetUp() override {
