@@ -739,8 +739,9 @@ int Daemon::run(const char* argv0) {
   }
 
   arm_unmap_guard(ctx_.qsbr);  // a memif peer leaving must not unmap a ring under a worker
+  // The configured device string: XdpHooks::device() would detach the natgw_steer just attached.
   for (const auto& itf : cfg_.interfaces)
-    memif_client_down_.push_back(dp::is_memif_client(XdpHooks::device(itf)) ? 0u : ~0u);
+    memif_client_down_.push_back(dp::is_memif_client(itf.device) ? 0u : ~0u);
   for (uint16_t w = 0; w < cfg_.dataplane.workers; ++w)
     workers_.push_back(std::make_unique<dp::Worker>(ctx_, w, pool_));
   slots_.resize(workers_.size());
