@@ -268,7 +268,7 @@ class Daemon {
   static constexpr auto kSlowStart = std::chrono::seconds(5);  // workers not polling yet: say so
   std::optional<std::string> unsent_ready_;                      // a READY=1 status systemd did not take
   std::set<std::string> dead_ports_;                             // interfaces whose reset failed
-  std::vector<unsigned> memif_client_down_;  // per interface: seconds a memif client's link was down (-1: not one)
+  std::vector<unsigned> memif_client_down_;  // per interface: checks a memif client was down (~0u: no client)
   void tell_ready(const std::string& status);
   control::EventLog events_;
   static int64_t wall_ms() {  // the wall clock, ms since the epoch: NAT event times
@@ -591,7 +591,8 @@ void Daemon::reconnect_memif_clients() {
       continue;
     }
     if (++down < 2) continue;
-    if (down == 2) std::cerr << "natgw: " << ctx_.ifaces[i].name << ": memif server gone; reconnecting every second\n";
+    if (down == 2)
+      std::cerr << "natgw: " << ctx_.ifaces[i].name << ": memif server gone; reconnecting every second\n";
     ctx_.port_paused[i].store(true, std::memory_order_release);
     rte_rcu_qsbr_synchronize(ctx_.qsbr, RTE_QSBR_THRID_INVALID);
     rte_eth_dev_stop(port);
