@@ -286,6 +286,9 @@ EOF
 
 # memif rings of 2^12 slots (default 2^10): a DUT preempted for a millisecond on this shared machine
 # should not turn into loss at a few Mpps.
+# The DUT's ends of the veth pairs through af_xdp (natgw-afxdp and testpmd-afxdp alike).
+AFXDP_A="net_af_xdp0,iface=dut-a,start_queue=0,queue_count=1$AFXDP_ARGS"
+AFXDP_B="net_af_xdp1,iface=dut-b,start_queue=0,queue_count=1$AFXDP_ARGS"
 MEMIF_A="role=server,id=0,rsize=12,socket=$WORK/a.sock,socket-abstract=no"
 MEMIF_B="role=server,id=0,rsize=12,socket=$WORK/b.sock,socket-abstract=no"
 GEN_MEMIF=(--vdev="net_memif0,role=client,id=0,rsize=12,socket=$WORK/a.sock,socket-abstract=no"
@@ -342,12 +345,10 @@ run_one() {  # $1: system, $2: run number
       : > "$logf"
       if [[ $sys == testpmd-afxdp ]]; then
         mode=io
-        start_testpmd "$logf" "net_af_xdp0,iface=dut-a,start_queue=0,queue_count=1$AFXDP_ARGS" \
-          "net_af_xdp1,iface=dut-b,start_queue=0,queue_count=1$AFXDP_ARGS" ip netns exec ngwb-dut || { drop_lock; return 1; }
+        start_testpmd "$logf" "$AFXDP_A" "$AFXDP_B" ip netns exec ngwb-dut || { drop_lock; return 1; }
       elif [[ $sys != nft-masquerade ]]; then
         local da=net_af_packet0,iface=dut-a db=net_af_packet1,iface=dut-b
-        [[ $sys == natgw-afxdp ]] && da=net_af_xdp0,iface=dut-a,start_queue=0,queue_count=1$AFXDP_ARGS \
-                                  && db=net_af_xdp1,iface=dut-b,start_queue=0,queue_count=1$AFXDP_ARGS
+        [[ $sys == natgw-afxdp ]] && da=$AFXDP_A db=$AFXDP_B
         natgw_config "$WORK/$sys.toml" "$da" "$db" nat "$flows" veth
         start_natgw "$logf" "$WORK/$sys.toml" ip netns exec ngwb-dut || { drop_lock; return 1; }
       fi ;;

@@ -16,45 +16,25 @@
 #include <iostream>
 #include <stdexcept>
 
+#include "config/device_args.hpp"
+
 namespace natgw::dp {
 
 namespace {
 std::string dpdk_error(int rc) { return rte_strerror(rc < 0 ? -rc : rc); }
 }  // namespace
 
-namespace {
-struct MemifArgs {
-  bool memif = false;
-  std::string role = "server", socket = "/run/memif.sock", abstract = "yes";  // the PMD's defaults
-};
-MemifArgs memif_args(const std::string& device) {
-  MemifArgs m;
-  if (device.rfind("net_memif", 0) != 0) return m;
-  m.memif = true;
-  for (size_t at = device.find(','); at != std::string::npos;) {
-    const size_t end = device.find(',', at + 1);
-    const std::string kv = device.substr(at + 1, end == std::string::npos ? std::string::npos : end - at - 1);
-    const size_t eq = kv.find('=');
-    if (eq != std::string::npos) {
-      const std::string k = kv.substr(0, eq), v = kv.substr(eq + 1);
-      if (k == "role") m.role = v;
-      else if (k == "socket") m.socket = v;
-      else if (k == "socket-abstract") m.abstract = v;
-    }
-    at = end;
-  }
-  return m;
-}
-}  // namespace
-
 std::string memif_server_socket_file(const std::string& device) {
-  const MemifArgs m = memif_args(device);
-  return m.memif && m.role == "server" && m.abstract == "no" ? m.socket : std::string{};
+  if (device.rfind("net_memif", 0) != 0) return {};
+  // The PMD's defaults: role=server, socket=/run/memif.sock, socket-abstract=yes.
+  if (config::device_arg(device, "role").value_or("server") != "server" ||
+      config::device_arg(device, "socket-abstract").value_or("yes") != "no")
+    return {};
+  return config::device_arg(device, "socket").value_or("/run/memif.sock");
 }
 
 bool is_memif_client(const std::string& device) {
-  const MemifArgs m = memif_args(device);
-  return m.memif && m.role == "client";
+  return device.rfind("net_memif", 0) == 0 && config::device_arg(device, "role") == "client";
 }
 
 bool remove_stale_socket(const std::string& path) {

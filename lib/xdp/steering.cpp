@@ -21,6 +21,8 @@
 #include <stdexcept>
 #include <utility>
 
+#include "config/device_args.hpp"
+
 namespace natgw::xdp {
 
 namespace {
@@ -199,15 +201,7 @@ std::string find_object() {
 
 std::string af_xdp_iface(const std::string& device) {
   if (device.rfind("net_af_xdp", 0) != 0) return {};
-  size_t pos = 0;
-  while ((pos = device.find(',', pos)) != std::string::npos) {
-    ++pos;
-    if (device.compare(pos, 6, "iface=") == 0) {
-      const size_t end = device.find(',', pos);
-      return device.substr(pos + 6, end == std::string::npos ? std::string::npos : end - pos - 6);
-    }
-  }
-  return {};
+  return config::device_arg(device, "iface").value_or("");
 }
 
 std::string with_xdp_prog(const std::string& device, const std::string& object) {

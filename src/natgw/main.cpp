@@ -234,6 +234,13 @@ class Daemon {
   void health_tick();
   void reset_ports();
   void reconnect_memif_clients();
+  // Stops the workers polling and sending on interface i, and returns once none is inside a
+  // burst on it any more (a grace period): the port can then be stopped, reset or restarted.
+  void pause_port(size_t i) {
+    ctx_.port_paused[i].store(true, std::memory_order_release);
+    rte_rcu_qsbr_synchronize(ctx_.qsbr, RTE_QSBR_THRID_INVALID);
+  }
+  void resume_port(size_t i) { ctx_.port_paused[i].store(false, std::memory_order_release); }
   void register_telemetry();
   static int telemetry_stats(const char* cmd, const char* params, rte_tel_data* d);
 
@@ -552,8 +559,7 @@ void Daemon::reset_ports() {
     const uint16_t port = ctx_.ifaces[i].port_id;
     std::cerr << "natgw: " << ctx_.ifaces[i].name << ": the driver requested a reset; resetting\n";
     check_watchdog(true);  // a reset may take seconds: start it with a fresh feed
-    ctx_.port_paused[i].store(true, std::memory_order_release);
-    rte_rcu_qsbr_synchronize(ctx_.qsbr, RTE_QSBR_THRID_INVALID);
+    pause_port(i);
     try {
       int rc = rte_eth_dev_reset(port);
       if (rc != 0) throw std::runtime_error(std::string("rte_eth_dev_reset: ") + rte_strerror(-rc));
@@ -561,7 +567,7 @@ void Daemon::reset_ports() {
       pp.queues = static_cast<uint16_t>(cfg_.dataplane.workers);
       pp.mtu = cfg_.interfaces[i].mtu;
       dp::start_port(port, pp, pool_, cfg_.interfaces[i].name);
-      ctx_.port_paused[i].store(false, std::memory_order_release);
+      resume_port(i);
       dead_ports_.erase(ctx_.ifaces[i].name);
       std::cerr << "natgw: " << ctx_.ifaces[i].name << ": reset done\n";
     } catch (const std::exception& e) {
@@ -593,11 +599,10 @@ void Daemon::reconnect_memif_clients() {
     if (++down < 2) continue;
     if (down == 2)
       std::cerr << "natgw: " << ctx_.ifaces[i].name << ": memif server gone; reconnecting every second\n";
-    ctx_.port_paused[i].store(true, std::memory_order_release);
-    rte_rcu_qsbr_synchronize(ctx_.qsbr, RTE_QSBR_THRID_INVALID);
+    pause_port(i);
     rte_eth_dev_stop(port);
     // Started again (connected or connecting): polled again. Not started: paused until it is.
-    if (rte_eth_dev_start(port) == 0) ctx_.port_paused[i].store(false, std::memory_order_release);
+    if (rte_eth_dev_start(port) == 0) resume_port(i);
   }
 }
 

@@ -44,8 +44,9 @@ def memif_pmd() -> bool:
     return bool(glob.glob("/usr/lib/*/dpdk/pmds-*/librte_net_memif.so*"))
 
 
-class MemifPeer(unittest.TestCase):
-    """Each test gets its own natgw; each ends by stopping it with SIGINT (exit 0, final counters)."""
+class MemifNatgw(unittest.TestCase):
+    """natgw on two memif ports and natgw-trafgen as its peer; no tests of its own. Each test gets its
+    own natgw; each ends by stopping it with SIGINT (exit 0, final counters)."""
 
     NATGW_ROLE, PEER_ROLE = "server", "client"
 
@@ -149,6 +150,10 @@ socket = "{w}/natgw.sock"
         self.assertIsNotNone(m, "the unmap guard never waited: did the peers' exits reach natgw?")
         self.assertGreaterEqual(int(m.group(1)), 2 * disconnects)
 
+
+class MemifPeer(MemifNatgw):
+    """natgw as the memif server; its client peers leave, are killed, natgw itself is killed."""
+
     def test_peer_exits_after_full_load(self):
         for i in range(CYCLES):
             self.trial(f"trial {i + 1}")  # full load until the peer exits
@@ -189,13 +194,11 @@ socket = "{w}/natgw.sock"
         self.assertFalse((self.work / "a.sock").exists(), "a clean stop removes its socket files")
 
 
-class MemifServerRestarts(MemifPeer):
+class MemifServerRestarts(MemifNatgw):
     """natgw as the memif client: DPDK 22.11's client connects only when its port starts, so natgw
     restarts a client port whose server went away, once a second, until the server is back."""
 
     NATGW_ROLE, PEER_ROLE = "client", "server"
-    test_peer_exits_after_full_load = test_peer_killed_at_full_load = None
-    test_restart_after_natgw_was_killed = None
 
     def start_peer(self) -> subprocess.Popen:
         for f in ("a.sock", "b.sock"):  # the last server's files (a killed server leaves them)
